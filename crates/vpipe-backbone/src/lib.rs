@@ -1,0 +1,23 @@
+//! The MobileViT v1 backbone (Mehta & Rastegari, arXiv 2110.02178) on burn.
+//!
+//! - [`config`]: the XXS, XS and S architectures and their output strides.
+//! - [`layout`]: recognises ml-cvnets, timm and Hugging Face checkpoints and maps
+//!   their tensor names onto one canonical (ml-cvnets) naming.
+//! - [`params`]: hands named tensors to the layers, checking every shape.
+//! - [`layers`]: the building blocks (convolution with folded batch norm,
+//!   inverted residual, transformer layer, MobileViT block).
+//! - [`mobilevit`]: the backbone, which returns the feature maps at output
+//!   strides 2, 4, 8, 16 and 32.
+
+pub mod config;
+pub mod error;
+pub mod layers;
+pub mod layout;
+pub mod mobilevit;
+pub mod params;
+
+pub use config::{MobileVitConfig, MobileVitSize};
+pub use error::{BackboneError, Result};
+pub use layout::{CheckpointLayout, SourceLayout};
+pub use mobilevit::{Features, MobileVit};
+pub use params::Params;

@@ -1,0 +1,229 @@
+//! Named parameters in the canonical (ml-cvnets) naming, handed out with shape checks.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use vpipe_core::HostTensor;
+
+use crate::error::{BackboneError, Result};
+
+/// The tensors of a checkpoint under canonical names, consumed as the layers are built.
+///
+/// Every tensor must be taken exactly once: [`Params::finish`] reports any tensor
+/// that no layer used, and [`Params::take`] reports a missing or wrongly shaped one
+/// under the name it has in the original file.
+#[derive(Debug)]
+pub struct Params {
+    file: String,
+    tensors: BTreeMap<String, HostTensor>,
+    source_names: BTreeMap<String, String>,
+    device: Device,
+    bn_eps: f64,
+    synthetic: Option<u64>,
+}
+
+/// A convolution whose batch norm (if any) has been folded into its weight and bias.
+#[derive(Debug, Clone)]
+pub struct FoldedConv {
+    /// Weight `[out, in / groups, k, k]`.
+    pub weight: HostTensor,
+    /// Bias `[out]`.
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Params {
+    /// Wraps canonical tensors. `source_names` maps a canonical name to the name the
+    /// tensor has in `file`, for error messages.
+    pub fn new(
+        file: impl Into<String>,
+        tensors: BTreeMap<String, HostTensor>,
+        source_names: BTreeMap<String, String>,
+        device: &Device,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            tensors,
+            source_names,
+            device: device.clone(),
+            bn_eps: 1e-5,
+            synthetic: None,
+        }
+    }
+
+    /// Parameters that do not come from a file: every tensor asked for is made up
+    /// from a seeded generator (weights ~ U(-a, a) with a = 1/sqrt(fan_in), norm
+    /// scales and variances in [0.5, 1.5]). Used by benchmarks, where only the
+    /// amount of arithmetic matters.
+    pub fn synthetic(seed: u64, device: &Device) -> Self {
+        Self {
+            synthetic: Some(seed),
+            ..Self::new("<synthetic>", BTreeMap::new(), BTreeMap::new(), device)
+        }
+    }
+
+    fn make_up(&mut self, key: &str, shape: &[usize]) -> HostTensor {
+        let seed = self.synthetic.get_or_insert(0);
+        let n: usize = shape.iter().product();
+        let fan_in = if shape.len() > 1 { n / shape[0] } else { 1 };
+        let positive = key.ends_with("running_var") || key.ends_with("norm.weight");
+        let amp = 1.0 / (fan_in as f64).sqrt();
+        let data = (0..n)
+            .map(|_| {
+                // 64-bit LCG (Knuth's MMIX constants).
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (*seed >> 11) as f64 / (1u64 << 53) as f64;
+                if positive {
+                    0.5 + u
+                } else {
+                    (2.0 * u - 1.0) * amp
+                }
+            })
+            .map(|v| v as f32)
+            .collect();
+        HostTensor::new(shape.to_vec(), data)
+    }
+
+    /// The device tensors are created on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The checkpoint file name, for messages.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The name `key` has in the original file.
+    pub fn source_name(&self, key: &str) -> String {
+        self.source_names
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| key.to_string())
+    }
+
+    /// The shape of a canonical tensor, if present.
+    pub fn shape_of(&self, key: &str) -> Option<&[usize]> {
+        self.tensors.get(key).map(|t| t.shape.as_slice())
+    }
+
+    /// Removes and returns tensor `key`, which must have shape `expected`.
+    pub fn take(&mut self, key: &str, expected: &[usize]) -> Result<HostTensor> {
+        if self.synthetic.is_some() {
+            return Ok(self.make_up(key, expected));
+        }
+        let Some(t) = self.tensors.remove(key) else {
+            return Err(BackboneError::MissingTensor {
+                file: self.file.clone(),
+                key: self.source_name(key),
+                expected: expected.to_vec(),
+            });
+        };
+        if t.shape != expected {
+            return Err(BackboneError::ShapeMismatch {
+                file: self.file.clone(),
+                key: self.source_name(key),
+                expected: expected.to_vec(),
+                found: t.shape,
+            });
+        }
+        Ok(t)
+    }
+
+    /// Takes an ml-cvnets `ConvLayer` at `prefix` (`{prefix}.block.conv.*`, and with
+    /// `norm`, `{prefix}.block.norm.*`), folding the batch norm into the convolution.
+    pub fn conv(
+        &mut self,
+        prefix: &str,
+        shape: [usize; 4],
+        conv_bias: bool,
+        norm: bool,
+    ) -> Result<FoldedConv> {
+        let weight = self.take(&format!("{prefix}.block.conv.weight"), &shape)?;
+        let out = shape[0];
+        let bias = if conv_bias {
+            Some(
+                self.take(&format!("{prefix}.block.conv.bias"), &[out])?
+                    .data,
+            )
+        } else {
+            None
+        };
+        if !norm {
+            return Ok(FoldedConv { weight, bias });
+        }
+        let n = format!("{prefix}.block.norm");
+        let gamma = self.take(&format!("{n}.weight"), &[out])?.data;
+        let beta = self.take(&format!("{n}.bias"), &[out])?.data;
+        let mean = self.take(&format!("{n}.running_mean"), &[out])?.data;
+        let var = self.take(&format!("{n}.running_var"), &[out])?.data;
+        Ok(fold_batch_norm(
+            weight,
+            bias,
+            &gamma,
+            &beta,
+            &mean,
+            &var,
+            self.bn_eps,
+        ))
+    }
+
+    /// Reports tensors that no layer took.
+    pub fn finish(self) -> Result<()> {
+        if let Some((key, t)) = self.tensors.iter().next() {
+            return Err(BackboneError::UnexpectedTensors {
+                file: self.file.clone(),
+                count: self.tensors.len(),
+                first: self.source_name(key),
+                shape: t.shape.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Uploads a host tensor of rank `D` to the device.
+    pub fn upload<const D: usize>(&self, t: HostTensor) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(t.data, t.shape), &self.device)
+    }
+
+    /// Uploads a vector as a rank-1 tensor.
+    pub fn upload_vec(&self, v: Vec<f32>) -> Tensor<1> {
+        let n = v.len();
+        Tensor::from_data(TensorData::new(v, [n]), &self.device)
+    }
+}
+
+/// Folds inference-mode batch norm into the preceding convolution, in `f64`:
+/// `w' = w * g / sqrt(v + eps)`, `b' = (b - m) * g / sqrt(v + eps) + beta`.
+pub fn fold_batch_norm(
+    weight: HostTensor,
+    bias: Option<Vec<f32>>,
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+) -> FoldedConv {
+    let out = weight.shape[0];
+    let per_out = weight.data.len() / out.max(1);
+    let scale: Vec<f64> = (0..out)
+        .map(|o| gamma[o] as f64 / (var[o] as f64 + eps).sqrt())
+        .collect();
+    let data = weight
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| (w as f64 * scale[i / per_out]) as f32)
+        .collect();
+    let b = (0..out)
+        .map(|o| {
+            let b0 = bias.as_ref().map_or(0.0, |b| b[o] as f64);
+            ((b0 - mean[o] as f64) * scale[o] + beta[o] as f64) as f32
+        })
+        .collect();
+    FoldedConv {
+        weight: HostTensor::new(weight.shape, data),
+        bias: Some(b),
+    }
+}

@@ -1,0 +1,139 @@
+//! `vpipe bench`: latency and throughput of the networks.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::tensor::{Tensor, TensorData};
+use clap::Args;
+use serde::Serialize;
+use vpipe_backbone::{MobileVit, MobileVitConfig, MobileVitSize, Params};
+use vpipe_core::device;
+use vpipe_heads::{ClassificationHead, LoadedModel, Model};
+
+/// Arguments of `vpipe bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Architecture: mobilevit_xxs, mobilevit_xs or mobilevit_s (ignored with --weights).
+    #[arg(long, default_value = "mobilevit_s")]
+    arch: MobileVitSize,
+    /// Input height and width.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// CPU threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 30)]
+    iters: usize,
+    /// Use this checkpoint instead of synthetic weights of --arch.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `vpipe bench` measured.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// Architecture measured.
+    pub arch: String,
+    /// Task.
+    pub task: String,
+    /// Input `[batch, 3, size, size]`.
+    pub input: [usize; 4],
+    /// Threads the CPU backend used.
+    pub threads: usize,
+    /// Timed runs.
+    pub iters: usize,
+    /// Median latency of one batch, ms.
+    pub median_ms: f64,
+    /// 90th percentile latency, ms.
+    pub p90_ms: f64,
+    /// Mean latency, ms.
+    pub mean_ms: f64,
+    /// Images per second at the median latency.
+    pub images_per_s: f64,
+}
+
+/// Runs the command.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.iters == 0 || args.batch == 0 {
+        bail!("--iters and --batch must be at least 1");
+    }
+    if args.size < 32 {
+        bail!("--size must be at least 32");
+    }
+    device::set_cpu_threads(args.threads);
+    let device = device::default_device();
+    let (model, arch) = match &args.weights {
+        Some(path) => {
+            let l = LoadedModel::load(path, &device)?;
+            (l.model, l.layout.size)
+        }
+        None => {
+            let config = MobileVitConfig::new(args.arch);
+            let mut params = Params::synthetic(42, &device);
+            let backbone = MobileVit::load(&mut params, &config)?;
+            let head = ClassificationHead::load(&mut params, &config)?;
+            (Model::Classifier { backbone, head }, args.arch)
+        }
+    };
+    let shape = [args.batch, 3, args.size, args.size];
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    let input = Tensor::<4>::from_data(TensorData::new(data, shape), &device);
+    let run_once = || -> Result<f64> {
+        let t0 = Instant::now();
+        // Reading the outputs back waits for the whole computation.
+        let out = model.forward_raw(input.clone())?;
+        std::hint::black_box(&out);
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
+    };
+    for _ in 0..args.warmup {
+        run_once()?;
+    }
+    let mut times = (0..args.iters)
+        .map(|_| run_once())
+        .collect::<Result<Vec<f64>>>()?;
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    let median = pct(0.5);
+    let report = BenchReport {
+        arch: arch.arch_name().to_string(),
+        task: "classification".into(),
+        input: shape,
+        threads: device::cpu_threads(),
+        iters: args.iters,
+        median_ms: median,
+        p90_ms: pct(0.9),
+        mean_ms: times.iter().sum::<f64>() / times.len() as f64,
+        images_per_s: args.batch as f64 * 1e3 / median,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} {} {:?} threads={}: median {:.2} ms, p90 {:.2} ms, mean {:.2} ms, {:.1} images/s ({} runs)",
+            report.arch,
+            report.task,
+            report.input,
+            report.threads,
+            report.median_ms,
+            report.p90_ms,
+            report.mean_ms,
+            report.images_per_s,
+            report.iters
+        );
+    }
+    Ok(())
+}

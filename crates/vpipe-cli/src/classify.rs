@@ -1,0 +1,102 @@
+//! `vpipe classify`: top-k classes of images.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use vpipe_backbone::SourceLayout;
+use vpipe_core::device;
+use vpipe_core::result::HeadOutput;
+use vpipe_heads::{LoadedModel, Model};
+use vpipe_media::{PreprocessPreset, load_image};
+
+/// Arguments of `vpipe classify`.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// Classification checkpoint (ml-cvnets .pt, timm or Hugging Face .safetensors / .bin).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Images to classify.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Preprocessing preset (default: the checkpoint source's own).
+    #[arg(long)]
+    preset: Option<PreprocessPreset>,
+    /// How many classes to report per image.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// CPU threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// The preset matching a classification checkpoint's source.
+pub fn default_preset(source: SourceLayout) -> PreprocessPreset {
+    match source {
+        SourceLayout::Cvnets => PreprocessPreset::CvnetsCls,
+        SourceLayout::Timm => PreprocessPreset::Timm,
+        SourceLayout::HuggingFace => PreprocessPreset::HfCls,
+    }
+}
+
+/// Runs the command.
+pub fn run(args: ClassifyArgs) -> Result<()> {
+    device::set_cpu_threads(args.threads);
+    let device = device::default_device();
+    let loaded = LoadedModel::load(&args.weights, &device)?;
+    let Model::Classifier { backbone, head } = &loaded.model;
+    let preset = args
+        .preset
+        .unwrap_or_else(|| default_preset(loaded.layout.source));
+    let recipe = preset.recipe();
+    let mut failed = 0;
+    for path in &args.images {
+        let result = (|| -> Result<Vec<HeadOutput>> {
+            let frame = load_image(path)?;
+            let (input, _) = recipe.batch(&[&frame], &device)?;
+            let logits = head.forward(&backbone.forward(input)?);
+            let logits = logits
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+            Ok(head.postprocess(&logits, args.top_k))
+        })()
+        .with_context(|| format!("{}", path.display()));
+        match result {
+            Ok(outputs) => {
+                for out in outputs {
+                    let HeadOutput::Classification { top_k } = out;
+                    if args.json {
+                        let line = serde_json::json!({
+                            "image": path.display().to_string(),
+                            "preset": preset.name(),
+                            "top_k": top_k,
+                        });
+                        println!("{line}");
+                    } else {
+                        println!("{}", path.display());
+                        for c in top_k {
+                            println!(
+                                "  {:>6.2}%  {:>4}  {}",
+                                c.score * 100.0,
+                                c.class_id,
+                                c.label
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} image(s) failed", args.images.len());
+    }
+    Ok(())
+}

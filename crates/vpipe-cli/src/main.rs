@@ -1,0 +1,77 @@
+//! `vpipe`: the command line.
+
+mod bench;
+mod classify;
+mod infer;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Multi-task computer vision on MobileViT.
+#[derive(Debug, Parser)]
+#[command(name = "vpipe", version, about)]
+struct Cli {
+    /// More logging (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a checkpoint on an already preprocessed NCHW float32 tensor and write its
+    /// raw outputs as .npy files.
+    Infer(infer::InferArgs),
+    /// Classify images with a classification checkpoint.
+    Classify(classify::ClassifyArgs),
+    /// Measure inference latency and throughput.
+    Bench(bench::BenchArgs),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    // A bug must still end in one readable line, never a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: internal error{at}: {msg} (please report this)");
+    }));
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = std::panic::catch_unwind(|| match cli.command {
+        Command::Infer(a) => infer::run(a),
+        Command::Classify(a) => classify::run(a),
+        Command::Bench(a) => bench::run(a),
+    });
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+        Err(_) => ExitCode::from(101),
+    }
+}

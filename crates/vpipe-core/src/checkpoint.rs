@@ -1,0 +1,161 @@
+//! Reading checkpoint files into host tensors.
+//!
+//! Supported containers, told apart by their first bytes rather than the file name:
+//! - safetensors (`.safetensors`);
+//! - PyTorch zip archives written by `torch.save` (`.pt`, `.pth`, Hugging Face
+//!   `pytorch_model.bin`), and legacy (pre-1.6) PyTorch pickles.
+//!
+//! Both are read with burn's store (`burn::store`). PyTorch pickles are parsed by a
+//! restricted reader that rebuilds tensors and dicts only: nothing in the file is
+//! ever executed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::store::{ModuleStore, PytorchStore, SafetensorsStore};
+use burn::tensor::{DType, TensorData};
+
+use crate::error::{CoreError, Result};
+
+/// The container format of a checkpoint file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// A safetensors file.
+    Safetensors,
+    /// A PyTorch `torch.save` file (zip archive or legacy pickle).
+    Pytorch,
+}
+
+impl std::fmt::Display for FileFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileFormat::Safetensors => "safetensors",
+            FileFormat::Pytorch => "PyTorch",
+        })
+    }
+}
+
+/// A float tensor held in host memory, converted to `f32`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Elements in C order.
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// A tensor from its shape and elements; the element count must match the shape.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Self { shape, data }
+    }
+}
+
+/// All float tensors of one checkpoint file, by name.
+#[derive(Debug, Clone)]
+pub struct TensorFile {
+    /// The file they were read from.
+    pub path: PathBuf,
+    /// Its container format.
+    pub format: FileFormat,
+    /// The float tensors by name. Integer bookkeeping tensors such as BatchNorm's
+    /// `num_batches_tracked` are left out.
+    pub tensors: BTreeMap<String, HostTensor>,
+}
+
+/// Detects the container format from the first bytes of a file.
+pub fn sniff_format(path: &Path) -> Result<FileFormat> {
+    use std::io::Read;
+    let mut head = [0u8; 9];
+    let mut f = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let len = f.metadata().map_err(|e| CoreError::io(path, e))?.len();
+    let n = f.read(&mut head).map_err(|e| CoreError::io(path, e))?;
+    if n == 0 {
+        return Err(CoreError::format(path, "the file is empty"));
+    }
+    if n >= 4 && &head[..4] == b"PK\x03\x04" {
+        return Ok(FileFormat::Pytorch);
+    }
+    if head[0] == 0x80 && n >= 2 && (2..=5).contains(&head[1]) {
+        return Ok(FileFormat::Pytorch);
+    }
+    if n == 9 && head[8] == b'{' {
+        let header_len = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
+        if header_len.saturating_add(8) > len {
+            return Err(CoreError::format(
+                path,
+                format!(
+                    "truncated safetensors file: its header alone needs {} bytes, the file has {len}",
+                    header_len + 8
+                ),
+            ));
+        }
+        return Ok(FileFormat::Safetensors);
+    }
+    Err(CoreError::format(
+        path,
+        "not a checkpoint: expected a safetensors file or a PyTorch torch.save file (.pt, .pth, .bin)",
+    ))
+}
+
+impl TensorFile {
+    /// Reads every float tensor of a checkpoint file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let format = sniff_format(path)?;
+        let raw: Vec<(String, TensorData)> = match format {
+            FileFormat::Safetensors => {
+                let mut store = SafetensorsStore::from_file(path).map_indices_contiguous(false);
+                collect(&mut store, path)?
+            }
+            FileFormat::Pytorch => {
+                let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+                collect(&mut store, path)?
+            }
+        };
+        let mut tensors = BTreeMap::new();
+        for (name, data) in raw {
+            let dtype = data.dtype();
+            if !dtype.is_float() {
+                continue;
+            }
+            let shape = data.shape().to_vec();
+            let data = if dtype == DType::F32 {
+                data.try_into_vec::<f32>()
+            } else {
+                data.convert::<f32>().try_into_vec::<f32>()
+            }
+            .map_err(|e| CoreError::format(path, format!("tensor '{name}': {e:?}")))?;
+            tensors.insert(name, HostTensor::new(shape, data));
+        }
+        if tensors.is_empty() {
+            return Err(CoreError::format(
+                path,
+                "the checkpoint holds no float tensors",
+            ));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            format,
+            tensors,
+        })
+    }
+}
+
+fn collect<S: ModuleStore>(store: &mut S, path: &Path) -> Result<Vec<(String, TensorData)>> {
+    let all = store
+        .get_all_tensors()
+        .map_err(|e| CoreError::format(path, format!("cannot read the checkpoint: {e}")))?;
+    all.iter()
+        .map(|(name, t)| {
+            burn::store::bridge::to_data(t)
+                .map(|d| (name.clone(), d))
+                .map_err(|e| {
+                    CoreError::format(
+                        path,
+                        format!("cannot read tensor '{name}' (truncated or corrupt file?): {e:?}"),
+                    )
+                })
+        })
+        .collect()
+}

@@ -1,0 +1,53 @@
+//! The error type of `vpipe-core`.
+
+use std::path::PathBuf;
+
+/// Errors raised while reading checkpoints and arrays.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file exists but is not in a format this reader understands.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tensor has a shape or dtype other than the one required.
+    #[error("{what}: {reason}")]
+    Tensor {
+        /// The tensor or array concerned.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl CoreError {
+    /// A [`CoreError::Format`] for `path`.
+    pub fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::Format {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`CoreError::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias of `vpipe-core`.
+pub type Result<T> = std::result::Result<T, CoreError>;

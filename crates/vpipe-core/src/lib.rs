@@ -1,0 +1,18 @@
+//! Shared building blocks of vpipe.
+//!
+//! - [`checkpoint`]: reads PyTorch (`.pt`, `.bin`) and safetensors checkpoints into
+//!   host tensors, without executing anything from the file.
+//! - [`npy`]: reads and writes NumPy `.npy` arrays.
+//! - [`labels`]: the class-name sets of the supported datasets.
+//! - [`result`]: the result type shared by every head.
+//! - [`device`]: picks the burn device the networks run on.
+
+pub mod checkpoint;
+pub mod device;
+pub mod error;
+pub mod labels;
+pub mod npy;
+pub mod result;
+
+pub use checkpoint::{HostTensor, TensorFile};
+pub use error::{CoreError, Result};

@@ -1,0 +1,75 @@
+//! The result type shared by every head.
+//!
+//! Every head turns its raw outputs into one [`HeadOutput`] per image, so that
+//! pipelines, annotation and result files handle all tasks the same way.
+
+use serde::Serialize;
+
+/// One class with its score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassScore {
+    /// Class index in the head's label set.
+    pub class_id: usize,
+    /// Class name.
+    pub label: String,
+    /// Probability (softmax of the logits).
+    pub score: f32,
+    /// The raw logit.
+    pub logit: f32,
+}
+
+/// The post-processed output of one head for one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum HeadOutput {
+    /// Image classification: the top-k classes, best first.
+    Classification {
+        /// The best classes, highest score first.
+        top_k: Vec<ClassScore>,
+    },
+}
+
+/// Softmax over `logits`, computed in `f64` for stability.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exps: Vec<f64> = logits.iter().map(|&l| (l as f64 - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| (e / sum) as f32).collect()
+}
+
+/// The `k` best classes of one row of logits, highest first (ties: lower index first).
+pub fn top_k(logits: &[f32], k: usize, labels: &[String]) -> Vec<ClassScore> {
+    let probs = softmax(logits);
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|i| ClassScore {
+            class_id: i,
+            label: labels
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class_{i}")),
+            score: probs[i],
+            logit: logits[i],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_and_names() {
+        let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let t = top_k(&[0.5, 2.0, 1.0, 3.0], 3, &labels);
+        let ids: Vec<usize> = t.iter().map(|c| c.class_id).collect();
+        assert_eq!(ids, vec![3, 1, 2]);
+        assert_eq!(t[0].label, "class_3");
+        assert_eq!(t[1].label, "b");
+        let total: f32 = softmax(&[0.5, 2.0, 1.0, 3.0]).iter().sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
+}

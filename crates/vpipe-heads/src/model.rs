@@ -1,0 +1,134 @@
+//! Turning a checkpoint file into a ready-to-run model.
+//!
+//! [`LoadedModel::load`] reads the file, recognises its layout (ml-cvnets, timm,
+//! Hugging Face), task and size, builds the backbone and the head, and checks that
+//! every tensor was used and had the right shape.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+use vpipe_backbone::layout::{CheckpointTask, to_canonical};
+use vpipe_backbone::{BackboneError, CheckpointLayout, MobileVit, MobileVitConfig, Params, Result};
+use vpipe_core::TensorFile;
+
+use crate::classification::ClassificationHead;
+
+/// A backbone with its head.
+#[derive(Debug, Clone)]
+pub enum Model {
+    /// Image classification.
+    Classifier {
+        /// The shared backbone.
+        backbone: MobileVit,
+        /// The classification head.
+        head: ClassificationHead,
+    },
+}
+
+/// A raw output tensor of a model, copied to the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor {
+    /// Name, also the `.npy` file stem written by `vpipe infer` (e.g. `logits`).
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Elements in C order.
+    pub data: Vec<f32>,
+}
+
+/// The raw outputs of one forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelOutput {
+    /// The outputs, in a fixed order per task.
+    pub tensors: Vec<RawTensor>,
+}
+
+impl ModelOutput {
+    /// The output named `name`.
+    pub fn get(&self, name: &str) -> Option<&RawTensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+/// Copies a device tensor to the host.
+pub fn to_raw<const D: usize>(name: &str, t: Tensor<D>) -> Result<RawTensor> {
+    let shape = t.dims().to_vec();
+    let data = t
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| BackboneError::Input(format!("cannot read output '{name}': {e:?}")))?;
+    Ok(RawTensor {
+        name: name.to_string(),
+        shape,
+        data,
+    })
+}
+
+impl Model {
+    /// The backbone.
+    pub fn backbone(&self) -> &MobileVit {
+        match self {
+            Model::Classifier { backbone, .. } => backbone,
+        }
+    }
+
+    /// Runs the network on a preprocessed batch `[batch, 3, height, width]` and
+    /// returns its raw outputs (classification: `logits`, `[batch, classes]`).
+    pub fn forward_raw(&self, input: Tensor<4>) -> Result<ModelOutput> {
+        match self {
+            Model::Classifier { backbone, head } => {
+                let features = backbone.forward(input)?;
+                Ok(ModelOutput {
+                    tensors: vec![to_raw("logits", head.forward(&features))?],
+                })
+            }
+        }
+    }
+}
+
+/// A model built from a checkpoint file, with what was recognised about the file.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    /// The network.
+    pub model: Model,
+    /// The recognised layout, task and size.
+    pub layout: CheckpointLayout,
+}
+
+impl LoadedModel {
+    /// Reads a checkpoint and builds the model it holds on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let file = TensorFile::read(path)?;
+        let layout = CheckpointLayout::detect(&file)?;
+        let canonical = to_canonical(&file)?;
+        let mut params = Params::new(
+            path.display().to_string(),
+            canonical.tensors,
+            canonical.source_names,
+            device,
+        );
+        let model = match layout.task {
+            CheckpointTask::Classification => {
+                let config = MobileVitConfig::new(layout.size);
+                let backbone = MobileVit::load(&mut params, &config)?;
+                let head = ClassificationHead::load(&mut params, &config)?;
+                Model::Classifier { backbone, head }
+            }
+            task => {
+                return Err(BackboneError::Unrecognised {
+                    file: path.display().to_string(),
+                    reason: format!("{task} checkpoints are not supported yet"),
+                });
+            }
+        };
+        params.finish()?;
+        tracing::info!(
+            file = %path.display(),
+            source = %layout.source,
+            task = %layout.task,
+            arch = %layout.size,
+            "loaded checkpoint"
+        );
+        Ok(Self { model, layout })
+    }
+}

@@ -1,0 +1,415 @@
+//! Preprocessing presets that reproduce each checkpoint source exactly.
+//!
+//! | preset | resize | crop | channels | scaling |
+//! |---|---|---|---|---|
+//! | `timm` | shorter side 284 (256 / 0.9), bicubic, Pillow | centre 256 | RGB | x / 255 |
+//! | `cvnets-cls` | shorter side 288, bilinear, Pillow | centre 256 | RGB | x / 255 |
+//! | `hf-cls` | shorter side 288, bilinear, PyTorch uint8 antialias | centre 256 | BGR | x * (1/255) |
+//! | `hf-seg` | shorter side 544, bilinear, PyTorch uint8 antialias | centre 512 | BGR | x * (1/255) |
+//! | `cvnets-ssd` | exactly 320x320, bicubic, Pillow | none | RGB | x / 255 |
+//! | `cvnets-seg` | exactly 512x512, bilinear, Pillow | none | RGB | x / 255 |
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::{MediaError, Result};
+use crate::image_io::Frame;
+use crate::resize::{Filter, ResizeKernel, resize_rgb8};
+
+/// How the image is resized before cropping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resize {
+    /// The shorter side becomes `n`; the longer one `int(n * long / short)`.
+    ShorterSide(usize),
+    /// Exactly `width x height`, ignoring the aspect ratio.
+    Exact {
+        /// Output width.
+        width: usize,
+        /// Output height.
+        height: usize,
+    },
+}
+
+/// How the centre crop's offset is rounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CropRounding {
+    /// `(size - crop) // 2`, as ml-cvnets.
+    Floor,
+    /// `int(round((size - crop) / 2))` with round-half-to-even, as torchvision.
+    HalfEven,
+}
+
+/// Channel order of the network input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelOrder {
+    /// Red, green, blue.
+    Rgb,
+    /// Blue, green, red.
+    Bgr,
+}
+
+/// How 8-bit values become floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scaling {
+    /// `x / 255` (torchvision `ToTensor`).
+    Divide255,
+    /// `x * float32(1 / 255)` (Hugging Face `rescale`).
+    MultiplyReciprocal,
+}
+
+/// A complete preprocessing recipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    /// Resize rule.
+    pub resize: Resize,
+    /// Interpolation filter.
+    pub filter: Filter,
+    /// Whose uint8 arithmetic the resize reproduces.
+    pub kernel: ResizeKernel,
+    /// Centre crop `(width, height)`, if any.
+    pub crop: Option<(usize, usize)>,
+    /// Rounding of the crop offset.
+    pub crop_rounding: CropRounding,
+    /// Channel order.
+    pub channels: ChannelOrder,
+    /// Scaling to floats.
+    pub scaling: Scaling,
+    /// Per-channel mean subtracted after scaling (in network channel order).
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by after the mean.
+    pub std: [f32; 3],
+}
+
+/// The named presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PreprocessPreset {
+    /// timm `mobilevit_*` evaluation transform.
+    Timm,
+    /// ml-cvnets ImageNet validation transform.
+    CvnetsCls,
+    /// Hugging Face `MobileViTImageProcessor` for `apple/mobilevit-*`.
+    HfCls,
+    /// Hugging Face `MobileViTImageProcessor` for `apple/deeplabv3-mobilevit-*`.
+    HfSeg,
+    /// ml-cvnets SSD validation transform (320x320).
+    CvnetsSsd,
+    /// ml-cvnets DeepLabv3 validation transform (512x512).
+    CvnetsSeg,
+}
+
+impl PreprocessPreset {
+    /// All presets.
+    pub const ALL: [PreprocessPreset; 6] = [
+        PreprocessPreset::Timm,
+        PreprocessPreset::CvnetsCls,
+        PreprocessPreset::HfCls,
+        PreprocessPreset::HfSeg,
+        PreprocessPreset::CvnetsSsd,
+        PreprocessPreset::CvnetsSeg,
+    ];
+
+    /// The preset's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PreprocessPreset::Timm => "timm",
+            PreprocessPreset::CvnetsCls => "cvnets-cls",
+            PreprocessPreset::HfCls => "hf-cls",
+            PreprocessPreset::HfSeg => "hf-seg",
+            PreprocessPreset::CvnetsSsd => "cvnets-ssd",
+            PreprocessPreset::CvnetsSeg => "cvnets-seg",
+        }
+    }
+
+    /// The recipe.
+    pub fn recipe(self) -> Preprocess {
+        let base = Preprocess {
+            resize: Resize::ShorterSide(288),
+            filter: Filter::Bilinear,
+            kernel: ResizeKernel::Pillow,
+            crop: Some((256, 256)),
+            crop_rounding: CropRounding::Floor,
+            channels: ChannelOrder::Rgb,
+            scaling: Scaling::Divide255,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let hf = Preprocess {
+            kernel: ResizeKernel::TorchAntialias,
+            crop_rounding: CropRounding::HalfEven,
+            channels: ChannelOrder::Bgr,
+            scaling: Scaling::MultiplyReciprocal,
+            ..base.clone()
+        };
+        match self {
+            PreprocessPreset::Timm => Preprocess {
+                resize: Resize::ShorterSide(284),
+                filter: Filter::Bicubic,
+                crop_rounding: CropRounding::HalfEven,
+                ..base
+            },
+            PreprocessPreset::CvnetsCls => base,
+            PreprocessPreset::HfCls => hf,
+            PreprocessPreset::HfSeg => Preprocess {
+                resize: Resize::ShorterSide(544),
+                crop: Some((512, 512)),
+                ..hf
+            },
+            PreprocessPreset::CvnetsSsd => Preprocess {
+                resize: Resize::Exact {
+                    width: 320,
+                    height: 320,
+                },
+                filter: Filter::Bicubic,
+                crop: None,
+                ..base
+            },
+            PreprocessPreset::CvnetsSeg => Preprocess {
+                resize: Resize::Exact {
+                    width: 512,
+                    height: 512,
+                },
+                crop: None,
+                ..base
+            },
+        }
+    }
+}
+
+impl fmt::Display for PreprocessPreset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PreprocessPreset {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        PreprocessPreset::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = PreprocessPreset::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "unknown preprocessing preset '{s}' (known: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Where the network input lies in the original image: maps network-input pixel
+/// coordinates back to original-image pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputTransform {
+    /// Original image width.
+    pub src_width: usize,
+    /// Original image height.
+    pub src_height: usize,
+    /// Resized width (before cropping).
+    pub resized_width: usize,
+    /// Resized height (before cropping).
+    pub resized_height: usize,
+    /// Crop offset `(left, top)` in resized pixels.
+    pub crop_offset: (usize, usize),
+    /// Network input `(width, height)`.
+    pub input_size: (usize, usize),
+}
+
+impl InputTransform {
+    /// Maps a point in network-input pixels to original-image pixels.
+    pub fn to_source(&self, x: f32, y: f32) -> (f32, f32) {
+        let sx = self.src_width as f32 / self.resized_width as f32;
+        let sy = self.src_height as f32 / self.resized_height as f32;
+        (
+            (x + self.crop_offset.0 as f32) * sx,
+            (y + self.crop_offset.1 as f32) * sy,
+        )
+    }
+}
+
+impl Preprocess {
+    /// The network input size `(width, height)` for an image of `width x height`.
+    pub fn plan(&self, width: usize, height: usize) -> Result<InputTransform> {
+        if width == 0 || height == 0 {
+            return Err(MediaError::Preprocess("the image is empty".into()));
+        }
+        let (rw, rh) = match self.resize {
+            Resize::ShorterSide(n) => {
+                if width <= height {
+                    (n, (n as f64 * height as f64 / width as f64) as usize)
+                } else {
+                    ((n as f64 * width as f64 / height as f64) as usize, n)
+                }
+            }
+            Resize::Exact { width, height } => (width, height),
+        };
+        if rw == 0 || rh == 0 {
+            return Err(MediaError::Preprocess(format!(
+                "resizing {width}x{height} gives an empty image"
+            )));
+        }
+        let (crop_offset, input_size) = match self.crop {
+            None => ((0, 0), (rw, rh)),
+            Some((cw, ch)) => {
+                if cw > rw || ch > rh {
+                    return Err(MediaError::Preprocess(format!(
+                        "centre crop {cw}x{ch} is larger than the resized image {rw}x{rh}"
+                    )));
+                }
+                let off = |size: usize, crop: usize| match self.crop_rounding {
+                    CropRounding::Floor => (size - crop) / 2,
+                    CropRounding::HalfEven => round_half_even((size - crop) as f64 / 2.0),
+                };
+                ((off(rw, cw), off(rh, ch)), (cw, ch))
+            }
+        };
+        Ok(InputTransform {
+            src_width: width,
+            src_height: height,
+            resized_width: rw,
+            resized_height: rh,
+            crop_offset,
+            input_size,
+        })
+    }
+
+    /// Resizes and crops a frame into the network's RGB8 input image.
+    pub fn resize_and_crop(&self, frame: &Frame) -> Result<(Vec<u8>, InputTransform)> {
+        let t = self.plan(frame.width, frame.height)?;
+        let resized = resize_rgb8(
+            &frame.data,
+            frame.width,
+            frame.height,
+            t.resized_width,
+            t.resized_height,
+            self.filter,
+            self.kernel,
+        );
+        let (cw, ch) = t.input_size;
+        if (cw, ch) == (t.resized_width, t.resized_height) {
+            return Ok((resized, t));
+        }
+        let (x0, y0) = t.crop_offset;
+        let row = t.resized_width * 3;
+        let mut out = Vec::with_capacity(cw * ch * 3);
+        for y in y0..y0 + ch {
+            out.extend_from_slice(&resized[y * row + x0 * 3..y * row + (x0 + cw) * 3]);
+        }
+        Ok((out, t))
+    }
+
+    /// Converts an RGB8 network image into planar floats `[3 * h * w]` in network
+    /// channel order, scaled and normalised.
+    pub fn to_planar(&self, rgb: &[u8], width: usize, height: usize) -> Vec<f32> {
+        let plane = width * height;
+        let mut out = vec![0.0f32; 3 * plane];
+        let recip = 1.0f32 / 255.0;
+        for c in 0..3 {
+            let src_c = match self.channels {
+                ChannelOrder::Rgb => c,
+                ChannelOrder::Bgr => 2 - c,
+            };
+            let (mean, std) = (self.mean[c], self.std[c]);
+            let dst = &mut out[c * plane..(c + 1) * plane];
+            for (i, d) in dst.iter_mut().enumerate() {
+                let v = rgb[i * 3 + src_c] as f32;
+                let s = match self.scaling {
+                    Scaling::Divide255 => v / 255.0,
+                    Scaling::MultiplyReciprocal => v * recip,
+                };
+                *d = if mean == 0.0 && std == 1.0 {
+                    s
+                } else {
+                    (s - mean) / std
+                };
+            }
+        }
+        out
+    }
+
+    /// The whole recipe: frame in, planar network input and its geometry out.
+    pub fn apply(&self, frame: &Frame) -> Result<(Vec<f32>, InputTransform)> {
+        let (rgb, t) = self.resize_and_crop(frame)?;
+        Ok((self.to_planar(&rgb, t.input_size.0, t.input_size.1), t))
+    }
+
+    /// Preprocesses a batch of frames into one tensor `[batch, 3, h, w]`. All frames
+    /// must give the same input size.
+    pub fn batch(
+        &self,
+        frames: &[&Frame],
+        device: &Device,
+    ) -> Result<(Tensor<4>, Vec<InputTransform>)> {
+        let mut data = Vec::new();
+        let mut transforms = Vec::with_capacity(frames.len());
+        for f in frames {
+            let (planar, t) = self.apply(f)?;
+            if let Some(first) = transforms.first().map(|t: &InputTransform| t.input_size)
+                && first != t.input_size
+            {
+                return Err(MediaError::Preprocess(format!(
+                    "frames of one batch give different input sizes: {first:?} and {:?}",
+                    t.input_size
+                )));
+            }
+            data.extend_from_slice(&planar);
+            transforms.push(t);
+        }
+        let (w, h) = transforms
+            .first()
+            .map(|t| t.input_size)
+            .ok_or_else(|| MediaError::Preprocess("empty batch".into()))?;
+        let tensor = Tensor::from_data(TensorData::new(data, [frames.len(), 3, h, w]), device);
+        Ok((tensor, transforms))
+    }
+}
+
+fn round_half_even(x: f64) -> usize {
+    let r = x.round();
+    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    };
+    r.max(0.0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_follow_each_source() {
+        let t = PreprocessPreset::Timm.recipe().plan(640, 480).unwrap();
+        assert_eq!((t.resized_width, t.resized_height), (378, 284));
+        assert_eq!(t.crop_offset, (61, 14));
+        let c = PreprocessPreset::CvnetsCls.recipe().plan(535, 426).unwrap();
+        assert_eq!((c.resized_width, c.resized_height), (361, 288));
+        assert_eq!(c.crop_offset, (52, 16));
+        let s = PreprocessPreset::CvnetsSsd.recipe().plan(768, 576).unwrap();
+        assert_eq!(s.input_size, (320, 320));
+        let (x, y) = s.to_source(160.0, 320.0);
+        assert_eq!((x, y), (384.0, 576.0));
+        assert!(PreprocessPreset::HfCls.recipe().plan(0, 5).is_err());
+        assert_eq!(round_half_even(2.5), 2);
+        assert_eq!(round_half_even(3.5), 4);
+        assert_eq!(round_half_even(1.0), 1);
+        assert_eq!(
+            "hf-seg".parse::<PreprocessPreset>(),
+            Ok(PreprocessPreset::HfSeg)
+        );
+        assert!("hf".parse::<PreprocessPreset>().is_err());
+    }
+
+    #[test]
+    fn a_single_pixel_image_is_handled() {
+        let f = Frame::new(1, 1, vec![10, 20, 30]).unwrap();
+        let (planar, t) = PreprocessPreset::HfCls.recipe().apply(&f).unwrap();
+        assert_eq!(t.input_size, (256, 256));
+        assert_eq!(planar.len(), 3 * 256 * 256);
+        assert!((planar[0] - 30.0 / 255.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,12 @@
+//! vpipe: multi-task computer vision on MobileViT.
+//!
+//! This facade re-exports the workspace crates:
+//! - [`core`]: checkpoints, arrays, labels, results, devices;
+//! - [`backbone`]: the MobileViT v1 backbone;
+//! - [`heads`]: task heads and checkpoint loading;
+//! - [`media`]: image decoding and preprocessing.
+
+pub use vpipe_backbone as backbone;
+pub use vpipe_core as core;
+pub use vpipe_heads as heads;
+pub use vpipe_media as media;
