@@ -1,7 +1,9 @@
 //! Building blocks of MobileViT and its heads, loaded from canonical parameters.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::{relu, silu};
+use burn::tensor::activation::relu;
+
+use crate::activation::silu;
 use burn::tensor::module::{attention, conv2d, interpolate, layer_norm, linear};
 use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, InterpolateMode, InterpolateOptions};
 

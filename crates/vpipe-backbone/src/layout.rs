@@ -85,6 +85,8 @@ pub struct CanonicalTensors {
     pub tensors: BTreeMap<String, HostTensor>,
     /// Canonical name to original name.
     pub source_names: BTreeMap<String, String>,
+    /// The layout the names came from.
+    pub source: SourceLayout,
 }
 
 /// Wrapper prefixes some training scripts add around a state dict.
@@ -216,6 +218,7 @@ pub fn to_canonical(file: &TensorFile) -> Result<CanonicalTensors> {
     Ok(CanonicalTensors {
         tensors,
         source_names,
+        source,
     })
 }
 
@@ -368,6 +371,79 @@ impl Rule {
         }
         Some(out.replace("**", &rest))
     }
+}
+
+impl Rule {
+    /// The inverse of [`Rule::apply`]: the source name that would map to `canonical`.
+    fn invert(&self, canonical: &str) -> Option<String> {
+        let mut caps: Vec<(char, usize)> = Vec::new();
+        let mut rest = String::new();
+        let pat = self.to.as_bytes();
+        let key = canonical.as_bytes();
+        let (mut i, mut j) = (0, 0);
+        while i < pat.len() {
+            if pat[i..].starts_with(b"**") {
+                rest = canonical.get(j..)?.to_string();
+                if rest.is_empty() {
+                    return None;
+                }
+                j = key.len();
+                i += 2;
+            } else if pat[i] == b'{' {
+                let close = self.to[i..].find('}')? + i;
+                let expr = &self.to[i + 1..close];
+                let (name, add) = match expr.split_once('+') {
+                    Some((n, a)) => (n, a.parse::<usize>().ok()?),
+                    None => (expr, 0),
+                };
+                let digits = key[j..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let v: usize = canonical.get(j..j + digits)?.parse().ok()?;
+                caps.push((name.chars().next()?, v.checked_sub(add)?));
+                j += digits;
+                i = close + 1;
+            } else {
+                if key.get(j) != Some(&pat[i]) {
+                    return None;
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+        if j != key.len() {
+            return None;
+        }
+        let mut out = String::new();
+        let mut chars = self.from.chars();
+        while let Some(ch) = chars.next() {
+            if ch != '{' {
+                out.push(ch);
+                continue;
+            }
+            let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+            let c = name.chars().next()?;
+            let (_, v) = caps.iter().find(|(n, _)| *n == c)?;
+            out.push_str(&v.to_string());
+        }
+        Some(out.replace("**", &rest))
+    }
+}
+
+/// The name a canonical tensor has in a checkpoint of `source` layout, for messages
+/// about tensors that are missing from it.
+pub fn source_name(source: SourceLayout, canonical: &str) -> String {
+    if source == SourceLayout::HuggingFace && canonical.contains(".qkv_proj.") {
+        let q = source_name(source, &canonical.replace(".qkv_proj.", ".q_proj."));
+        return q.replace(".query.", ".{query,key,value}.");
+    }
+    if source == SourceLayout::Cvnets {
+        // Canonical names are ml-cvnets' own (the `encoder.` prefix of detection and
+        // segmentation models is added by `Params`, which knows the file).
+        return canonical.to_string();
+    }
+    rules(source)
+        .iter()
+        .find_map(|r| r.invert(canonical))
+        .unwrap_or_else(|| canonical.to_string())
 }
 
 /// A convolution with batch norm: `{src}.{conv}.**` and `{src}.{norm}.**`.
@@ -551,5 +627,24 @@ mod tests {
         assert_eq!(r.apply("stages.2.1.transformer.3.attn.qkv"), None);
         let exact = Rule::new("head.fc.weight", "classifier.fc.weight");
         assert_eq!(exact.apply("head.fc.weight.extra"), None);
+    }
+
+    #[test]
+    fn missing_tensors_are_named_in_the_source_naming() {
+        let n = |s, k| source_name(s, k);
+        let k = "layer_3.1.global_rep.0.pre_norm_mha.1.qkv_proj.weight";
+        assert_eq!(
+            n(SourceLayout::Timm, k),
+            "stages.2.1.transformer.0.attn.qkv.weight"
+        );
+        assert_eq!(
+            n(SourceLayout::HuggingFace, k),
+            "mobilevit.encoder.layer.2.transformer.layer.0.attention.attention.{query,key,value}.weight"
+        );
+        assert_eq!(n(SourceLayout::Cvnets, k), k);
+        assert_eq!(
+            n(SourceLayout::Timm, "conv_1.block.norm.running_var"),
+            "stem.bn.running_var"
+        );
     }
 }

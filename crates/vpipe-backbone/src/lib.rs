@@ -9,6 +9,7 @@
 //! - [`mobilevit`]: the backbone, which returns the feature maps at output
 //!   strides 2, 4, 8, 16 and 32.
 
+pub mod activation;
 pub mod config;
 pub mod error;
 pub mod layers;

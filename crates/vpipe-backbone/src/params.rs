@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use vpipe_core::HostTensor;
 
 use crate::error::{BackboneError, Result};
+use crate::layout::{CanonicalTensors, SourceLayout, source_name};
 
 /// The tensors of a checkpoint under canonical names, consumed as the layers are built.
 ///
@@ -17,6 +18,7 @@ pub struct Params {
     file: String,
     tensors: BTreeMap<String, HostTensor>,
     source_names: BTreeMap<String, String>,
+    source: Option<SourceLayout>,
     device: Device,
     bn_eps: f64,
     synthetic: Option<u64>,
@@ -32,18 +34,13 @@ pub struct FoldedConv {
 }
 
 impl Params {
-    /// Wraps canonical tensors. `source_names` maps a canonical name to the name the
-    /// tensor has in `file`, for error messages.
-    pub fn new(
-        file: impl Into<String>,
-        tensors: BTreeMap<String, HostTensor>,
-        source_names: BTreeMap<String, String>,
-        device: &Device,
-    ) -> Self {
+    /// Wraps the canonical tensors of `file`.
+    pub fn new(file: impl Into<String>, canonical: CanonicalTensors, device: &Device) -> Self {
         Self {
             file: file.into(),
-            tensors,
-            source_names,
+            tensors: canonical.tensors,
+            source_names: canonical.source_names,
+            source: Some(canonical.source),
             device: device.clone(),
             bn_eps: 1e-5,
             synthetic: None,
@@ -56,8 +53,13 @@ impl Params {
     /// amount of arithmetic matters.
     pub fn synthetic(seed: u64, device: &Device) -> Self {
         Self {
+            file: "<synthetic>".into(),
+            tensors: BTreeMap::new(),
+            source_names: BTreeMap::new(),
+            source: None,
+            device: device.clone(),
+            bn_eps: 1e-5,
             synthetic: Some(seed),
-            ..Self::new("<synthetic>", BTreeMap::new(), BTreeMap::new(), device)
         }
     }
 
@@ -97,10 +99,20 @@ impl Params {
 
     /// The name `key` has in the original file.
     pub fn source_name(&self, key: &str) -> String {
-        self.source_names
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| key.to_string())
+        match (self.source_names.get(key), self.source) {
+            (Some(name), _) => name.clone(),
+            (None, Some(SourceLayout::Cvnets))
+                if (key.starts_with("conv_1.") || key.starts_with("layer_"))
+                    && self
+                        .source_names
+                        .values()
+                        .any(|n| n.starts_with("encoder.")) =>
+            {
+                format!("encoder.{key}")
+            }
+            (None, Some(source)) => source_name(source, key),
+            (None, None) => key.to_string(),
+        }
     }
 
     /// The shape of a canonical tensor, if present.

@@ -54,9 +54,15 @@ impl ClassificationHead {
         &self.labels
     }
 
-    /// The 1x1 expansion and pooling: the vector the classifier sees, `[batch, channels]`.
+    /// The 1x1 expansion of layer 5, `[batch, channels, h, w]`.
+    pub fn expanded(&self, features: &Features) -> Tensor<4> {
+        self.expand.forward(features.last().clone())
+    }
+
+    /// The expansion and global average pooling: the vector the classifier sees,
+    /// `[batch, channels]`.
     pub fn pooled(&self, features: &Features) -> Tensor<2> {
-        let x = self.expand.forward(features.last().clone());
+        let x = self.expanded(features);
         let [b, c, _, _] = x.dims();
         x.mean_dim(3).mean_dim(2).reshape([b, c])
     }

@@ -101,12 +101,7 @@ impl LoadedModel {
         let file = TensorFile::read(path)?;
         let layout = CheckpointLayout::detect(&file)?;
         let canonical = to_canonical(&file)?;
-        let mut params = Params::new(
-            path.display().to_string(),
-            canonical.tensors,
-            canonical.source_names,
-            device,
-        );
+        let mut params = Params::new(path.display().to_string(), canonical, device);
         let model = match layout.task {
             CheckpointTask::Classification => {
                 let config = MobileVitConfig::new(layout.size);

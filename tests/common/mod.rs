@@ -1,0 +1,87 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData};
+use vpipe::core::{HostTensor, npy};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+/// A file under `weights/reference/`.
+pub fn weights(name: &str) -> PathBuf {
+    root().join("weights/reference").join(name)
+}
+
+/// Reads a float32 .npy fixture.
+pub fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let a = npy::read(path).expect("fixture");
+    let d = a.to_f32("fixture").expect("f32 fixture");
+    (a.shape, d)
+}
+
+/// Reads an NCHW input fixture as a tensor.
+pub fn input_tensor(name: &str) -> Tensor<4> {
+    let (s, d) = read_f32(&fixture(name));
+    Tensor::from_data(
+        TensorData::new(d, [s[0], s[1], s[2], s[3]]),
+        &vpipe::core::device::default_device(),
+    )
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            assert!(x.is_finite(), "non-finite output {x}");
+            (x - y).abs()
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Writes tensors as a safetensors file (F32 only).
+pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) {
+    let mut header = String::from("{");
+    let mut body = Vec::new();
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        let start = body.len();
+        for v in &t.data {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        if i > 0 {
+            header.push(',');
+        }
+        header.push_str(&format!(
+            "\"{name}\":{{\"dtype\":\"F32\",\"shape\":{:?},\"data_offsets\":[{start},{}]}}",
+            t.shape,
+            body.len()
+        ));
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&body);
+    std::fs::write(path, out).expect("write safetensors");
+}
+
+/// A fresh temporary folder for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vpipe-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
