@@ -69,7 +69,7 @@ pub fn exp_approx(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     // 2^n from the bits of n + 1.5 * 2^23, whose low mantissa bits hold n: integer
     // arithmetic only, so that the loop vectorises (a float-to-int cast does not).

@@ -33,14 +33,14 @@ impl Features {
 #[derive(Debug, Clone)]
 enum Stage {
     Mv2(Vec<InvertedResidual>),
-    Vit(InvertedResidual, MobileVitBlock),
+    Vit(Box<(InvertedResidual, MobileVitBlock)>),
 }
 
 impl Stage {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Stage::Mv2(blocks) => blocks.iter().fold(x, |x, b| b.forward(x)),
-            Stage::Vit(down, block) => block.forward(down.forward(x)),
+            Stage::Vit(b) => b.1.forward(b.0.forward(x)),
         }
     }
 }
@@ -124,7 +124,7 @@ impl MobileVit {
                 },
             )?;
             in_ch = st.out_channels;
-            stages.push(Stage::Vit(down, block));
+            stages.push(Stage::Vit(Box::new((down, block))));
         }
         Ok(Self {
             config: config.clone(),

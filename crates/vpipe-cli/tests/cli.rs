@@ -1,0 +1,182 @@
+//! The `vpipe` binary end to end: outputs, exit codes, and clear errors on bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn vpipe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpipe"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run vpipe")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vpipe-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn assert_clean_failure(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {err}");
+    assert!(err.contains(needle), "stderr lacks '{needle}': {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn infer_writes_logits_matching_the_reference() {
+    let out_dir = temp_dir("infer");
+    let out = vpipe(&[
+        "infer",
+        "--weights",
+        "weights/reference/timm_mobilevit_xxs.safetensors",
+        "--tensor",
+        "tests/fixtures/timm_xxs_input.npy",
+        "--out",
+        out_dir.to_str().expect("utf8"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("timm layout, mobilevit_xxs classification"),
+        "{stdout}"
+    );
+    let got = vpipe_core::npy::read(&out_dir.join("logits.npy")).expect("logits.npy");
+    assert_eq!(got.shape, vec![1, 1000]);
+    let want =
+        vpipe_core::npy::read(&root().join("tests/fixtures/timm_xxs_logits.npy")).expect("ref");
+    let (g, w) = (
+        got.to_f32("g").expect("f32"),
+        want.to_f32("w").expect("f32"),
+    );
+    let diff = g
+        .iter()
+        .zip(&w)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff <= 1e-4, "max |diff| {diff}");
+}
+
+#[test]
+fn infer_rejects_bad_tensors() {
+    let dir = temp_dir("bad-npy");
+    // Wrong shape: logits instead of an image batch.
+    let out = vpipe(&[
+        "infer",
+        "--weights",
+        "weights/reference/timm_mobilevit_xxs.safetensors",
+        "--tensor",
+        "tests/fixtures/timm_xxs_logits.npy",
+        "--out",
+        dir.to_str().expect("utf8"),
+    ]);
+    assert_clean_failure(&out, "(N, 3, H, W)");
+    // Wrong dtype.
+    let u8_file = dir.join("u8.npy");
+    std::fs::write(
+        &u8_file,
+        vpipe_core::npy::encode_u8(&[1, 3, 64, 64], &[0; 3 * 64 * 64]),
+    )
+    .expect("write");
+    let out = vpipe(&[
+        "infer",
+        "--weights",
+        "weights/reference/timm_mobilevit_xxs.safetensors",
+        "--tensor",
+        u8_file.to_str().expect("utf8"),
+        "--out",
+        dir.to_str().expect("utf8"),
+    ]);
+    assert_clean_failure(&out, "expected float32");
+    // Too small an image.
+    let tiny = dir.join("tiny.npy");
+    std::fs::write(
+        &tiny,
+        vpipe_core::npy::encode_f32(&[1, 3, 8, 8], &[0.5; 192]),
+    )
+    .expect("write");
+    let out = vpipe(&[
+        "infer",
+        "--weights",
+        "weights/reference/timm_mobilevit_xxs.safetensors",
+        "--tensor",
+        tiny.to_str().expect("utf8"),
+        "--out",
+        dir.to_str().expect("utf8"),
+    ]);
+    assert_clean_failure(&out, "smaller than the 32x32 minimum");
+    // Not a checkpoint.
+    let out = vpipe(&[
+        "infer",
+        "--weights",
+        "tests/fixtures/image.png",
+        "--tensor",
+        "tests/fixtures/timm_xxs_input.npy",
+        "--out",
+        dir.to_str().expect("utf8"),
+    ]);
+    assert_clean_failure(&out, "not a checkpoint");
+}
+
+#[test]
+fn classify_prints_top_k_and_reports_bad_images() {
+    let dir = temp_dir("classify");
+    let corrupt = dir.join("corrupt.jpg");
+    std::fs::write(&corrupt, b"\xff\xd8\xff\xe0 not really a jpeg").expect("write");
+    let out = vpipe(&[
+        "classify",
+        "--weights",
+        "weights/reference/cvnets_mobilevit_xxs.pt",
+        "--json",
+        "assets/squirrel_cls.jpg",
+        corrupt.to_str().expect("utf8"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().next().expect("one result line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("json");
+    assert_eq!(v["preset"], "cvnets-cls");
+    assert_eq!(v["top_k"].as_array().expect("top_k").len(), 5);
+    assert_clean_failure(&out, "corrupt.jpg");
+}
+
+#[test]
+fn bench_reports_json() {
+    let out = vpipe(&[
+        "bench",
+        "--arch",
+        "mobilevit_xxs",
+        "--size",
+        "64",
+        "--batch",
+        "1",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["arch"], "mobilevit_xxs");
+    assert_eq!(v["threads"], 1);
+    assert!(v["median_ms"].as_f64().expect("median") > 0.0);
+}

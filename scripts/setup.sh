@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages vpipe builds against and checks the Rust toolchain.
+# Idempotent; safe to run on a machine that already has everything.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need=()
+for pkg in pkg-config build-essential; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  else
+    echo "error: cargo not found; install Rust 1.95 or later (https://rustup.rs)" >&2
+    exit 1
+  fi
+fi
+cargo --version
