@@ -35,15 +35,11 @@ fn assert_clean_failure(out: &Output, needle: &str) {
 #[test]
 fn infer_writes_logits_matching_the_reference() {
     let out_dir = temp_dir("infer");
-    let out = vpipe(&[
-        "infer",
-        "--weights",
+    let out = infer(
         "weights/reference/timm_mobilevit_xxs.safetensors",
-        "--tensor",
         "tests/fixtures/timm_xxs_input.npy",
-        "--out",
-        out_dir.to_str().expect("utf8"),
-    ]);
+        &out_dir,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -70,19 +66,25 @@ fn infer_writes_logits_matching_the_reference() {
     assert!(diff <= 1e-4, "max |diff| {diff}");
 }
 
+/// `vpipe infer` with the timm reference weights on `tensor`, writing into `out`.
+fn infer(weights: &str, tensor: &str, out: &std::path::Path) -> Output {
+    vpipe(&[
+        "infer",
+        "--weights",
+        weights,
+        "--tensor",
+        tensor,
+        "--out",
+        out.to_str().expect("utf8"),
+    ])
+}
+
 #[test]
 fn infer_rejects_bad_tensors() {
     let dir = temp_dir("bad-npy");
+    let timm = "weights/reference/timm_mobilevit_xxs.safetensors";
     // Wrong shape: logits instead of an image batch.
-    let out = vpipe(&[
-        "infer",
-        "--weights",
-        "weights/reference/timm_mobilevit_xxs.safetensors",
-        "--tensor",
-        "tests/fixtures/timm_xxs_logits.npy",
-        "--out",
-        dir.to_str().expect("utf8"),
-    ]);
+    let out = infer(timm, "tests/fixtures/timm_xxs_logits.npy", &dir);
     assert_clean_failure(&out, "(N, 3, H, W)");
     // Wrong dtype.
     let u8_file = dir.join("u8.npy");
@@ -91,15 +93,7 @@ fn infer_rejects_bad_tensors() {
         vpipe_core::npy::encode_u8(&[1, 3, 64, 64], &[0; 3 * 64 * 64]),
     )
     .expect("write");
-    let out = vpipe(&[
-        "infer",
-        "--weights",
-        "weights/reference/timm_mobilevit_xxs.safetensors",
-        "--tensor",
-        u8_file.to_str().expect("utf8"),
-        "--out",
-        dir.to_str().expect("utf8"),
-    ]);
+    let out = infer(timm, u8_file.to_str().expect("utf8"), &dir);
     assert_clean_failure(&out, "expected float32");
     // Too small an image.
     let tiny = dir.join("tiny.npy");
@@ -108,26 +102,14 @@ fn infer_rejects_bad_tensors() {
         vpipe_core::npy::encode_f32(&[1, 3, 8, 8], &[0.5; 192]),
     )
     .expect("write");
-    let out = vpipe(&[
-        "infer",
-        "--weights",
-        "weights/reference/timm_mobilevit_xxs.safetensors",
-        "--tensor",
-        tiny.to_str().expect("utf8"),
-        "--out",
-        dir.to_str().expect("utf8"),
-    ]);
+    let out = infer(timm, tiny.to_str().expect("utf8"), &dir);
     assert_clean_failure(&out, "smaller than the 32x32 minimum");
     // Not a checkpoint.
-    let out = vpipe(&[
-        "infer",
-        "--weights",
+    let out = infer(
         "tests/fixtures/image.png",
-        "--tensor",
         "tests/fixtures/timm_xxs_input.npy",
-        "--out",
-        dir.to_str().expect("utf8"),
-    ]);
+        &dir,
+    );
     assert_clean_failure(&out, "not a checkpoint");
 }
 
