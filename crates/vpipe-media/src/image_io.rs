@@ -36,9 +36,9 @@ impl Frame {
 /// Decodes an image file (PNG, JPEG, BMP, WebP, TIFF) into RGB8. Alpha is dropped
 /// and grey images are expanded, as PIL's `convert("RGB")` does.
 pub fn load_image(path: &Path) -> Result<Frame> {
-    let bytes = std::fs::read(path).map_err(|source| MediaError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| MediaError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let img = image::load_from_memory(&bytes).map_err(|e| MediaError::Decode {
         path: path.to_path_buf(),
