@@ -13,7 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let device = default_device();
     let loaded = LoadedModel::load(weights.as_ref(), &device)?;
-    let Model::Classifier { backbone, head } = &loaded.model;
+    let Model::Classifier { backbone, head } = &loaded.model else {
+        return Err("not a classification checkpoint".into());
+    };
     let frame = load_image(image.as_ref())?;
     let (input, _) = PreprocessPreset::CvnetsCls
         .recipe()

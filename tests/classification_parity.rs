@@ -40,9 +40,13 @@ fn check_logits(
         diff <= LOGIT_TOL,
         "{weights_file}: max |diff| {diff} > {LOGIT_TOL}"
     );
-    let Model::Classifier { head, .. } = &loaded.model;
+    let Model::Classifier { head, .. } = &loaded.model else {
+        panic!("not a classifier");
+    };
     let outputs = head.postprocess(&logits.data, 5);
-    let vpipe::core::result::HeadOutput::Classification { top_k } = &outputs[0];
+    let vpipe::core::result::HeadOutput::Classification { top_k } = &outputs[0] else {
+        panic!("not a classification output");
+    };
     let ids: Vec<usize> = top_k.iter().map(|c| c.class_id).collect();
     assert_eq!(
         ids, top5,
@@ -99,7 +103,9 @@ fn cvnets_pt_logits_match() {
 fn cvnets_intermediate_features_match() {
     let device = vpipe::core::device::default_device();
     let loaded = LoadedModel::load(&weights("cvnets_mobilevit_xxs.pt"), &device).expect("load");
-    let Model::Classifier { backbone, head } = &loaded.model;
+    let Model::Classifier { backbone, head } = &loaded.model else {
+        panic!("not a classifier");
+    };
     let features = backbone
         .forward(input_tensor("cvnets_xxs_cls_input.npy"))
         .expect("forward");

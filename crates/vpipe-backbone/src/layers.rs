@@ -131,6 +131,11 @@ impl ConvNorm {
         })
     }
 
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
     /// Runs the convolution and activation.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = conv2d(

@@ -115,6 +115,19 @@ impl Params {
         }
     }
 
+    /// Dimension `axis` of tensor `key`, or `default` when the tensor is absent
+    /// (always, for synthetic parameters).
+    pub fn dim_or(&self, key: &str, axis: usize, default: usize) -> usize {
+        self.shape_of(key)
+            .and_then(|s| s.get(axis).copied())
+            .unwrap_or(default)
+    }
+
+    /// Whether tensor `key` is present (always true for synthetic parameters).
+    pub fn has(&self, key: &str) -> bool {
+        self.synthetic.is_some() || self.tensors.contains_key(key)
+    }
+
     /// The shape of a canonical tensor, if present.
     pub fn shape_of(&self, key: &str) -> Option<&[usize]> {
         self.tensors.get(key).map(|t| t.shape.as_slice())

@@ -83,7 +83,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let mut params = Params::synthetic(42, &device);
             let backbone = MobileVit::load(&mut params, &config)?;
             let head = ClassificationHead::load(&mut params, &config)?;
-            (Model::Classifier { backbone, head }, args.arch)
+            (
+                Model::Classifier {
+                    backbone,
+                    head: Box::new(head),
+                },
+                args.arch,
+            )
         }
     };
     let shape = [args.batch, 3, args.size, args.size];

@@ -47,7 +47,13 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
     device::set_cpu_threads(args.threads);
     let device = device::default_device();
     let loaded = LoadedModel::load(&args.weights, &device)?;
-    let Model::Classifier { backbone, head } = &loaded.model;
+    let Model::Classifier { backbone, head } = &loaded.model else {
+        bail!(
+            "{}: a {} checkpoint, not a classification one",
+            args.weights.display(),
+            loaded.layout.task
+        );
+    };
     let preset = args
         .preset
         .unwrap_or_else(|| default_preset(loaded.layout.source));
@@ -68,7 +74,9 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
         match result {
             Ok(outputs) => {
                 for out in outputs {
-                    let HeadOutput::Classification { top_k } = out;
+                    let HeadOutput::Classification { top_k } = out else {
+                        continue;
+                    };
                     if args.json {
                         let line = serde_json::json!({
                             "image": path.display().to_string(),

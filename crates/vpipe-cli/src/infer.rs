@@ -6,7 +6,8 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use vpipe_core::{device, npy};
-use vpipe_heads::LoadedModel;
+use vpipe_heads::model::ModelOutput;
+use vpipe_heads::{LoadedModel, Model, SsdHead};
 
 /// Arguments of `vpipe infer`.
 #[derive(Debug, Args)]
@@ -55,13 +56,63 @@ pub fn run(args: InferArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
     let inputs = [&args.weights, &args.tensor];
-    for t in &output.tensors {
-        let path = args.out.join(format!("{}.npy", t.name));
+    let write = |name: &str, bytes: Vec<u8>| -> Result<()> {
+        let path = args.out.join(name);
         refuse_overwriting_input(&path, &inputs)?;
-        npy::write_atomic(&path, &npy::encode_f32(&t.shape, &t.data))?;
-        println!("wrote {} {:?}", path.display(), t.shape);
+        npy::write_atomic(&path, &bytes)?;
+        println!("wrote {}", path.display());
+        Ok(())
+    };
+    for t in &output.tensors {
+        if t.name == "mask" {
+            // Class indices: uint8 (N, H, W).
+            let shape = [t.shape[0], t.shape[2], t.shape[3]];
+            let data: Vec<u8> = t.data.iter().map(|&v| v as u8).collect();
+            write("mask.npy", npy::encode_u8(&shape, &data))?;
+        } else {
+            write(
+                &format!("{}.npy", t.name),
+                npy::encode_f32(&t.shape, &t.data),
+            )?;
+        }
+    }
+    if let Model::Detector { head, .. } = &loaded.model {
+        let dets = detections_json(head, &output, (shape[3] as f32, shape[2] as f32))?;
+        write("detections.json", serde_json::to_vec_pretty(&dets)?)?;
     }
     Ok(())
+}
+
+/// Post-processed detections of every image of the batch, boxes in input pixels.
+fn detections_json(
+    head: &SsdHead,
+    output: &ModelOutput,
+    input_size: (f32, f32),
+) -> Result<serde_json::Value> {
+    let get = |name: &str| {
+        output
+            .get(name)
+            .with_context(|| format!("the detector produced no '{name}'"))
+    };
+    let (conf, loc, anchors) = (get("conf_logits")?, get("loc")?, get("anchors")?);
+    let (n, a, c) = (conf.shape[0], conf.shape[1], conf.shape[2]);
+    let anchors: Vec<[f32; 4]> = anchors
+        .data
+        .chunks_exact(4)
+        .map(|b| [b[0], b[1], b[2], b[3]])
+        .collect();
+    let images: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let out = head.postprocess(
+                &conf.data[i * a * c..(i + 1) * a * c],
+                &loc.data[i * a * 4..(i + 1) * a * 4],
+                &anchors,
+                input_size,
+            );
+            serde_json::json!({ "image": i, "boxes": "input_pixels_x1y1x2y2", "result": out })
+        })
+        .collect();
+    Ok(serde_json::Value::Array(images))
 }
 
 /// Fails if `out` is one of `inputs`.

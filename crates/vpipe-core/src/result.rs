@@ -18,6 +18,32 @@ pub struct ClassScore {
     pub logit: f32,
 }
 
+/// One detected object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    /// Box `[x1, y1, x2, y2]` in pixels of the image it refers to.
+    pub bbox: [f32; 4],
+    /// Class score (softmax probability).
+    pub score: f32,
+    /// Class index in the head's label set.
+    pub class_id: usize,
+    /// Class name.
+    pub label: String,
+}
+
+/// Area of one class in a segmentation mask.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassArea {
+    /// Class index.
+    pub class_id: usize,
+    /// Class name.
+    pub label: String,
+    /// Number of pixels.
+    pub pixels: usize,
+    /// Share of the image, 0 to 1.
+    pub fraction: f32,
+}
+
 /// The post-processed output of one head for one image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "task", rename_all = "snake_case")]
@@ -26,6 +52,23 @@ pub enum HeadOutput {
     Classification {
         /// The best classes, highest score first.
         top_k: Vec<ClassScore>,
+    },
+    /// Object detection: the kept boxes, highest score first.
+    Detection {
+        /// The detections.
+        detections: Vec<Detection>,
+    },
+    /// Semantic segmentation: a class index per pixel.
+    Segmentation {
+        /// Mask width.
+        width: usize,
+        /// Mask height.
+        height: usize,
+        /// Class index per pixel, row-major.
+        #[serde(skip)]
+        mask: Vec<u8>,
+        /// Pixels per class present, largest first.
+        areas: Vec<ClassArea>,
     },
 }
 

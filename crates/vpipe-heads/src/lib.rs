@@ -1,10 +1,16 @@
 //! Task heads on the MobileViT backbone.
 //!
 //! - [`classification`]: 1x1 expansion, global average pooling, linear classifier.
+//! - [`detection`]: SSDLite with anchors, box decoding and class-aware NMS.
+//! - [`segmentation`]: DeepLabv3 with atrous spatial pyramid pooling.
 //! - [`model`]: loads a checkpoint file into a backbone plus the head it carries.
 
 pub mod classification;
+pub mod detection;
 pub mod model;
+pub mod segmentation;
 
 pub use classification::ClassificationHead;
+pub use detection::{SsdHead, SsdSettings};
 pub use model::{LoadedModel, Model, ModelOutput};
+pub use segmentation::{DeepLabHead, UpsampleConvention};

@@ -8,10 +8,14 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 use vpipe_backbone::layout::{CheckpointTask, to_canonical};
-use vpipe_backbone::{BackboneError, CheckpointLayout, MobileVit, MobileVitConfig, Params, Result};
+use vpipe_backbone::{
+    BackboneError, CheckpointLayout, MobileVit, MobileVitConfig, Params, Result, SourceLayout,
+};
 use vpipe_core::TensorFile;
 
 use crate::classification::ClassificationHead;
+use crate::detection::{SsdHead, SsdSettings};
+use crate::segmentation::{ASPP_RATES, DeepLabHead, UpsampleConvention};
 
 /// A backbone with its head.
 #[derive(Debug, Clone)]
@@ -21,7 +25,21 @@ pub enum Model {
         /// The shared backbone.
         backbone: MobileVit,
         /// The classification head.
-        head: ClassificationHead,
+        head: Box<ClassificationHead>,
+    },
+    /// SSDLite object detection.
+    Detector {
+        /// The shared backbone.
+        backbone: MobileVit,
+        /// The detection head.
+        head: Box<SsdHead>,
+    },
+    /// DeepLabv3 semantic segmentation.
+    Segmenter {
+        /// The shared backbone (output stride 16 or 8).
+        backbone: MobileVit,
+        /// The segmentation head.
+        head: Box<DeepLabHead>,
     },
 }
 
@@ -68,21 +86,26 @@ impl Model {
     /// The backbone.
     pub fn backbone(&self) -> &MobileVit {
         match self {
-            Model::Classifier { backbone, .. } => backbone,
+            Model::Classifier { backbone, .. }
+            | Model::Detector { backbone, .. }
+            | Model::Segmenter { backbone, .. } => backbone,
         }
     }
 
     /// Runs the network on a preprocessed batch `[batch, 3, height, width]` and
-    /// returns its raw outputs (classification: `logits`, `[batch, classes]`).
+    /// returns its raw outputs: classification `logits` `[batch, classes]`; detection
+    /// `conf_logits` `[batch, anchors, classes]`, `loc` `[batch, anchors, 4]`, `anchors`
+    /// `[anchors, 4]`; segmentation `logits` (before upsampling) and `mask` (class
+    /// indices at the input size, `[batch, 1, h, w]`).
     pub fn forward_raw(&self, input: Tensor<4>) -> Result<ModelOutput> {
-        match self {
-            Model::Classifier { backbone, head } => {
-                let features = backbone.forward(input)?;
-                Ok(ModelOutput {
-                    tensors: vec![to_raw("logits", head.forward(&features))?],
-                })
-            }
-        }
+        let [_, _, h, w] = input.dims();
+        let features = self.backbone().forward(input)?;
+        let tensors = match self {
+            Model::Classifier { head, .. } => vec![to_raw("logits", head.forward(&features))?],
+            Model::Detector { head, .. } => head.forward(&features)?,
+            Model::Segmenter { head, .. } => head.forward(&features, [h, w])?,
+        };
+        Ok(ModelOutput { tensors })
     }
 }
 
@@ -107,13 +130,41 @@ impl LoadedModel {
                 let config = MobileVitConfig::new(layout.size);
                 let backbone = MobileVit::load(&mut params, &config)?;
                 let head = ClassificationHead::load(&mut params, &config)?;
-                Model::Classifier { backbone, head }
+                Model::Classifier {
+                    backbone,
+                    head: Box::new(head),
+                }
             }
-            task => {
-                return Err(BackboneError::Unrecognised {
-                    file: path.display().to_string(),
-                    reason: format!("{task} checkpoints are not supported yet"),
-                });
+            CheckpointTask::Detection => {
+                let config = MobileVitConfig::new(layout.size);
+                let backbone = MobileVit::load(&mut params, &config)?;
+                let head = SsdHead::load(
+                    &mut params,
+                    config.feature_channels(),
+                    SsdSettings::default(),
+                )?;
+                Model::Detector {
+                    backbone,
+                    head: Box::new(head),
+                }
+            }
+            CheckpointTask::Segmentation => {
+                let config = MobileVitConfig::new(layout.size).with_output_stride(16);
+                let backbone = MobileVit::load(&mut params, &config)?;
+                let upsample = match layout.source {
+                    SourceLayout::HuggingFace => UpsampleConvention::HalfPixel,
+                    _ => UpsampleConvention::AlignCorners,
+                };
+                let head = DeepLabHead::load(
+                    &mut params,
+                    config.vit_stages[2].out_channels,
+                    ASPP_RATES,
+                    upsample,
+                )?;
+                Model::Segmenter {
+                    backbone,
+                    head: Box::new(head),
+                }
             }
         };
         params.finish()?;

@@ -1,0 +1,167 @@
+//! DeepLabv3 semantic segmentation as in ml-cvnets and Hugging Face: atrous spatial
+//! pyramid pooling on layer 5 (a 1x1 branch, three dilated 3x3 branches, an
+//! image-pooling branch), a 1x1 projection, and a 1x1 classifier. The backbone runs
+//! at output stride 16 (released checkpoints) or 8.
+
+use burn::tensor::Tensor;
+use burn::tensor::module::{adaptive_avg_pool2d, interpolate};
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use vpipe_backbone::layers::{Activation, ConvNorm, ConvSpec};
+use vpipe_backbone::{Features, Params, Result};
+use vpipe_core::labels::LabelSet;
+use vpipe_core::result::{ClassArea, HeadOutput};
+
+use crate::model::{RawTensor, to_raw};
+
+/// How logits are brought back to the input size, which differs between sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsampleConvention {
+    /// ml-cvnets: bilinear, `align_corners = true`.
+    AlignCorners,
+    /// Hugging Face post-processing: bilinear, `align_corners = false`.
+    HalfPixel,
+}
+
+/// The DeepLabv3 head.
+#[derive(Debug, Clone)]
+pub struct DeepLabHead {
+    branches: Vec<ConvNorm>,
+    pool: ConvNorm,
+    project: ConvNorm,
+    classifier: ConvNorm,
+    num_classes: usize,
+    labels: Vec<String>,
+    upsample: UpsampleConvention,
+}
+
+/// ASPP dilation rates of the released checkpoints.
+pub const ASPP_RATES: [usize; 3] = [6, 12, 18];
+
+impl DeepLabHead {
+    /// Loads `seg_head.aspp.*` and `seg_head.classifier.*` over `in_channels` (layer 5).
+    pub fn load(
+        params: &mut Params,
+        in_channels: usize,
+        rates: [usize; 3],
+        upsample: UpsampleConvention,
+    ) -> Result<Self> {
+        let a = "seg_head.aspp.aspp_layer";
+        let out = params.dim_or(&format!("{a}.convs.0.block.conv.weight"), 0, 256);
+        let mut branches = vec![ConvNorm::load(
+            params,
+            &format!("{a}.convs.0"),
+            ConvSpec::new(in_channels, out, 1, Activation::Relu),
+        )?];
+        for (i, rate) in rates.iter().enumerate() {
+            branches.push(ConvNorm::load(
+                params,
+                &format!("{a}.convs.{}", i + 1),
+                ConvSpec::new(in_channels, out, 3, Activation::Relu).dilation(*rate),
+            )?);
+        }
+        let pool = ConvNorm::load(
+            params,
+            &format!("{a}.convs.4.aspp_pool.conv_1x1"),
+            ConvSpec::new(in_channels, out, 1, Activation::Relu),
+        )?;
+        let project = ConvNorm::load(
+            params,
+            &format!("{a}.project"),
+            ConvSpec::new(5 * out, out, 1, Activation::Relu),
+        )?;
+        let num_classes = params.dim_or("seg_head.classifier.block.conv.weight", 0, 21);
+        let classifier = ConvNorm::load(
+            params,
+            "seg_head.classifier",
+            ConvSpec::new(out, num_classes, 1, Activation::Identity).plain(),
+        )?;
+        let labels = if num_classes == LabelSet::Voc21.len() {
+            LabelSet::Voc21.names()
+        } else {
+            (0..num_classes).map(|i| format!("class_{i}")).collect()
+        };
+        Ok(Self {
+            branches,
+            pool,
+            project,
+            classifier,
+            num_classes,
+            labels,
+            upsample,
+        })
+    }
+
+    /// Class names.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// Logits at the backbone's output stride, `[batch, classes, h, w]`.
+    pub fn logits(&self, features: &Features) -> Tensor<4> {
+        let x = features.last().clone();
+        let [b, _, h, w] = x.dims();
+        let mut parts: Vec<Tensor<4>> = self
+            .branches
+            .iter()
+            .map(|br| br.forward(x.clone()))
+            .collect();
+        let pooled = self.pool.forward(adaptive_avg_pool2d(x, [1, 1]));
+        let c = pooled.dims()[1];
+        parts.push(pooled.expand([b, c, h, w]));
+        let y = self.project.forward(Tensor::cat(parts, 1));
+        self.classifier.forward(y)
+    }
+
+    /// Logits upsampled to `size` (`[height, width]`) with the source's convention.
+    pub fn upsample(&self, logits: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+        interpolate(
+            logits,
+            InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_align_corners(self.upsample == UpsampleConvention::AlignCorners)
+                .with_output_size(size),
+        )
+    }
+
+    /// Raw outputs for an input of `size`: `logits` (before upsampling) and `mask`
+    /// (argmax at the input size, as float class indices).
+    pub fn forward(&self, features: &Features, size: [usize; 2]) -> Result<Vec<RawTensor>> {
+        let logits = self.logits(features);
+        let up = self.upsample(logits.clone(), size);
+        let mask = up.argmax(1).float();
+        Ok(vec![to_raw("logits", logits)?, to_raw("mask", mask)?])
+    }
+
+    /// The class areas of a mask.
+    pub fn postprocess(&self, mask: Vec<u8>, width: usize, height: usize) -> HeadOutput {
+        let mut counts = vec![0usize; self.num_classes.max(1)];
+        for &m in &mask {
+            if let Some(c) = counts.get_mut(m as usize) {
+                *c += 1;
+            }
+        }
+        let total = (width * height).max(1) as f32;
+        let mut areas: Vec<ClassArea> = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, &n)| ClassArea {
+                class_id: i,
+                label: self.labels.get(i).cloned().unwrap_or_default(),
+                pixels: n,
+                fraction: n as f32 / total,
+            })
+            .collect();
+        areas.sort_by(|a, b| b.pixels.cmp(&a.pixels).then(a.class_id.cmp(&b.class_id)));
+        HeadOutput::Segmentation {
+            width,
+            height,
+            mask,
+            areas,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Parity of the SSDLite detection and DeepLabv3 segmentation heads with ml-cvnets
+//! and Hugging Face, on the MobileViT-XXS reference fixtures. The network inputs are
+//! made here from `image.png` by the preprocessing presets, which must reproduce the
+//! reference inputs bit for bit (checked against the reference arrays' FNV-1a hashes).
+
+mod common;
+
+use burn::tensor::{Tensor, TensorData};
+use common::*;
+use vpipe::backbone::SourceLayout;
+use vpipe::backbone::layout::CheckpointTask;
+use vpipe::core::npy;
+use vpipe::core::result::HeadOutput;
+use vpipe::heads::{LoadedModel, Model};
+use vpipe::media::{PreprocessPreset, load_image};
+
+/// FNV-1a (64-bit) of the little-endian bytes of a float array.
+fn fnv1a(values: &[f32]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in values.iter().flat_map(|v| v.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// The preset's input for `image.png`, checked against the reference input's hash.
+fn input(preset: PreprocessPreset, reference_hash: u64) -> Tensor<4> {
+    let frame = load_image(&fixture("image.png")).expect("decode");
+    let (planar, t) = preset.recipe().apply(&frame).expect("preprocess");
+    assert_eq!(
+        fnv1a(&planar),
+        reference_hash,
+        "{preset}: input differs from the reference"
+    );
+    let (w, h) = t.input_size;
+    Tensor::from_data(
+        TensorData::new(planar, [1, 3, h, w]),
+        &vpipe::core::device::default_device(),
+    )
+}
+
+fn load(name: &str) -> LoadedModel {
+    LoadedModel::load(&weights(name), &vpipe::core::device::default_device()).expect("load")
+}
+
+fn check_close(name: &str, got: &[f32], fixture_name: &str, tol: f32) {
+    let (_, want) = read_f32(&fixture(fixture_name));
+    let d = max_abs_diff(got, &want);
+    assert!(d <= tol, "{name}: max |diff| {d} > {tol}");
+}
+
+#[test]
+fn ssd_outputs_and_detections_match_cvnets() {
+    let loaded = load("cvnets_ssd_mobilevit_xxs.pt");
+    assert_eq!(loaded.layout.task, CheckpointTask::Detection);
+    let x = input(PreprocessPreset::CvnetsSsd, 0x83b19dd858ea1598);
+    let out = loaded.model.forward_raw(x).expect("forward");
+    let conf = out.get("conf_logits").expect("conf");
+    let loc = out.get("loc").expect("loc");
+    let anchors = out.get("anchors").expect("anchors");
+    assert_eq!(conf.shape, vec![1, 3232, 81]);
+    check_close(
+        "conf_logits",
+        &conf.data,
+        "cvnets_xxs_ssd_conf_logits.npy",
+        1e-4,
+    );
+    check_close("loc", &loc.data, "cvnets_xxs_ssd_loc.npy", 1e-4);
+    check_close("anchors", &anchors.data, "cvnets_xxs_ssd_anchors.npy", 0.0);
+
+    let Model::Detector { head, .. } = &loaded.model else {
+        panic!("not a detector");
+    };
+    let a: Vec<[f32; 4]> = anchors
+        .data
+        .chunks_exact(4)
+        .map(|b| [b[0], b[1], b[2], b[3]])
+        .collect();
+    // Boxes in the original image's pixels (512x512 resized exactly to 320x320).
+    let HeadOutput::Detection { detections } =
+        head.postprocess(&conf.data, &loc.data, &a, (512.0, 512.0))
+    else {
+        panic!("not a detection output");
+    };
+    let labels = npy::read(&fixture("cvnets_xxs_ssd_det_labels.npy"))
+        .expect("labels")
+        .to_i32("l")
+        .expect("i32");
+    let (_, scores) = read_f32(&fixture("cvnets_xxs_ssd_det_scores.npy"));
+    let (_, boxes) = read_f32(&fixture("cvnets_xxs_ssd_det_boxes_orig_px.npy"));
+    assert_eq!(detections.len(), labels.len(), "detection count");
+    for (i, d) in detections.iter().enumerate() {
+        assert_eq!(d.class_id as i32, labels[i], "detection {i}: label");
+        assert!(
+            (d.score - scores[i]).abs() <= 1e-4,
+            "detection {i}: score {} vs {}",
+            d.score,
+            scores[i]
+        );
+        for k in 0..4 {
+            let diff = (d.bbox[k] - boxes[i * 4 + k]).abs();
+            assert!(
+                diff <= 0.01,
+                "detection {i}: box coordinate {k} off by {diff} px"
+            );
+        }
+        assert!(!d.label.is_empty() && d.label != "background");
+    }
+}
+
+/// Pixels where two masks differ, and how many of those the reference itself decides
+/// by less than `tie` (top-2 margin of its own upsampled logits).
+fn mask_mismatch(
+    head: &vpipe::heads::DeepLabHead,
+    ours: &[f32],
+    reference_logits: &str,
+    reference_mask: &str,
+) -> (usize, usize) {
+    let (s, l) = read_f32(&fixture(reference_logits));
+    let logits = Tensor::<4>::from_data(
+        TensorData::new(l, [s[0], s[1], s[2], s[3]]),
+        &vpipe::core::device::default_device(),
+    );
+    let up = head.upsample(logits, [512, 512]);
+    let [_, c, h, w] = up.dims();
+    let upv = up.into_data().try_to_vec::<f32>().expect("f32");
+    let want = npy::read(&fixture(reference_mask))
+        .expect("mask")
+        .to_u8("m")
+        .expect("u8");
+    let mut differ = 0;
+    let mut ties = 0;
+    for p in 0..h * w {
+        if ours[p] as u8 != want[p] {
+            differ += 1;
+            let mut v: Vec<f32> = (0..c).map(|k| upv[k * h * w + p]).collect();
+            v.sort_by(|a, b| b.total_cmp(a));
+            if v[0] - v[1] < 1e-4 {
+                ties += 1;
+            }
+        }
+    }
+    // Our upsampling of the reference's own logits gives the reference mask exactly.
+    let own: Vec<u8> = (0..h * w)
+        .map(|p| {
+            (0..c).fold(0, |best, k| {
+                if upv[k * h * w + p] > upv[best * h * w + p] {
+                    k
+                } else {
+                    best
+                }
+            }) as u8
+        })
+        .collect();
+    assert_eq!(
+        own, want,
+        "upsampling + argmax of the reference logits differs from the reference mask"
+    );
+    (differ, ties)
+}
+
+#[test]
+fn deeplabv3_matches_cvnets() {
+    let loaded = load("cvnets_deeplabv3_mobilevit_xxs.pt");
+    assert_eq!(loaded.layout.task, CheckpointTask::Segmentation);
+    let x = input(PreprocessPreset::CvnetsSeg, 0x9150f20635997d29);
+    let out = loaded.model.forward_raw(x).expect("forward");
+    let logits = out.get("logits").expect("logits");
+    assert_eq!(logits.shape, vec![1, 21, 32, 32]);
+    check_close(
+        "logits",
+        &logits.data,
+        "cvnets_xxs_seg_logits_pre_upsample.npy",
+        1e-4,
+    );
+    let Model::Segmenter { head, .. } = &loaded.model else {
+        panic!("not a segmenter");
+    };
+    // A 64x64 window (rows and columns 224..288) of the model's upsampled output.
+    let up = head.upsample(
+        Tensor::<4>::from_data(
+            TensorData::new(logits.data.clone(), [1, 21, 32, 32]),
+            &vpipe::core::device::default_device(),
+        ),
+        [512, 512],
+    );
+    let patch = up
+        .slice([0..1, 0..21, 224..288, 224..288])
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    check_close(
+        "upsampled logits window",
+        &patch,
+        "cvnets_xxs_seg_logits_patch.npy",
+        1e-4,
+    );
+    let mask = out.get("mask").expect("mask");
+    let (differ, ties) = mask_mismatch(
+        head,
+        &mask.data,
+        "cvnets_xxs_seg_logits_pre_upsample.npy",
+        "cvnets_xxs_seg_mask.npy",
+    );
+    assert_eq!(
+        differ, 0,
+        "{differ} mask pixels differ ({ties} of them reference ties)"
+    );
+}
+
+#[test]
+fn deeplabv3_matches_huggingface() {
+    let loaded = load("hf_deeplabv3_mobilevit_xxs.safetensors");
+    assert_eq!(loaded.layout.source, SourceLayout::HuggingFace);
+    assert_eq!(loaded.layout.task, CheckpointTask::Segmentation);
+    let x = input(PreprocessPreset::HfSeg, 0x5498e0527eccda08);
+    let out = loaded.model.forward_raw(x).expect("forward");
+    let logits = out.get("logits").expect("logits");
+    check_close("logits", &logits.data, "hf_xxs_seg_logits.npy", 1e-4);
+    let Model::Segmenter { head, .. } = &loaded.model else {
+        panic!("not a segmenter");
+    };
+    let mask = out.get("mask").expect("mask");
+    let (differ, ties) = mask_mismatch(
+        head,
+        &mask.data,
+        "hf_xxs_seg_logits.npy",
+        "hf_xxs_seg_mask.npy",
+    );
+    // The reference mask has one pixel (502, 376) decided by a 7e-6 margin, below
+    // float32 noise: PyTorch 2.15 itself, rerun on another CPU, flips it too. Only
+    // such ties may differ.
+    assert_eq!(
+        differ, ties,
+        "{differ} mask pixels differ, only {ties} of them reference ties"
+    );
+    assert!(differ <= 1, "{differ} tie pixels differ");
+}
