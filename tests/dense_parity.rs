@@ -237,3 +237,73 @@ fn deeplabv3_matches_huggingface() {
     );
     assert!(differ <= 1, "{differ} tie pixels differ");
 }
+
+#[test]
+fn heads_built_through_the_registry_map_boxes_to_the_original_image() {
+    use vpipe::backbone::layout::to_canonical;
+    use vpipe::backbone::{MobileVit, MobileVitConfig, Params};
+    use vpipe::heads::{HeadContext, HeadRegistry};
+
+    let device = vpipe::core::device::default_device();
+    let path = weights("cvnets_ssd_mobilevit_xxs.pt");
+    let file = vpipe::core::TensorFile::read(&path).expect("read");
+    let mut params = Params::new("ssd", to_canonical(&file).expect("canonical"), &device);
+    let config = MobileVitConfig::new(vpipe::backbone::MobileVitSize::Xxs);
+    let backbone = MobileVit::load(&mut params, &config).expect("backbone");
+    let registry = HeadRegistry::with_builtins();
+    let options = serde_json::Map::new();
+    let head = registry
+        .build(
+            "ssd",
+            &mut HeadContext {
+                params: &mut params,
+                backbone: &config,
+                options: &options,
+            },
+        )
+        .expect("ssd head");
+    params.finish().expect("every tensor used");
+    assert_eq!(head.levels(), &[4, 5]);
+
+    let frame = load_image(&fixture("image.png")).expect("decode");
+    let recipe = PreprocessPreset::CvnetsSsd.recipe();
+    let (x, geometry) = recipe.batch(&[&frame], &device).expect("preprocess");
+    let raw = head
+        .forward(&backbone.forward(x).expect("features"), [320, 320])
+        .expect("forward");
+    let HeadOutput::Detection { detections } =
+        head.postprocess(&raw, 0, &geometry[0]).expect("post")
+    else {
+        panic!("not detections");
+    };
+    let (_, boxes) = read_f32(&fixture("cvnets_xxs_ssd_det_boxes_orig_px.npy"));
+    assert_eq!(detections.len() * 4, boxes.len());
+    for (d, b) in detections.iter().zip(boxes.chunks_exact(4)) {
+        for k in 0..4 {
+            assert!((d.bbox[k] - b[k]).abs() <= 0.01, "{:?} vs {b:?}", d.bbox);
+        }
+    }
+
+    let mut none = Params::synthetic(0, &device);
+    let err = registry
+        .build(
+            "sdd",
+            &mut HeadContext {
+                params: &mut none,
+                backbone: &config,
+                options: &options,
+            },
+        )
+        .expect_err("unknown type");
+    assert!(err.to_string().contains("unknown head type 'sdd'") && err.to_string().contains("ssd"));
+    let mut r = HeadRegistry::empty();
+    assert!(r.names().is_empty());
+    let mut again = HeadRegistry::with_builtins();
+    assert!(again.register("ssd", |_| unreachable!()).is_err());
+    assert!(
+        r.register("mine", |_| Err(vpipe::backbone::BackboneError::Input(
+            "x".into()
+        )))
+        .is_ok()
+    );
+}

@@ -9,7 +9,10 @@ use clap::Args;
 use serde::Serialize;
 use vpipe_backbone::{MobileVit, MobileVitConfig, MobileVitSize, Params};
 use vpipe_core::device;
-use vpipe_heads::{ClassificationHead, LoadedModel, Model};
+use vpipe_heads::segmentation::ASPP_RATES;
+use vpipe_heads::{
+    ClassificationHead, DeepLabHead, LoadedModel, Model, SsdHead, SsdSettings, UpsampleConvention,
+};
 
 /// Arguments of `vpipe bench`.
 #[derive(Debug, Args)]
@@ -17,6 +20,10 @@ pub struct BenchArgs {
     /// Architecture: mobilevit_xxs, mobilevit_xs or mobilevit_s (ignored with --weights).
     #[arg(long, default_value = "mobilevit_s")]
     arch: MobileVitSize,
+    /// Network: classification, detection (SSDLite) or segmentation (DeepLabv3, output
+    /// stride 16). Ignored with --weights.
+    #[arg(long, value_enum, default_value = "classification")]
+    task: BenchTask,
     /// Input height and width.
     #[arg(long, default_value_t = 256)]
     size: usize,
@@ -38,6 +45,48 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// The network `vpipe bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTask {
+    /// Backbone and classification head.
+    Classification,
+    /// Backbone and SSDLite head.
+    Detection,
+    /// Backbone at output stride 16 and DeepLabv3 head.
+    Segmentation,
+}
+
+/// A network of `task` and `size` with synthetic weights.
+fn synthetic_model(task: BenchTask, size: MobileVitSize) -> Result<Model> {
+    let device = device::default_device();
+    let mut params = Params::synthetic(42, &device);
+    Ok(match task {
+        BenchTask::Classification => {
+            let config = MobileVitConfig::new(size);
+            let backbone = MobileVit::load(&mut params, &config)?;
+            let head = Box::new(ClassificationHead::load(&mut params, &config)?);
+            Model::Classifier { backbone, head }
+        }
+        BenchTask::Detection => {
+            let config = MobileVitConfig::new(size);
+            let backbone = MobileVit::load(&mut params, &config)?;
+            let head = Box::new(SsdHead::load(&mut params, config.feature_channels(), SsdSettings::default())?);
+            Model::Detector { backbone, head }
+        }
+        BenchTask::Segmentation => {
+            let config = MobileVitConfig::new(size).with_output_stride(16);
+            let backbone = MobileVit::load(&mut params, &config)?;
+            let head = Box::new(DeepLabHead::load(
+                &mut params,
+                config.vit_stages[2].out_channels,
+                ASPP_RATES,
+                UpsampleConvention::AlignCorners,
+            )?);
+            Model::Segmenter { backbone, head }
+        }
+    })
 }
 
 /// What `vpipe bench` measured.
@@ -73,24 +122,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     device::set_cpu_threads(args.threads);
     let device = device::default_device();
-    let (model, arch) = match &args.weights {
+    let (model, arch, task) = match &args.weights {
         Some(path) => {
             let l = LoadedModel::load(path, &device)?;
-            (l.model, l.layout.size)
+            (l.model, l.layout.size, l.layout.task.to_string())
         }
-        None => {
-            let config = MobileVitConfig::new(args.arch);
-            let mut params = Params::synthetic(42, &device);
-            let backbone = MobileVit::load(&mut params, &config)?;
-            let head = ClassificationHead::load(&mut params, &config)?;
-            (
-                Model::Classifier {
-                    backbone,
-                    head: Box::new(head),
-                },
-                args.arch,
-            )
-        }
+        None => (
+            synthetic_model(args.task, args.arch)?,
+            args.arch,
+            format!("{:?}", args.task).to_lowercase(),
+        ),
     };
     let shape = [args.batch, 3, args.size, args.size];
     let n: usize = shape.iter().product();
@@ -116,7 +157,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let median = pct(0.5);
     let report = BenchReport {
         arch: arch.arch_name().to_string(),
-        task: "classification".into(),
+        task,
         input: shape,
         threads: device::cpu_threads(),
         iters: args.iters,

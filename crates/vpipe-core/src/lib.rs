@@ -6,10 +6,12 @@
 //! - [`labels`]: the class-name sets of the supported datasets.
 //! - [`result`]: the result type shared by every head.
 //! - [`device`]: picks the burn device the networks run on.
+//! - [`geometry`]: where a network input lies in the original image.
 
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod geometry;
 pub mod labels;
 pub mod npy;
 pub mod result;

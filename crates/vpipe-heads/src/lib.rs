@@ -1,15 +1,19 @@
 //! Task heads on the MobileViT backbone.
 //!
+//! - [`api`]: the public head API ([`Head`], [`HeadRegistry`]) for heads of your own.
+//!
 //! - [`classification`]: 1x1 expansion, global average pooling, linear classifier.
 //! - [`detection`]: SSDLite with anchors, box decoding and class-aware NMS.
 //! - [`segmentation`]: DeepLabv3 with atrous spatial pyramid pooling.
 //! - [`model`]: loads a checkpoint file into a backbone plus the head it carries.
 
+pub mod api;
 pub mod classification;
 pub mod detection;
 pub mod model;
 pub mod segmentation;
 
+pub use api::{Head, HeadContext, HeadFactory, HeadRegistry};
 pub use classification::ClassificationHead;
 pub use detection::{SsdHead, SsdSettings};
 pub use model::{LoadedModel, Model, ModelOutput};

@@ -17,6 +17,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::error::{MediaError, Result};
 use crate::image_io::Frame;
 use crate::resize::{Filter, ResizeKernel, resize_rgb8};
+pub use vpipe_core::geometry::InputTransform;
 
 /// How the image is resized before cropping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,36 +198,6 @@ impl FromStr for PreprocessPreset {
                     names.join(", ")
                 )
             })
-    }
-}
-
-/// Where the network input lies in the original image: maps network-input pixel
-/// coordinates back to original-image pixels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct InputTransform {
-    /// Original image width.
-    pub src_width: usize,
-    /// Original image height.
-    pub src_height: usize,
-    /// Resized width (before cropping).
-    pub resized_width: usize,
-    /// Resized height (before cropping).
-    pub resized_height: usize,
-    /// Crop offset `(left, top)` in resized pixels.
-    pub crop_offset: (usize, usize),
-    /// Network input `(width, height)`.
-    pub input_size: (usize, usize),
-}
-
-impl InputTransform {
-    /// Maps a point in network-input pixels to original-image pixels.
-    pub fn to_source(&self, x: f32, y: f32) -> (f32, f32) {
-        let sx = self.src_width as f32 / self.resized_width as f32;
-        let sy = self.src_height as f32 / self.resized_height as f32;
-        (
-            (x + self.crop_offset.0 as f32) * sx,
-            (y + self.crop_offset.1 as f32) * sy,
-        )
     }
 }
 
