@@ -307,3 +307,84 @@ fn heads_built_through_the_registry_map_boxes_to_the_original_image() {
         .is_ok()
     );
 }
+
+#[test]
+fn odd_images_and_empty_results_are_handled() {
+    let loaded = load("cvnets_ssd_mobilevit_xxs.pt");
+    let Model::Detector { head, .. } = &loaded.model else {
+        panic!("not a detector");
+    };
+    let device = vpipe::core::device::default_device();
+    let recipe = PreprocessPreset::CvnetsSsd.recipe();
+    // A single pixel, and an image far from the model's square aspect ratio.
+    let frames = [
+        vpipe::media::Frame::new(1, 1, vec![200, 10, 10]).expect("frame"),
+        vpipe::media::Frame::new(2000, 7, vec![90; 2000 * 7 * 3]).expect("frame"),
+    ];
+    for f in &frames {
+        let (x, _) = recipe.batch(&[f], &device).expect("preprocess");
+        let out = loaded.model.forward_raw(x).expect("forward");
+        for t in &out.tensors {
+            assert!(
+                t.data.iter().all(|v| v.is_finite()),
+                "{}: non-finite values",
+                t.name
+            );
+        }
+        let conf = out.get("conf_logits").expect("conf");
+        let loc = out.get("loc").expect("loc");
+        let anchors: Vec<[f32; 4]> = out
+            .get("anchors")
+            .expect("anchors")
+            .data
+            .chunks_exact(4)
+            .map(|b| [b[0], b[1], b[2], b[3]])
+            .collect();
+        let HeadOutput::Detection { detections } = head.postprocess(
+            &conf.data,
+            &loc.data,
+            &anchors,
+            (f.width as f32, f.height as f32),
+        ) else {
+            panic!("not detections");
+        };
+        for d in &detections {
+            assert!(
+                d.bbox.iter().all(|v| v.is_finite())
+                    && d.bbox[2] <= f.width as f32
+                    && d.bbox[3] <= f.height as f32
+            );
+        }
+    }
+    // A threshold nothing passes gives an empty list, not an error.
+    let strict = vpipe::heads::SsdSettings {
+        conf_threshold: 1.0,
+        ..Default::default()
+    };
+    let file =
+        vpipe::core::TensorFile::read(&weights("cvnets_ssd_mobilevit_xxs.pt")).expect("read");
+    let mut params = vpipe::backbone::Params::new(
+        "ssd",
+        vpipe::backbone::layout::to_canonical(&file).expect("canonical"),
+        &device,
+    );
+    let config = vpipe::backbone::MobileVitConfig::new(vpipe::backbone::MobileVitSize::Xxs);
+    let backbone = vpipe::backbone::MobileVit::load(&mut params, &config).expect("backbone");
+    let strict_head =
+        vpipe::heads::SsdHead::load(&mut params, config.feature_channels(), strict).expect("head");
+    let (x, _) = recipe.batch(&[&frames[0]], &device).expect("preprocess");
+    let raw = strict_head
+        .forward(&backbone.forward(x).expect("features"))
+        .expect("forward");
+    let anchors: Vec<[f32; 4]> = raw[2]
+        .data
+        .chunks_exact(4)
+        .map(|b| [b[0], b[1], b[2], b[3]])
+        .collect();
+    let HeadOutput::Detection { detections } =
+        strict_head.postprocess(&raw[0].data, &raw[1].data, &anchors, (1.0, 1.0))
+    else {
+        panic!("not detections");
+    };
+    assert!(detections.is_empty());
+}

@@ -72,7 +72,11 @@ fn synthetic_model(task: BenchTask, size: MobileVitSize) -> Result<Model> {
         BenchTask::Detection => {
             let config = MobileVitConfig::new(size);
             let backbone = MobileVit::load(&mut params, &config)?;
-            let head = Box::new(SsdHead::load(&mut params, config.feature_channels(), SsdSettings::default())?);
+            let head = Box::new(SsdHead::load(
+                &mut params,
+                config.feature_channels(),
+                SsdSettings::default(),
+            )?);
             Model::Detector { backbone, head }
         }
         BenchTask::Segmentation => {

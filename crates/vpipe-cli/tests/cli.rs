@@ -162,3 +162,54 @@ fn bench_reports_json() {
     assert_eq!(v["threads"], 1);
     assert!(v["median_ms"].as_f64().expect("median") > 0.0);
 }
+
+#[test]
+fn infer_writes_detection_and_segmentation_outputs() {
+    let dir = temp_dir("dense");
+    let frame = vpipe_media::load_image(&root().join("tests/fixtures/image.png")).expect("decode");
+    for (weights, preset, files) in [
+        (
+            "weights/reference/cvnets_ssd_mobilevit_xxs.pt",
+            vpipe_media::PreprocessPreset::CvnetsSsd,
+            &[
+                "conf_logits.npy",
+                "loc.npy",
+                "anchors.npy",
+                "detections.json",
+            ][..],
+        ),
+        (
+            "weights/reference/hf_deeplabv3_mobilevit_xxs.safetensors",
+            vpipe_media::PreprocessPreset::HfSeg,
+            &["logits.npy", "mask.npy"][..],
+        ),
+    ] {
+        let (planar, t) = preset.recipe().apply(&frame).expect("preprocess");
+        let input = dir.join(format!("{preset}.npy"));
+        let (w, h) = t.input_size;
+        std::fs::write(&input, vpipe_core::npy::encode_f32(&[1, 3, h, w], &planar)).expect("write");
+        let out_dir = dir.join(preset.name());
+        let out = infer(weights, input.to_str().expect("utf8"), &out_dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for f in files {
+            assert!(out_dir.join(f).is_file(), "{weights}: {f} not written");
+        }
+    }
+    let dets: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("cvnets-ssd/detections.json")).expect("json"),
+    )
+    .expect("parse");
+    let list = dets[0]["result"]["detections"]
+        .as_array()
+        .expect("detections");
+    assert_eq!(list.len(), 7);
+    assert_eq!(list[0]["class_id"], 41);
+    assert_eq!(list[0]["label"], "wine glass");
+    let mask = vpipe_core::npy::read(&dir.join("hf-seg/mask.npy")).expect("mask");
+    assert_eq!(mask.shape, vec![1, 512, 512]);
+    assert!(mask.to_u8("mask").expect("u8").iter().all(|&c| c < 21));
+}
