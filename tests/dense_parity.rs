@@ -388,3 +388,67 @@ fn odd_images_and_empty_results_are_handled() {
     };
     assert!(detections.is_empty());
 }
+
+#[test]
+fn segmentation_masks_come_back_at_the_original_size() {
+    use vpipe::backbone::layout::to_canonical;
+    use vpipe::backbone::{MobileVit, MobileVitConfig, MobileVitSize, Params};
+    use vpipe::heads::{HeadContext, HeadRegistry};
+
+    let device = vpipe::core::device::default_device();
+    let file = vpipe::core::TensorFile::read(&weights("hf_deeplabv3_mobilevit_xxs.safetensors"))
+        .expect("read");
+    let mut params = Params::new("hf-seg", to_canonical(&file).expect("canonical"), &device);
+    let config = MobileVitConfig::new(MobileVitSize::Xxs).with_output_stride(16);
+    let backbone = MobileVit::load(&mut params, &config).expect("backbone");
+    let mut options = serde_json::Map::new();
+    options.insert("align_corners".into(), serde_json::Value::Bool(false));
+    let head = HeadRegistry::with_builtins()
+        .build(
+            "deeplabv3",
+            &mut HeadContext {
+                params: &mut params,
+                backbone: &config,
+                options: &options,
+            },
+        )
+        .expect("head");
+    params.finish().expect("every tensor used");
+
+    let recipe = PreprocessPreset::HfSeg.recipe();
+    let photo = load_image(&fixture("image.png")).expect("decode");
+    let wide =
+        vpipe::media::Frame::new(640, 200, photo.data[..640 * 200 * 3].to_vec()).expect("frame");
+    for (frame, reference) in [(&photo, Some("hf_xxs_seg_mask.npy")), (&wide, None)] {
+        let (x, geometry) = recipe.batch(&[frame], &device).expect("preprocess");
+        let [_, _, h, w] = x.dims();
+        let raw = head
+            .forward(&backbone.forward(x).expect("features"), [h, w])
+            .expect("forward");
+        let HeadOutput::Segmentation {
+            width,
+            height,
+            mask,
+            areas,
+        } = head.postprocess(&raw, 0, &geometry[0]).expect("post")
+        else {
+            panic!("not a segmentation");
+        };
+        assert_eq!(
+            (width, height, mask.len()),
+            (frame.width, frame.height, frame.width * frame.height)
+        );
+        assert_eq!(areas.iter().map(|a| a.pixels).sum::<usize>(), mask.len());
+        if let Some(r) = reference {
+            let want = npy::read(&fixture(r))
+                .expect("mask")
+                .to_u8("m")
+                .expect("u8");
+            let differ = mask.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert!(
+                differ <= 1,
+                "{differ} pixels differ from the reference mask"
+            );
+        }
+    }
+}

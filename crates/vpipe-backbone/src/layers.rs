@@ -131,6 +131,11 @@ impl ConvNorm {
         })
     }
 
+    /// The device its weights live on.
+    pub fn device(&self) -> burn::tensor::Device {
+        self.weight.device()
+    }
+
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]

@@ -277,26 +277,10 @@ impl Head for DeepLabHead {
         index: usize,
         g: &InputTransform,
     ) -> Result<HeadOutput> {
-        let mask = row(output(raw, "mask")?, index)?;
+        let logits = output(raw, "logits")?;
         let (iw, ih) = g.input_size;
         let (w, h) = (g.src_width, g.src_height);
-        // Nearest sampling of the input-size mask at each original pixel's centre;
-        // pixels outside a centre crop are background (class 0).
-        let sx = g.resized_width as f32 / w as f32;
-        let sy = g.resized_height as f32 / h as f32;
-        let mut out = vec![0u8; w * h];
-        for y in 0..h {
-            let yi = ((y as f32 + 0.5) * sy).floor() as isize - g.crop_offset.1 as isize;
-            if yi < 0 || yi >= ih as isize {
-                continue;
-            }
-            for x in 0..w {
-                let xi = ((x as f32 + 0.5) * sx).floor() as isize - g.crop_offset.0 as isize;
-                if xi >= 0 && xi < iw as isize {
-                    out[y * w + x] = mask[yi as usize * iw + xi as usize] as u8;
-                }
-            }
-        }
-        Ok(DeepLabHead::postprocess(self, out, w, h))
+        let mask = self.mask_at(logits, index, [ih, iw], [h, w])?;
+        Ok(DeepLabHead::postprocess(self, mask, w, h))
     }
 }

@@ -3,9 +3,9 @@
 //! image-pooling branch), a 1x1 projection, and a 1x1 classifier. The backbone runs
 //! at output stride 16 (released checkpoints) or 8.
 
-use burn::tensor::Tensor;
 use burn::tensor::module::{adaptive_avg_pool2d, interpolate};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Tensor, TensorData};
 use vpipe_backbone::layers::{Activation, ConvNorm, ConvSpec};
 use vpipe_backbone::{Features, Params, Result};
 use vpipe_core::labels::LabelSet;
@@ -125,6 +125,53 @@ impl DeepLabHead {
                 .with_align_corners(self.upsample == UpsampleConvention::AlignCorners)
                 .with_output_size(size),
         )
+    }
+
+    /// The class mask at the original image size `[height, width]` for image `index`
+    /// of raw `logits` `[batch, classes, h, w]`: upsampled to the network input size
+    /// `input` with the source's convention, then resized (bilinear, half-pixel) to the
+    /// original size as Hugging Face's `post_process_semantic_segmentation` does, then
+    /// the argmax.
+    pub fn mask_at(
+        &self,
+        logits: &RawTensor,
+        index: usize,
+        input: [usize; 2],
+        original: [usize; 2],
+    ) -> Result<Vec<u8>> {
+        let [_, c, h, w] = <[usize; 4]>::try_from(logits.shape.as_slice()).map_err(|_| {
+            vpipe_backbone::BackboneError::Input(format!("logits of shape {:?}", logits.shape))
+        })?;
+        let per = c * h * w;
+        let data = logits
+            .data
+            .get(index * per..(index + 1) * per)
+            .ok_or_else(|| {
+                vpipe_backbone::BackboneError::Input(format!("no image {index} in the batch"))
+            })?
+            .to_vec();
+        let t = Tensor::<4>::from_data(
+            TensorData::new(data, [1, c, h, w]),
+            &self.classifier.device(),
+        );
+        let mut up = self.upsample(t, input);
+        if original != input {
+            up = interpolate(
+                up,
+                InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_align_corners(false)
+                    .with_output_size(original),
+            );
+        }
+        let mask = up
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .map_err(|e| {
+                vpipe_backbone::BackboneError::Input(format!("reading the mask: {e:?}"))
+            })?;
+        Ok(mask.into_iter().map(|v| v as u8).collect())
     }
 
     /// Raw outputs for an input of `size`: `logits` (before upsampling) and `mask`
