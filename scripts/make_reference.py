@@ -12,6 +12,9 @@ absolute logit difference (pass: <= 1e-4).
     pip install torch timm transformers safetensors pillow numpy
     python3 scripts/make_reference.py --image tests/fixtures/image.png --out /tmp/ref --check
 
+`make_reference.py seg-os8 WEIGHTS CONFIG PIXELS OUT` re-runs a Hugging Face DeepLabv3 checkpoint
+at output stride 8 (tests/fixtures/hf_xxs_seg_os8_logits.npy).
+
 ml-cvnets is not on PyPI; the checked-in cvnets fixtures were made with its repository
 (HEAD 77717569ab4a) in the same way.
 """
@@ -65,7 +68,26 @@ def hf_case(size, image, seed):
     return model, x
 
 
+def seg_output_stride_8(weights, config, pixel_values, out):
+    """Logits of a Hugging Face DeepLabv3-MobileViT checkpoint re-run at output stride 8."""
+    import json
+    from safetensors.torch import load_file
+    from transformers import MobileViTConfig, MobileViTForSemanticSegmentation
+    cfg = json.load(open(config))
+    cfg["output_stride"] = 8
+    model = MobileViTForSemanticSegmentation(MobileViTConfig(**cfg)).eval()
+    model.load_state_dict(load_file(weights))
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(np.load(pixel_values))).logits
+    np.save(out, logits.numpy().astype(np.float32))
+    print(f"wrote {out} {tuple(logits.shape)}")
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "seg-os8":
+        # python3 scripts/make_reference.py seg-os8 WEIGHTS CONFIG_JSON PIXEL_VALUES.npy OUT.npy
+        seg_output_stride_8(*sys.argv[2:6])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--image", required=True)
     ap.add_argument("--out", required=True)

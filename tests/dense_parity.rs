@@ -452,3 +452,37 @@ fn segmentation_masks_come_back_at_the_original_size() {
         }
     }
 }
+
+#[test]
+fn deeplabv3_at_output_stride_8_matches_huggingface() {
+    let device = vpipe::core::device::default_device();
+    let options = vpipe::heads::LoadOptions {
+        output_stride: Some(8),
+    };
+    let loaded = LoadedModel::load_with(
+        &weights("hf_deeplabv3_mobilevit_xxs.safetensors"),
+        &device,
+        &options,
+    )
+    .expect("load");
+    assert_eq!(loaded.model.backbone().config().output_stride, 8);
+    let x = input(PreprocessPreset::HfSeg, 0x5498e0527eccda08);
+    let out = loaded.model.forward_raw(x).expect("forward");
+    let logits = out.get("logits").expect("logits");
+    assert_eq!(logits.shape, vec![1, 21, 64, 64]);
+    check_close(
+        "OS8 logits",
+        &logits.data,
+        "hf_xxs_seg_os8_logits.npy",
+        1e-4,
+    );
+    let bad = vpipe::heads::LoadOptions {
+        output_stride: Some(8),
+    };
+    let err = LoadedModel::load_with(&weights("timm_mobilevit_xxs.safetensors"), &device, &bad)
+        .expect_err("cls");
+    assert!(
+        err.to_string().contains("only be chosen for segmentation"),
+        "{err}"
+    );
+}

@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use vpipe_core::{device, npy};
 use vpipe_heads::model::ModelOutput;
-use vpipe_heads::{LoadedModel, Model, SsdHead};
+use vpipe_heads::{LoadOptions, LoadedModel, Model, SsdHead};
 
 /// Arguments of `vpipe infer`.
 #[derive(Debug, Args)]
@@ -21,6 +21,9 @@ pub struct InferArgs {
     /// Folder for the outputs (created if missing).
     #[arg(long)]
     out: PathBuf,
+    /// Output stride of a segmentation model: 16 (default, as released) or 8.
+    #[arg(long)]
+    output_stride: Option<usize>,
     /// CPU threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -45,7 +48,10 @@ pub fn run(args: InferArgs) -> Result<()> {
     device::set_cpu_threads(args.threads);
     let device = device::default_device();
     let (shape, data) = read_input(&args.tensor)?;
-    let loaded = LoadedModel::load(&args.weights, &device)?;
+    let options = LoadOptions {
+        output_stride: args.output_stride,
+    };
+    let loaded = LoadedModel::load_with(&args.weights, &device, &options)?;
     let l = loaded.layout;
     println!("checkpoint: {} layout, {} {}", l.source, l.size, l.task);
     let input = Tensor::<4>::from_data(

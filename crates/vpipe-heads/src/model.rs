@@ -118,13 +118,33 @@ pub struct LoadedModel {
     pub layout: CheckpointLayout,
 }
 
+/// Choices made when building a model from a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Output stride of a segmentation backbone: 16 (the released checkpoints, the
+    /// default) or 8 (layers 4 and 5 dilated instead of strided).
+    pub output_stride: Option<usize>,
+}
+
 impl LoadedModel {
     /// Reads a checkpoint and builds the model it holds on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(path, device, &LoadOptions::default())
+    }
+
+    /// [`LoadedModel::load`] with options.
+    pub fn load_with(path: &Path, device: &Device, options: &LoadOptions) -> Result<Self> {
         let file = TensorFile::read(path)?;
         let layout = CheckpointLayout::detect(&file)?;
         let canonical = to_canonical(&file)?;
         let mut params = Params::new(path.display().to_string(), canonical, device);
+        if options.output_stride.is_some() && layout.task != CheckpointTask::Segmentation {
+            return Err(BackboneError::Input(format!(
+                "an output stride can only be chosen for segmentation checkpoints; {} is a {} checkpoint",
+                path.display(),
+                layout.task
+            )));
+        }
         let model = match layout.task {
             CheckpointTask::Classification => {
                 let config = MobileVitConfig::new(layout.size);
@@ -149,7 +169,13 @@ impl LoadedModel {
                 }
             }
             CheckpointTask::Segmentation => {
-                let config = MobileVitConfig::new(layout.size).with_output_stride(16);
+                let os = options.output_stride.unwrap_or(16);
+                if os != 8 && os != 16 {
+                    return Err(BackboneError::Input(format!(
+                        "segmentation output stride {os} is not supported (16 or 8)"
+                    )));
+                }
+                let config = MobileVitConfig::new(layout.size).with_output_stride(os);
                 let backbone = MobileVit::load(&mut params, &config)?;
                 let upsample = match layout.source {
                     SourceLayout::HuggingFace => UpsampleConvention::HalfPixel,
