@@ -138,6 +138,16 @@ impl LabelSet {
         }
     }
 
+    /// Names for a head with `num_classes` outputs: this set's names when the count
+    /// matches it, otherwise `class_0`, `class_1`, ...
+    pub fn names_for(self, num_classes: usize) -> Vec<String> {
+        if num_classes == self.len() {
+            self.names()
+        } else {
+            (0..num_classes).map(|i| format!("class_{i}")).collect()
+        }
+    }
+
     /// Number of classes.
     pub fn len(self) -> usize {
         match self {
@@ -193,6 +203,11 @@ mod tests {
         assert_eq!(LabelSet::Coco81.names()[1], "person");
         assert_eq!(LabelSet::Coco81.names()[80], "toothbrush");
         assert_eq!(LabelSet::Voc21.names()[15], "person");
+        assert_eq!(LabelSet::Voc21.names_for(21)[20], "tvmonitor");
+        assert_eq!(
+            LabelSet::Voc21.names_for(3),
+            vec!["class_0", "class_1", "class_2"]
+        );
     }
 
     /// The standard PASCAL VOC colour map.

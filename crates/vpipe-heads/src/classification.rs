@@ -31,11 +31,7 @@ impl ClassificationHead {
             .map(|s| s[0])
             .unwrap_or(1000);
         let classifier = Linear::load(params, "classifier.fc", config.exp_channels, num_classes)?;
-        let labels = if num_classes == LabelSet::ImageNet1k.len() {
-            LabelSet::ImageNet1k.names()
-        } else {
-            (0..num_classes).map(|i| format!("class_{i}")).collect()
-        };
+        let labels = LabelSet::ImageNet1k.names_for(num_classes);
         Ok(Self {
             expand,
             classifier,

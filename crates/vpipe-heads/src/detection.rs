@@ -207,11 +207,7 @@ impl SsdHead {
                 aspect_ratios: vec![2.0, 3.0],
             });
         }
-        let labels = if num_classes == LabelSet::Coco81.len() {
-            LabelSet::Coco81.names()
-        } else {
-            (0..num_classes).map(|i| format!("class_{i}")).collect()
-        };
+        let labels = LabelSet::Coco81.names_for(num_classes);
         Ok(Self {
             extra,
             global,

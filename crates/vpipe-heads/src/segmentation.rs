@@ -75,11 +75,7 @@ impl DeepLabHead {
             "seg_head.classifier",
             ConvSpec::new(out, num_classes, 1, Activation::Identity).plain(),
         )?;
-        let labels = if num_classes == LabelSet::Voc21.len() {
-            LabelSet::Voc21.names()
-        } else {
-            (0..num_classes).map(|i| format!("class_{i}")).collect()
-        };
+        let labels = LabelSet::Voc21.names_for(num_classes);
         Ok(Self {
             branches,
             pool,
