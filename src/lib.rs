@@ -4,8 +4,10 @@
 //! - [`core`]: checkpoints, arrays, labels, results, devices;
 //! - [`backbone`]: the MobileViT v1 backbone;
 //! - [`heads`]: task heads and checkpoint loading;
-//! - [`media`]: image decoding and preprocessing.
+//! - [`media`]: image decoding and preprocessing;
+//! - [`annotate`]: drawing results on images.
 
+pub use vpipe_annotate as annotate;
 pub use vpipe_backbone as backbone;
 pub use vpipe_core as core;
 pub use vpipe_heads as heads;

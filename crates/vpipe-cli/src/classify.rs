@@ -1,14 +1,17 @@
 //! `vpipe classify`: top-k classes of images.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use vpipe_annotate::Annotator;
 use vpipe_backbone::SourceLayout;
-use vpipe_core::device;
 use vpipe_core::result::HeadOutput;
+use vpipe_core::{device, output};
 use vpipe_heads::{LoadedModel, Model};
-use vpipe_media::{PreprocessPreset, load_image};
+use vpipe_media::{Frame, PreprocessPreset, load_image};
+
+use crate::infer::refuse_overwriting_input;
 
 /// Arguments of `vpipe classify`.
 #[derive(Debug, Args)]
@@ -28,6 +31,9 @@ pub struct ClassifyArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write each image with a top-k banner into this folder (same file name).
+    #[arg(long)]
+    save: Option<PathBuf>,
     /// CPU threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -40,6 +46,28 @@ pub fn default_preset(source: SourceLayout) -> PreprocessPreset {
         SourceLayout::Timm => PreprocessPreset::Timm,
         SourceLayout::HuggingFace => PreprocessPreset::HfCls,
     }
+}
+
+/// Writes `frame` with the results drawn on it to `dir`, under the input's file name.
+fn save_annotated(dir: &Path, input: &Path, frame: Frame, outputs: &[HeadOutput]) -> Result<()> {
+    let name = input
+        .file_name()
+        .with_context(|| format!("{} has no file name", input.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let out = dir.join(name);
+    refuse_overwriting_input(&out, &[&input.to_path_buf()])?;
+    let mut img = image::RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.data)
+        .context("frame buffer does not match its size")?;
+    let annotator = Annotator::default();
+    for o in outputs {
+        annotator.draw(&mut img, o);
+    }
+    let format = image::ImageFormat::from_path(&out).unwrap_or(image::ImageFormat::Png);
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, format)
+        .with_context(|| format!("cannot encode {}", out.display()))?;
+    output::write_atomic(&out, bytes.get_ref())?;
+    Ok(())
 }
 
 /// Runs the command.
@@ -68,7 +96,11 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
                 .into_data()
                 .try_into_vec::<f32>()
                 .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
-            Ok(head.postprocess(&logits, args.top_k))
+            let outputs = head.postprocess(&logits, args.top_k);
+            if let Some(dir) = &args.save {
+                save_annotated(dir, path, frame, &outputs)?;
+            }
+            Ok(outputs)
         })()
         .with_context(|| format!("{}", path.display()));
         match result {

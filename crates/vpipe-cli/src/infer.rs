@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
-use vpipe_core::{device, npy};
+use vpipe_core::{device, npy, output};
 use vpipe_heads::model::ModelOutput;
 use vpipe_heads::{LoadOptions, LoadedModel, Model, SsdHead};
 
@@ -65,7 +65,7 @@ pub fn run(args: InferArgs) -> Result<()> {
     let write = |name: &str, bytes: Vec<u8>| -> Result<()> {
         let path = args.out.join(name);
         refuse_overwriting_input(&path, &inputs)?;
-        npy::write_atomic(&path, &bytes)?;
+        output::write_atomic(&path, &bytes)?;
         println!("wrote {}", path.display());
         Ok(())
     };

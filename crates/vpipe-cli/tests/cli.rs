@@ -135,6 +135,55 @@ fn classify_prints_top_k_and_reports_bad_images() {
 }
 
 #[test]
+fn classify_saves_annotated_copies_and_never_overwrites_inputs() {
+    let dir = temp_dir("save");
+    let photo = dir.join("photo.png");
+    std::fs::copy(root().join("tests/fixtures/image.png"), &photo).expect("copy");
+    let before = std::fs::read(&photo).expect("read");
+    let weights = "weights/reference/cvnets_mobilevit_xxs.pt";
+    let out_dir = dir.join("out");
+    let out = vpipe(&[
+        "classify",
+        "--weights",
+        weights,
+        "--save",
+        out_dir.to_str().expect("utf8"),
+        photo.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = image::open(out_dir.join("photo.png"))
+        .expect("annotated image")
+        .to_rgb8();
+    let original = image::open(&photo).expect("photo").to_rgb8();
+    assert_eq!(saved.dimensions(), original.dimensions());
+    assert_ne!(
+        saved.get_pixel(400, 5),
+        original.get_pixel(400, 5),
+        "no banner drawn"
+    );
+    assert_eq!(
+        saved.get_pixel(256, 400),
+        original.get_pixel(256, 400),
+        "below the banner must be unchanged"
+    );
+    // Saving into the input's own folder would overwrite it: refused, input intact.
+    let out = vpipe(&[
+        "classify",
+        "--weights",
+        weights,
+        "--save",
+        dir.to_str().expect("utf8"),
+        photo.to_str().expect("utf8"),
+    ]);
+    assert_clean_failure(&out, "refusing to overwrite the input file");
+    assert_eq!(std::fs::read(&photo).expect("read"), before);
+}
+
+#[test]
 fn bench_reports_json() {
     let out = vpipe(&[
         "bench",

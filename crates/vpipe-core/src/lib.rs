@@ -3,6 +3,7 @@
 //! - [`checkpoint`]: reads PyTorch (`.pt`, `.bin`) and safetensors checkpoints into
 //!   host tensors, without executing anything from the file.
 //! - [`npy`]: reads and writes NumPy `.npy` arrays.
+//! - [`output`]: atomic file writes.
 //! - [`labels`]: the class-name sets of the supported datasets.
 //! - [`result`]: the result type shared by every head.
 //! - [`device`]: picks the burn device the networks run on.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod geometry;
 pub mod labels;
 pub mod npy;
+pub mod output;
 pub mod result;
 
 pub use checkpoint::{HostTensor, TensorFile};
