@@ -1,34 +1,36 @@
-//! Criterion benchmarks of the MobileViT networks (synthetic weights).
+//! Criterion benchmarks of the MobileViT networks (synthetic weights): classification
+//! at 256, SSDLite detection at 320 and DeepLabv3 segmentation at 512, batch 1.
 //!
 //! `cargo bench --bench mobilevit`; threads follow `RAYON_NUM_THREADS`.
 
 use burn::tensor::{Tensor, TensorData};
 use criterion::{Criterion, criterion_group, criterion_main};
-use vpipe::backbone::{MobileVit, MobileVitConfig, MobileVitSize, Params};
-use vpipe::heads::ClassificationHead;
+use vpipe::backbone::MobileVitSize;
+use vpipe::backbone::layout::CheckpointTask;
+use vpipe::heads::Model;
 
-fn classification(c: &mut Criterion) {
+fn networks(c: &mut Criterion) {
     let device = vpipe::core::device::default_device();
-    for size in MobileVitSize::ALL {
-        let config = MobileVitConfig::new(size);
-        let mut params = Params::synthetic(7, &device);
-        let backbone = MobileVit::load(&mut params, &config).expect("synthetic backbone");
-        let head = ClassificationHead::load(&mut params, &config).expect("synthetic head");
-        let n = 3 * 256 * 256;
-        let data: Vec<f32> = (0..n).map(|i| (i % 255) as f32 / 255.0).collect();
-        let input = Tensor::<4>::from_data(TensorData::new(data, [1, 3, 256, 256]), &device);
-        c.bench_function(&format!("{}_cls_256_b1", size.arch_name()), |b| {
-            b.iter(|| {
-                let f = backbone.forward(input.clone()).expect("forward");
-                head.forward(&f).into_data()
-            })
-        });
+    for (task, size, name) in [
+        (CheckpointTask::Classification, 256, "cls"),
+        (CheckpointTask::Detection, 320, "ssd"),
+        (CheckpointTask::Segmentation, 512, "deeplabv3"),
+    ] {
+        for arch in [MobileVitSize::Xxs, MobileVitSize::S] {
+            let model = Model::synthetic(task, arch, &device).expect("synthetic model");
+            let n = 3 * size * size;
+            let data: Vec<f32> = (0..n).map(|i| (i % 255) as f32 / 255.0).collect();
+            let input = Tensor::<4>::from_data(TensorData::new(data, [1, 3, size, size]), &device);
+            c.bench_function(&format!("{}_{name}_{size}_b1", arch.arch_name()), |b| {
+                b.iter(|| model.forward_raw(input.clone()).expect("forward"))
+            });
+        }
     }
 }
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(20);
-    targets = classification
+    config = Criterion::default().sample_size(10);
+    targets = networks
 }
 criterion_main!(benches);

@@ -7,12 +7,10 @@ use anyhow::{Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use serde::Serialize;
-use vpipe_backbone::{MobileVit, MobileVitConfig, MobileVitSize, Params};
+use vpipe_backbone::MobileVitSize;
+use vpipe_backbone::layout::CheckpointTask;
 use vpipe_core::device;
-use vpipe_heads::segmentation::ASPP_RATES;
-use vpipe_heads::{
-    ClassificationHead, DeepLabHead, LoadedModel, Model, SsdHead, SsdSettings, UpsampleConvention,
-};
+use vpipe_heads::{LoadedModel, Model};
 
 /// Arguments of `vpipe bench`.
 #[derive(Debug, Args)]
@@ -58,39 +56,14 @@ pub enum BenchTask {
     Segmentation,
 }
 
-/// A network of `task` and `size` with synthetic weights.
-fn synthetic_model(task: BenchTask, size: MobileVitSize) -> Result<Model> {
-    let device = device::default_device();
-    let mut params = Params::synthetic(42, &device);
-    Ok(match task {
-        BenchTask::Classification => {
-            let config = MobileVitConfig::new(size);
-            let backbone = MobileVit::load(&mut params, &config)?;
-            let head = Box::new(ClassificationHead::load(&mut params, &config)?);
-            Model::Classifier { backbone, head }
+impl BenchTask {
+    fn task(self) -> CheckpointTask {
+        match self {
+            BenchTask::Classification => CheckpointTask::Classification,
+            BenchTask::Detection => CheckpointTask::Detection,
+            BenchTask::Segmentation => CheckpointTask::Segmentation,
         }
-        BenchTask::Detection => {
-            let config = MobileVitConfig::new(size);
-            let backbone = MobileVit::load(&mut params, &config)?;
-            let head = Box::new(SsdHead::load(
-                &mut params,
-                config.feature_channels(),
-                SsdSettings::default(),
-            )?);
-            Model::Detector { backbone, head }
-        }
-        BenchTask::Segmentation => {
-            let config = MobileVitConfig::new(size).with_output_stride(16);
-            let backbone = MobileVit::load(&mut params, &config)?;
-            let head = Box::new(DeepLabHead::load(
-                &mut params,
-                config.vit_stages[2].out_channels,
-                ASPP_RATES,
-                UpsampleConvention::AlignCorners,
-            )?);
-            Model::Segmenter { backbone, head }
-        }
-    })
+    }
 }
 
 /// What `vpipe bench` measured.
@@ -132,7 +105,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             (l.model, l.layout.size, l.layout.task.to_string())
         }
         None => (
-            synthetic_model(args.task, args.arch)?,
+            Model::synthetic(args.task.task(), args.arch, &device)?,
             args.arch,
             format!("{:?}", args.task).to_lowercase(),
         ),

@@ -9,7 +9,8 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor};
 use vpipe_backbone::layout::{CheckpointTask, to_canonical};
 use vpipe_backbone::{
-    BackboneError, CheckpointLayout, MobileVit, MobileVitConfig, Params, Result, SourceLayout,
+    BackboneError, CheckpointLayout, MobileVit, MobileVitConfig, MobileVitSize, Params, Result,
+    SourceLayout,
 };
 use vpipe_core::TensorFile;
 
@@ -83,6 +84,74 @@ pub fn to_raw<const D: usize>(name: &str, t: Tensor<D>) -> Result<RawTensor> {
 }
 
 impl Model {
+    /// Builds the network that `layout` describes from `params`.
+    pub fn build(
+        params: &mut Params,
+        layout: &CheckpointLayout,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        Ok(match layout.task {
+            CheckpointTask::Classification => {
+                let config = MobileVitConfig::new(layout.size);
+                let backbone = MobileVit::load(params, &config)?;
+                let head = ClassificationHead::load(params, &config)?;
+                Model::Classifier {
+                    backbone,
+                    head: Box::new(head),
+                }
+            }
+            CheckpointTask::Detection => {
+                let config = MobileVitConfig::new(layout.size);
+                let backbone = MobileVit::load(params, &config)?;
+                let head =
+                    SsdHead::load(params, config.feature_channels(), SsdSettings::default())?;
+                Model::Detector {
+                    backbone,
+                    head: Box::new(head),
+                }
+            }
+            CheckpointTask::Segmentation => {
+                let os = options.output_stride.unwrap_or(16);
+                if os != 8 && os != 16 {
+                    return Err(BackboneError::Input(format!(
+                        "segmentation output stride {os} is not supported (16 or 8)"
+                    )));
+                }
+                let config = MobileVitConfig::new(layout.size).with_output_stride(os);
+                let backbone = MobileVit::load(params, &config)?;
+                let upsample = match layout.source {
+                    SourceLayout::HuggingFace => UpsampleConvention::HalfPixel,
+                    _ => UpsampleConvention::AlignCorners,
+                };
+                let head = DeepLabHead::load(
+                    params,
+                    config.vit_stages[2].out_channels,
+                    ASPP_RATES,
+                    upsample,
+                )?;
+                Model::Segmenter {
+                    backbone,
+                    head: Box::new(head),
+                }
+            }
+        })
+    }
+
+    /// The network of `task` and `size` with synthetic weights (see
+    /// [`Params::synthetic`]), for benchmarks: the same arithmetic as a real checkpoint.
+    pub fn synthetic(task: CheckpointTask, size: MobileVitSize, device: &Device) -> Result<Self> {
+        let layout = CheckpointLayout {
+            source: SourceLayout::Cvnets,
+            task,
+            size,
+        };
+        Model::build(
+            &mut Params::synthetic(42, device),
+            &layout,
+            &LoadOptions::default(),
+        )
+    }
+
     /// The backbone.
     pub fn backbone(&self) -> &MobileVit {
         match self {
@@ -145,54 +214,7 @@ impl LoadedModel {
                 layout.task
             )));
         }
-        let model = match layout.task {
-            CheckpointTask::Classification => {
-                let config = MobileVitConfig::new(layout.size);
-                let backbone = MobileVit::load(&mut params, &config)?;
-                let head = ClassificationHead::load(&mut params, &config)?;
-                Model::Classifier {
-                    backbone,
-                    head: Box::new(head),
-                }
-            }
-            CheckpointTask::Detection => {
-                let config = MobileVitConfig::new(layout.size);
-                let backbone = MobileVit::load(&mut params, &config)?;
-                let head = SsdHead::load(
-                    &mut params,
-                    config.feature_channels(),
-                    SsdSettings::default(),
-                )?;
-                Model::Detector {
-                    backbone,
-                    head: Box::new(head),
-                }
-            }
-            CheckpointTask::Segmentation => {
-                let os = options.output_stride.unwrap_or(16);
-                if os != 8 && os != 16 {
-                    return Err(BackboneError::Input(format!(
-                        "segmentation output stride {os} is not supported (16 or 8)"
-                    )));
-                }
-                let config = MobileVitConfig::new(layout.size).with_output_stride(os);
-                let backbone = MobileVit::load(&mut params, &config)?;
-                let upsample = match layout.source {
-                    SourceLayout::HuggingFace => UpsampleConvention::HalfPixel,
-                    _ => UpsampleConvention::AlignCorners,
-                };
-                let head = DeepLabHead::load(
-                    &mut params,
-                    config.vit_stages[2].out_channels,
-                    ASPP_RATES,
-                    upsample,
-                )?;
-                Model::Segmenter {
-                    backbone,
-                    head: Box::new(head),
-                }
-            }
-        };
+        let model = Model::build(&mut params, &layout, options)?;
         params.finish()?;
         tracing::info!(
             file = %path.display(),
