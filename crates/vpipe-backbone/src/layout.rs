@@ -353,27 +353,8 @@ impl Rule {
                 return None;
             }
         }
-        let mut out = String::with_capacity(self.to.len() + rest.len());
-        let mut chars = self.to.chars();
-        while let Some(ch) = chars.next() {
-            if ch != '{' {
-                out.push(ch);
-                continue;
-            }
-            let expr: String = chars.by_ref().take_while(|&c| c != '}').collect();
-            let (name, add) = match expr.split_once('+') {
-                Some((n, a)) => (n, a.parse::<usize>().ok()?),
-                None => (expr.as_str(), 0),
-            };
-            let c = name.chars().next()?;
-            let (_, v) = caps.iter().find(|(n, _)| *n == c)?;
-            out.push_str(&(v + add).to_string());
-        }
-        Some(out.replace("**", &rest))
+        fill(&self.to, &caps, &rest)
     }
-}
-
-impl Rule {
     /// The inverse of [`Rule::apply`]: the source name that would map to `canonical`.
     fn invert(&self, canonical: &str) -> Option<String> {
         let mut caps: Vec<(char, usize)> = Vec::new();
@@ -412,20 +393,30 @@ impl Rule {
         if j != key.len() {
             return None;
         }
-        let mut out = String::new();
-        let mut chars = self.from.chars();
-        while let Some(ch) = chars.next() {
-            if ch != '{' {
-                out.push(ch);
-                continue;
-            }
-            let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
-            let c = name.chars().next()?;
-            let (_, v) = caps.iter().find(|(n, _)| *n == c)?;
-            out.push_str(&v.to_string());
-        }
-        Some(out.replace("**", &rest))
+        fill(&self.from, &caps, &rest)
     }
+}
+
+/// Fills a rule template: `{x}` becomes capture `x`, `{x+k}` capture `x` plus `k`,
+/// and `**` the carried rest of the name.
+fn fill(template: &str, caps: &[(char, usize)], rest: &str) -> Option<String> {
+    let mut out = String::with_capacity(template.len() + rest.len());
+    let mut chars = template.chars();
+    while let Some(ch) = chars.next() {
+        if ch != '{' {
+            out.push(ch);
+            continue;
+        }
+        let expr: String = chars.by_ref().take_while(|&c| c != '}').collect();
+        let (name, add) = match expr.split_once('+') {
+            Some((n, a)) => (n, a.parse::<usize>().ok()?),
+            None => (expr.as_str(), 0),
+        };
+        let c = name.chars().next()?;
+        let (_, v) = caps.iter().find(|(n, _)| *n == c)?;
+        out.push_str(&(v + add).to_string());
+    }
+    Some(out.replace("**", rest))
 }
 
 /// The name a canonical tensor has in a checkpoint of `source` layout, for messages

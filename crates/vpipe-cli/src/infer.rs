@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
+use vpipe_core::geometry::InputTransform;
 use vpipe_core::{device, npy, output};
 use vpipe_heads::model::ModelOutput;
-use vpipe_heads::{LoadOptions, LoadedModel, Model, SsdHead};
+use vpipe_heads::{Head, LoadOptions, LoadedModel, Model, SsdHead};
 
 /// Arguments of `vpipe infer`.
 #[derive(Debug, Args)]
@@ -83,41 +84,30 @@ pub fn run(args: InferArgs) -> Result<()> {
         }
     }
     if let Model::Detector { head, .. } = &loaded.model {
-        let dets = detections_json(head, &output, (shape[3] as f32, shape[2] as f32))?;
+        let dets = detections_json(head, &output, (shape[3], shape[2]))?;
         write("detections.json", serde_json::to_vec_pretty(&dets)?)?;
     }
     Ok(())
 }
 
-/// Post-processed detections of every image of the batch, boxes in input pixels.
+/// Post-processed detections of every image of the batch, boxes in input pixels
+/// (the head's own post-processing with the identity geometry).
 fn detections_json(
     head: &SsdHead,
     output: &ModelOutput,
-    input_size: (f32, f32),
+    input_size: (usize, usize),
 ) -> Result<serde_json::Value> {
-    let get = |name: &str| {
-        output
-            .get(name)
-            .with_context(|| format!("the detector produced no '{name}'"))
-    };
-    let (conf, loc, anchors) = (get("conf_logits")?, get("loc")?, get("anchors")?);
-    let (n, a, c) = (conf.shape[0], conf.shape[1], conf.shape[2]);
-    let anchors: Vec<[f32; 4]> = anchors
-        .data
-        .chunks_exact(4)
-        .map(|b| [b[0], b[1], b[2], b[3]])
-        .collect();
-    let images: Vec<serde_json::Value> = (0..n)
+    let n = output
+        .get("conf_logits")
+        .context("the detector produced no 'conf_logits'")?
+        .shape[0];
+    let geometry = InputTransform::identity(input_size.0, input_size.1);
+    let images = (0..n)
         .map(|i| {
-            let out = head.postprocess(
-                &conf.data[i * a * c..(i + 1) * a * c],
-                &loc.data[i * a * 4..(i + 1) * a * 4],
-                &anchors,
-                input_size,
-            );
-            serde_json::json!({ "image": i, "boxes": "input_pixels_x1y1x2y2", "result": out })
+            let out = Head::postprocess(head, &output.tensors, i, &geometry)?;
+            Ok(serde_json::json!({ "image": i, "boxes": "input_pixels_x1y1x2y2", "result": out }))
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     Ok(serde_json::Value::Array(images))
 }
 
