@@ -44,6 +44,26 @@ fn load(name: &str) -> LoadedModel {
     LoadedModel::load(&weights(name), &vpipe::core::device::default_device()).expect("load")
 }
 
+/// An XXS backbone at `output_stride` built from checkpoint `name`, with the
+/// parameters left for a head.
+fn backbone_with_head_params(
+    name: &str,
+    output_stride: usize,
+) -> (
+    vpipe::backbone::MobileVit,
+    vpipe::backbone::Params,
+    vpipe::backbone::MobileVitConfig,
+) {
+    use vpipe::backbone::{MobileVit, MobileVitConfig, MobileVitSize, Params};
+    let device = vpipe::core::device::default_device();
+    let file = vpipe::core::TensorFile::read(&weights(name)).expect("read");
+    let canonical = vpipe::backbone::layout::to_canonical(&file).expect("canonical");
+    let mut params = Params::new(name, canonical, &device);
+    let config = MobileVitConfig::new(MobileVitSize::Xxs).with_output_stride(output_stride);
+    let backbone = MobileVit::load(&mut params, &config).expect("backbone");
+    (backbone, params, config)
+}
+
 fn check_close(name: &str, got: &[f32], fixture_name: &str, tol: f32) {
     let (_, want) = read_f32(&fixture(fixture_name));
     let d = max_abs_diff(got, &want);
@@ -240,16 +260,12 @@ fn deeplabv3_matches_huggingface() {
 
 #[test]
 fn heads_built_through_the_registry_map_boxes_to_the_original_image() {
-    use vpipe::backbone::layout::to_canonical;
-    use vpipe::backbone::{MobileVit, MobileVitConfig, Params};
+    use vpipe::backbone::Params;
     use vpipe::heads::{HeadContext, HeadRegistry};
 
     let device = vpipe::core::device::default_device();
-    let path = weights("cvnets_ssd_mobilevit_xxs.pt");
-    let file = vpipe::core::TensorFile::read(&path).expect("read");
-    let mut params = Params::new("ssd", to_canonical(&file).expect("canonical"), &device);
-    let config = MobileVitConfig::new(vpipe::backbone::MobileVitSize::Xxs);
-    let backbone = MobileVit::load(&mut params, &config).expect("backbone");
+    let (backbone, mut params, config) =
+        backbone_with_head_params("cvnets_ssd_mobilevit_xxs.pt", 32);
     let registry = HeadRegistry::with_builtins();
     let options = serde_json::Map::new();
     let head = registry
@@ -361,15 +377,8 @@ fn odd_images_and_empty_results_are_handled() {
         conf_threshold: 1.0,
         ..Default::default()
     };
-    let file =
-        vpipe::core::TensorFile::read(&weights("cvnets_ssd_mobilevit_xxs.pt")).expect("read");
-    let mut params = vpipe::backbone::Params::new(
-        "ssd",
-        vpipe::backbone::layout::to_canonical(&file).expect("canonical"),
-        &device,
-    );
-    let config = vpipe::backbone::MobileVitConfig::new(vpipe::backbone::MobileVitSize::Xxs);
-    let backbone = vpipe::backbone::MobileVit::load(&mut params, &config).expect("backbone");
+    let (backbone, mut params, config) =
+        backbone_with_head_params("cvnets_ssd_mobilevit_xxs.pt", 32);
     let strict_head =
         vpipe::heads::SsdHead::load(&mut params, config.feature_channels(), strict).expect("head");
     let (x, _) = recipe.batch(&[&frames[0]], &device).expect("preprocess");
@@ -391,16 +400,11 @@ fn odd_images_and_empty_results_are_handled() {
 
 #[test]
 fn segmentation_masks_come_back_at_the_original_size() {
-    use vpipe::backbone::layout::to_canonical;
-    use vpipe::backbone::{MobileVit, MobileVitConfig, MobileVitSize, Params};
     use vpipe::heads::{HeadContext, HeadRegistry};
 
     let device = vpipe::core::device::default_device();
-    let file = vpipe::core::TensorFile::read(&weights("hf_deeplabv3_mobilevit_xxs.safetensors"))
-        .expect("read");
-    let mut params = Params::new("hf-seg", to_canonical(&file).expect("canonical"), &device);
-    let config = MobileVitConfig::new(MobileVitSize::Xxs).with_output_stride(16);
-    let backbone = MobileVit::load(&mut params, &config).expect("backbone");
+    let (backbone, mut params, config) =
+        backbone_with_head_params("hf_deeplabv3_mobilevit_xxs.safetensors", 16);
     let mut options = serde_json::Map::new();
     options.insert("align_corners".into(), serde_json::Value::Bool(false));
     let head = HeadRegistry::with_builtins()
