@@ -4,7 +4,7 @@
 //! library's `expf`; in MobileViT it took about half of the CPU inference time. On
 //! the CPU backend, [`silu`] instead runs one fused pass with a polynomial `exp`
 //! (Cephes' `expf`, relative error below 2e-7) that the compiler vectorises, using
-//! AVX2 and FMA where the processor has them. Other backends use burn's own.
+//! AVX-512 or AVX2 where the processor has them (see [`crate::simd`]). Other backends use burn's own.
 
 use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
@@ -29,28 +29,13 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_data(data, &device)
 }
 
-/// SiLU in place over a slice, with the widest vector unit available.
-pub fn silu_slice(values: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the processor supports AVX2 and FMA, checked just above.
-        unsafe { silu_avx2(values) };
-        return;
-    }
-    silu_generic(values);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn silu_avx2(values: &mut [f32]) {
-    silu_generic(values);
-}
-
-#[inline(always)]
-fn silu_generic(values: &mut [f32]) {
-    for v in values.iter_mut() {
-        let x = *v;
-        *v = x / (1.0 + exp_approx(-x));
+crate::simd_fn! {
+    /// SiLU in place over a slice, with the widest vector unit available.
+    pub fn silu_slice(values: &mut [f32]) {
+        for v in values.iter_mut() {
+            let x = *v;
+            *v = x / (1.0 + exp_approx(-x));
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use crate::activation::silu;
 use burn::tensor::module::{attention, conv2d, interpolate, layer_norm, linear};
 use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, InterpolateMode, InterpolateOptions};
 
+use crate::cpu::{self, ConvGeometry, Epilogue, HostArray};
 use crate::error::Result;
 use crate::params::Params;
 
@@ -110,6 +111,17 @@ pub struct ConvNorm {
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
     act: Activation,
+    cpu: Option<CpuConv>,
+}
+
+/// Host copy of a convolution's weights for the fused CPU kernels.
+#[derive(Debug, Clone)]
+struct CpuConv {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    out_channels: usize,
+    geometry: ConvGeometry,
+    depthwise: bool,
 }
 
 impl ConvNorm {
@@ -123,11 +135,29 @@ impl ConvNorm {
         ];
         let folded = params.conv(prefix, shape, spec.bias, spec.norm)?;
         let pad = (spec.kernel - 1) / 2 * spec.dilation;
+        let depthwise = spec.groups == spec.in_channels && spec.groups == spec.out_channels;
+        let cpu =
+            (cpu::is_cpu(params.device()) && (spec.groups == 1 || depthwise)).then(|| CpuConv {
+                weight: folded.weight.data.clone(),
+                bias: folded
+                    .bias
+                    .clone()
+                    .unwrap_or_else(|| vec![0.0; spec.out_channels]),
+                out_channels: spec.out_channels,
+                geometry: ConvGeometry {
+                    kernel: spec.kernel,
+                    stride: spec.stride,
+                    dilation: spec.dilation,
+                    padding: pad,
+                },
+                depthwise,
+            });
         Ok(Self {
             weight: params.upload(folded.weight),
             bias: folded.bias.map(|b| params.upload_vec(b)),
             options: ConvOptions::new([spec.stride; 2], [pad; 2], [spec.dilation; 2], spec.groups),
             act: spec.act,
+            cpu,
         })
     }
 
@@ -143,6 +173,12 @@ impl ConvNorm {
 
     /// Runs the convolution and activation.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.cpu.is_some() {
+            let device = x.device();
+            return self
+                .forward_cpu(&HostArray::from_tensor(x), None)
+                .into_tensor(&device);
+        }
         let y = conv2d(
             x,
             self.weight.clone(),
@@ -151,6 +187,29 @@ impl ConvNorm {
         );
         self.act.apply(y)
     }
+
+    /// Whether the layer runs on the fused CPU kernels.
+    pub(crate) fn on_cpu(&self) -> bool {
+        self.cpu.is_some()
+    }
+
+    /// The convolution and activation on host memory, plus `residual` (laid out
+    /// like the output) when given. Only for layers loaded on the CPU device.
+    pub(crate) fn forward_cpu(&self, x: &HostArray<4>, residual: Option<&[f32]>) -> HostArray<4> {
+        let c = self
+            .cpu
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("forward_cpu on a layer loaded on another device"));
+        let mut ep = Epilogue::rows(&c.bias, self.act);
+        if let Some(r) = residual {
+            ep = ep.with_residual(r);
+        }
+        if c.depthwise {
+            cpu::depthwise_conv2d(x, &c.weight, c.geometry, &ep)
+        } else {
+            cpu::conv2d(x, &c.weight, c.out_channels, c.geometry, &ep)
+        }
+    }
 }
 
 /// A linear layer (`y = x W^T + b`), stored transposed for burn.
@@ -158,6 +217,15 @@ impl ConvNorm {
 pub struct Linear {
     weight: Tensor<2>,
     bias: Option<Tensor<1>>,
+    cpu: Option<CpuLinear>,
+}
+
+/// Host copy of a linear layer's weights (`[out, in]`) for the fused CPU kernels.
+#[derive(Debug, Clone)]
+struct CpuLinear {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    d_out: usize,
 }
 
 impl Linear {
@@ -165,16 +233,47 @@ impl Linear {
     pub fn load(params: &mut Params, prefix: &str, d_in: usize, d_out: usize) -> Result<Self> {
         let w = params.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
         let b = params.take(&format!("{prefix}.bias"), &[d_out])?;
+        let cpu = cpu::is_cpu(params.device()).then(|| CpuLinear {
+            weight: w.data.clone(),
+            bias: b.data.clone(),
+            d_out,
+        });
         let weight: Tensor<2> = params.upload(w);
         Ok(Self {
             weight: weight.transpose(),
             bias: Some(params.upload_vec(b.data)),
+            cpu,
         })
     }
 
     /// Applies the layer to the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if let Some(c) = &self.cpu {
+            let device = x.device();
+            let x = HostArray::from_tensor(x);
+            let mut dims = x.dims;
+            let rows = x.data.len() / dims[D - 1].max(1);
+            dims[D - 1] = c.d_out;
+            let data = self.forward_cpu(&x.data, rows, Activation::Identity, None);
+            return HostArray { data, dims }.into_tensor(&device);
+        }
         linear(x, self.weight.clone(), self.bias.clone())
+    }
+
+    /// `act(x · wᵀ + b) + residual` over `rows` rows of host memory. Only for layers
+    /// loaded on the CPU device.
+    fn forward_cpu(
+        &self,
+        x: &[f32],
+        rows: usize,
+        act: Activation,
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let c = self
+            .cpu
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("forward_cpu on a layer loaded on another device"));
+        cpu::linear(x, rows, &c.weight, c.d_out, &c.bias, act, residual)
     }
 }
 
@@ -184,6 +283,7 @@ pub struct LayerNorm {
     gamma: Tensor<1>,
     beta: Tensor<1>,
     eps: f64,
+    cpu: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl LayerNorm {
@@ -191,16 +291,33 @@ impl LayerNorm {
     pub fn load(params: &mut Params, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
         let g = params.take(&format!("{prefix}.weight"), &[dim])?;
         let b = params.take(&format!("{prefix}.bias"), &[dim])?;
+        let cpu = cpu::is_cpu(params.device()).then(|| (g.data.clone(), b.data.clone()));
         Ok(Self {
             gamma: params.upload_vec(g.data),
             beta: params.upload_vec(b.data),
             eps,
+            cpu,
         })
     }
 
     /// Normalises the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if self.cpu.is_some() {
+            let device = x.device();
+            let mut x = HostArray::from_tensor(x);
+            self.forward_cpu(&mut x.data);
+            return x.into_tensor(&device);
+        }
         layer_norm(x, self.gamma.clone(), Some(self.beta.clone()), self.eps)
+    }
+
+    /// Normalises rows of host memory in place. Only for layers loaded on the CPU device.
+    fn forward_cpu(&self, x: &mut [f32]) {
+        let (g, b) = self
+            .cpu
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("forward_cpu on a layer loaded on another device"));
+        cpu::layer_norm(x, g.len(), g, b, self.eps as f32);
     }
 }
 
@@ -256,12 +373,29 @@ impl InvertedResidual {
 
     /// Runs the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.reduce.on_cpu() {
+            let device = x.device();
+            return self
+                .forward_cpu(HostArray::from_tensor(x))
+                .into_tensor(&device);
+        }
         let h = match &self.expand {
             Some(e) => e.forward(x.clone()),
             None => x.clone(),
         };
         let y = self.reduce.forward(self.depthwise.forward(h));
         if self.residual { x + y } else { y }
+    }
+
+    /// The block on host memory (CPU device only).
+    pub(crate) fn forward_cpu(&self, x: HostArray<4>) -> HostArray<4> {
+        let hidden = self.expand.as_ref().map(|e| e.forward_cpu(&x, None));
+        let dw = self
+            .depthwise
+            .forward_cpu(hidden.as_ref().unwrap_or(&x), None);
+        drop(hidden);
+        let residual = self.residual.then_some(&x.data[..]);
+        self.reduce.forward_cpu(&dw, residual)
     }
 }
 
@@ -332,6 +466,30 @@ impl TransformerLayer {
         let x = x + self.out_proj.forward(ctx);
         let h = self.fc1.forward(self.norm_ffn.forward(x.clone()));
         x + self.fc2.forward(silu(h))
+    }
+
+    /// The layer on host sequences `[batch, tokens, dim]` (CPU device only).
+    fn forward_cpu(&self, x: HostArray<3>) -> HostArray<3> {
+        let [b, n, d] = x.dims;
+        let rows = b * n;
+        let mut h = x.data.clone();
+        self.norm_attn.forward_cpu(&mut h);
+        let qkv = self.qkv.forward_cpu(&h, rows, Activation::Identity, None);
+        let ctx = cpu::attention(&qkv, b, n, d, self.heads);
+        drop(qkv);
+        let x = self
+            .out_proj
+            .forward_cpu(&ctx, rows, Activation::Identity, Some(&x.data));
+        h.copy_from_slice(&x);
+        self.norm_ffn.forward_cpu(&mut h);
+        let f = self.fc1.forward_cpu(&h, rows, Activation::Silu, None);
+        let data = self
+            .fc2
+            .forward_cpu(&f, rows, Activation::Identity, Some(&x));
+        HostArray {
+            data,
+            dims: [b, n, d],
+        }
     }
 }
 
@@ -426,6 +584,12 @@ impl MobileVitBlock {
 
     /// Runs the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.fusion.on_cpu() {
+            let device = x.device();
+            return self
+                .forward_cpu(HostArray::from_tensor(x), &device)
+                .into_tensor(&device);
+        }
         let fm = self.local_proj.forward(self.local_conv.forward(x.clone()));
         let [b, d, h, w] = fm.dims();
         let p = self.patch;
@@ -457,6 +621,41 @@ impl MobileVitBlock {
         };
         let fm = self.proj.forward(fm);
         self.fusion.forward(Tensor::cat(vec![x, fm], 1))
+    }
+
+    /// The block on host memory (CPU device only); `device` is used for the rare
+    /// resize of maps that the patch grid does not divide.
+    pub(crate) fn forward_cpu(
+        &self,
+        x: HostArray<4>,
+        device: &burn::tensor::Device,
+    ) -> HostArray<4> {
+        let fm = self
+            .local_proj
+            .forward_cpu(&self.local_conv.forward_cpu(&x, None), None);
+        let [_, _, h, w] = fm.dims;
+        let p = self.patch;
+        let (nh, nw) = (h.div_ceil(p), w.div_ceil(p));
+        let resized = nh * p != h || nw * p != w;
+        let resize = |m: HostArray<4>, size: [usize; 2]| {
+            HostArray::from_tensor(resize_bilinear(m.into_tensor(device), size))
+        };
+        let fm = if resized {
+            resize(fm, [nh * p, nw * p])
+        } else {
+            fm
+        };
+        let mut seq = cpu::unfold_patches(&fm, p);
+        drop(fm);
+        for layer in &self.transformer {
+            seq = layer.forward_cpu(seq);
+        }
+        self.norm.forward_cpu(&mut seq.data);
+        let fm = cpu::fold_patches(&seq, p, nh, nw);
+        let fm = if resized { resize(fm, [h, w]) } else { fm };
+        let fm = self.proj.forward_cpu(&fm, None);
+        self.fusion
+            .forward_cpu(&cpu::concat_channels(&x, &fm), None)
     }
 }
 

@@ -11,11 +11,13 @@
 
 pub mod activation;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod layers;
 pub mod layout;
 pub mod mobilevit;
 pub mod params;
+pub mod simd;
 
 pub use config::{MobileVitConfig, MobileVitSize};
 pub use error::{BackboneError, Result};

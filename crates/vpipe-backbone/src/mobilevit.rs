@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 
 use crate::config::MobileVitConfig;
+use crate::cpu::HostArray;
 use crate::error::{BackboneError, Result};
 use crate::layers::{
     Activation, ConvNorm, ConvSpec, InvertedResidual, MobileVitBlock, MobileVitBlockSpec,
@@ -41,6 +42,13 @@ impl Stage {
         match self {
             Stage::Mv2(blocks) => blocks.iter().fold(x, |x, b| b.forward(x)),
             Stage::Vit(b) => b.1.forward(b.0.forward(x)),
+        }
+    }
+
+    fn forward_cpu(&self, x: HostArray<4>, device: &burn::tensor::Device) -> HostArray<4> {
+        match self {
+            Stage::Mv2(blocks) => blocks.iter().fold(x, |x, b| b.forward_cpu(x)),
+            Stage::Vit(b) => b.1.forward_cpu(b.0.forward_cpu(x), device),
         }
     }
 }
@@ -152,11 +160,20 @@ impl MobileVit {
                 "input {h}x{w} is smaller than the 32x32 minimum of MobileViT"
             )));
         }
-        let mut x = self.stem.forward(x);
         let mut levels = Vec::with_capacity(5);
-        for stage in &self.stages {
-            x = stage.forward(x);
-            levels.push(x.clone());
+        if self.stem.on_cpu() {
+            let device = x.device();
+            let mut x = self.stem.forward_cpu(&HostArray::from_tensor(x), None);
+            for stage in &self.stages {
+                x = stage.forward_cpu(x, &device);
+                levels.push(x.clone().into_tensor(&device));
+            }
+        } else {
+            let mut x = self.stem.forward(x);
+            for stage in &self.stages {
+                x = stage.forward(x);
+                levels.push(x.clone());
+            }
         }
         let levels: [Tensor<4>; 5] = levels
             .try_into()

@@ -1,0 +1,933 @@
+//! Fused CPU kernels for the default `flex` backend.
+//!
+//! Run op by op through burn, MobileViT spends much of its CPU time outside the
+//! matrix products: each bias, activation and residual is a separate sweep over
+//! memory, and small products run on one thread. On the CPU device the layers
+//! instead keep host copies of their weights and run these kernels, which
+//!
+//! - split every product into tiles spread over rayon's pool (so two threads give
+//!   close to twice the speed),
+//! - apply bias, activation and residual to each output tile while it is still
+//!   in cache (one sweep instead of three),
+//! - run depthwise convolutions and attention directly on NCHW / token-major data.
+//!
+//! The matrix products themselves are the `gemm` crate's, as in burn's own CPU
+//! backend. Other devices use burn's tensor operations (see [`crate::layers`]).
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::activation::{exp_approx, silu_slice};
+use crate::layers::Activation;
+
+/// Products smaller than this many multiply-adds run as one task.
+const SERIAL_WORK: usize = 1 << 18;
+/// Largest im2col band, in floats, before a convolution is split into more bands
+/// than threads.
+const IM2COL_BAND_FLOATS: usize = 4 << 20;
+
+/// Whether tensors on `device` are run by these kernels.
+pub fn is_cpu(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
+/// A contiguous, row-major `f32` array in host memory.
+#[derive(Debug, Clone)]
+pub struct HostArray<const D: usize> {
+    /// Elements, row-major.
+    pub data: Vec<f32>,
+    /// Shape.
+    pub dims: [usize; D],
+}
+
+impl<const D: usize> HostArray<D> {
+    /// A zero-filled array.
+    pub fn zeros(dims: [usize; D]) -> Self {
+        Self {
+            data: vec![0.0; dims.iter().product()],
+            dims,
+        }
+    }
+
+    /// Takes a tensor's data; no copy when the tensor is contiguous and unshared.
+    pub fn from_tensor(x: Tensor<D>) -> Self {
+        let dims = x.dims();
+        let data = x
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_else(|e| unreachable!("converted to f32 above: {e:?}"));
+        Self { data, dims }
+    }
+
+    /// Hands the data to a tensor on `device` (no copy on the CPU device).
+    pub fn into_tensor(self, device: &Device) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(self.data, self.dims), device)
+    }
+}
+
+/// A raw matrix view: element `(r, c)` is at `ptr + r * rs + c * cs`.
+#[derive(Clone, Copy)]
+struct MatPtr {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+// SAFETY: the views are only read, and the buffers outlive the parallel sections.
+unsafe impl Send for MatPtr {}
+unsafe impl Sync for MatPtr {}
+
+impl MatPtr {
+    /// The view moved `rows` rows and `cols` columns in.
+    ///
+    /// # Safety
+    /// The new origin must lie inside the viewed buffer.
+    unsafe fn at(self, rows: usize, cols: usize) -> *const f32 {
+        // SAFETY: the caller keeps the offset inside the buffer.
+        unsafe {
+            self.ptr
+                .offset(rows as isize * self.rs + cols as isize * self.cs)
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: parallel tasks write disjoint tiles of the output.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The element `offset` places in.
+    ///
+    /// # Safety
+    /// The offset must lie inside the output buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps the offset inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Bias of a product's output.
+#[derive(Clone, Copy)]
+pub enum Bias<'a> {
+    /// No bias.
+    None,
+    /// One value per output row (convolutions: per output channel).
+    Rows(&'a [f32]),
+    /// One value per output column (linear layers: per output feature).
+    Cols(&'a [f32]),
+}
+
+/// What happens to each output value after the product: `act(acc + bias) + residual`.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// Bias.
+    pub bias: Bias<'a>,
+    /// Activation.
+    pub act: Activation,
+    /// A tensor laid out like the output, added last.
+    pub residual: Option<&'a [f32]>,
+}
+
+impl<'a> Epilogue<'a> {
+    /// Bias per row and an activation.
+    pub fn rows(bias: &'a [f32], act: Activation) -> Self {
+        Self {
+            bias: Bias::Rows(bias),
+            act,
+            residual: None,
+        }
+    }
+
+    /// Bias per column and an activation.
+    pub fn cols(bias: &'a [f32], act: Activation) -> Self {
+        Self {
+            bias: Bias::Cols(bias),
+            act,
+            residual: None,
+        }
+    }
+
+    /// Adds a residual after the activation.
+    pub fn with_residual(mut self, residual: &'a [f32]) -> Self {
+        self.residual = Some(residual);
+        self
+    }
+
+    /// Applies the epilogue to `row`, the columns `c0..` of output row `r`;
+    /// `res` is the matching slice of the residual.
+    fn apply(&self, row: &mut [f32], r: usize, c0: usize, res: Option<&[f32]>) {
+        match self.bias {
+            Bias::None => {}
+            Bias::Rows(b) => add_scalar(row, b[r]),
+            Bias::Cols(b) => add_slice(row, &b[c0..c0 + row.len()]),
+        }
+        match self.act {
+            Activation::Identity => {}
+            Activation::Relu => relu_slice(row),
+            Activation::Silu => silu_slice(row),
+        }
+        if let Some(res) = res {
+            add_slice(row, res);
+        }
+    }
+}
+
+crate::simd_fn! {
+    fn add_scalar(row: &mut [f32], b: f32) {
+        row.iter_mut().for_each(|v| *v += b);
+    }
+}
+
+crate::simd_fn! {
+    fn add_slice(row: &mut [f32], other: &[f32]) {
+        row.iter_mut().zip(other).for_each(|(v, o)| *v += o);
+    }
+}
+
+crate::simd_fn! {
+    fn relu_slice(row: &mut [f32]) {
+        row.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+}
+
+/// Splits `len` into about `parts` ranges whose starts are multiples of `align`.
+fn split(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
+    let step = len.div_ceil(parts.max(1)).div_ceil(align).max(1) * align;
+    (0..len)
+        .step_by(step)
+        .map(|s| (s, (s + step).min(len)))
+        .collect()
+}
+
+/// `dst[m x n] = scale * a[m x k] · b[k x n]` on one thread, `dst` row-major with
+/// row stride `ldd`.
+///
+/// # Safety
+/// All three views must be valid for the sizes and strides given.
+unsafe fn product(dims: [usize; 3], dst: *mut f32, ldd: usize, a: MatPtr, b: MatPtr, scale: f32) {
+    let [m, n, k] = dims;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            ldd as isize,
+            false,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Applies `ep` to rows `r0..r1`, columns `c0..c0 + cols` of `c` (row stride `ldc`).
+///
+/// # Safety
+/// The block must lie inside `c` and belong to the calling task alone.
+unsafe fn finish_block(
+    ep: &Epilogue,
+    c: OutPtr,
+    ldc: usize,
+    (r0, r1): (usize, usize),
+    c0: usize,
+    cols: usize,
+) {
+    for r in r0..r1 {
+        let start = r * ldc + c0;
+        // SAFETY: forwarded from the caller.
+        let row = unsafe { std::slice::from_raw_parts_mut(c.at(start), cols) };
+        let res = ep.residual.map(|x| &x[start..start + cols]);
+        ep.apply(row, r, c0, res);
+    }
+}
+
+/// `c[m x n] = a[m x k] · b[k x n]` followed by `ep`, where `c` is row-major with
+/// row stride `ldc` and the residual (if any) is laid out like `c`. The output is
+/// split into tiles that run in parallel.
+///
+/// # Safety
+/// `a` and `b` must be valid for the strides and sizes given, and `c` must hold
+/// `(m - 1) * ldc + n` elements.
+unsafe fn matmul_raw(
+    [m, n, k]: [usize; 3],
+    a: MatPtr,
+    b: MatPtr,
+    c: OutPtr,
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    let work = m * n * k;
+    let tasks = if work < SERIAL_WORK {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
+    // Split the longer side, keeping column tiles a multiple of the vector width.
+    let tiles: Vec<((usize, usize), (usize, usize))> = if n >= m {
+        split(n, tasks, 16)
+            .into_iter()
+            .map(|cols| ((0, m), cols))
+            .collect()
+    } else {
+        split(m, tasks, 4)
+            .into_iter()
+            .map(|rows| (rows, (0, n)))
+            .collect()
+    };
+    let run = |&((r0, r1), (c0, c1)): &((usize, usize), (usize, usize))| {
+        let (rows, cols) = (r1 - r0, c1 - c0);
+        // SAFETY: the tile lies inside the matrices (caller's contract); tiles are disjoint.
+        unsafe {
+            let a_tile = MatPtr {
+                ptr: a.at(r0, 0),
+                ..a
+            };
+            let b_tile = MatPtr {
+                ptr: b.at(0, c0),
+                ..b
+            };
+            product(
+                [rows, cols, k],
+                c.at(r0 * ldc + c0),
+                ldc,
+                a_tile,
+                b_tile,
+                1.0,
+            );
+            finish_block(ep, c, ldc, (r0, r1), c0, cols);
+        }
+    };
+    if tiles.len() == 1 {
+        run(&tiles[0]);
+    } else {
+        tiles.par_iter().for_each(run);
+    }
+}
+
+/// A linear layer over the rows of `x` `[rows, d_in]`: `act(x · wᵀ + b) + residual`,
+/// with `w` `[d_out, d_in]`.
+pub fn linear(
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    d_out: usize,
+    bias: &[f32],
+    act: Activation,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let d_in = w.len() / d_out;
+    assert_eq!(x.len(), rows * d_in, "linear: input is not [rows, {d_in}]");
+    let mut out = vec![0.0f32; rows * d_out];
+    let mut ep = Epilogue::cols(bias, act);
+    if let Some(r) = residual {
+        ep = ep.with_residual(r);
+    }
+    // SAFETY: x is [rows, d_in], w is [d_out, d_in] read transposed, out is [rows, d_out].
+    unsafe {
+        matmul_raw(
+            [rows, d_out, d_in],
+            MatPtr {
+                ptr: x.as_ptr(),
+                rs: d_in as isize,
+                cs: 1,
+            },
+            MatPtr {
+                ptr: w.as_ptr(),
+                rs: 1,
+                cs: d_in as isize,
+            },
+            OutPtr(out.as_mut_ptr()),
+            d_out,
+            &ep,
+        );
+    }
+    out
+}
+
+/// Geometry of a 2-D convolution with square kernel, stride, dilation and padding.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvGeometry {
+    /// Kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Zero padding on each side.
+    pub padding: usize,
+}
+
+impl ConvGeometry {
+    /// Output size along one axis.
+    pub fn out_size(&self, size: usize) -> usize {
+        (size + 2 * self.padding - self.dilation * (self.kernel - 1) - 1) / self.stride + 1
+    }
+
+    /// For kernel tap `k`, the output positions `lo..hi` whose input position
+    /// `o * stride + k * dilation - padding` lies inside `0..size`.
+    fn valid(&self, k: usize, size: usize, out: usize) -> (usize, usize) {
+        let off = (k * self.dilation) as isize - self.padding as isize;
+        let s = self.stride as isize;
+        // smallest o with o*s + off >= 0
+        let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+        // largest o with o*s + off <= size - 1, plus one
+        let last = size as isize - 1 - off;
+        let hi = if last < 0 { 0 } else { last / s + 1 };
+        let lo = (lo as usize).min(out);
+        (lo, (hi as usize).min(out).max(lo))
+    }
+}
+
+/// A dense convolution (`groups = 1`) of `x` `[n, c_in, h, w]` with `w` `[c_out, c_in, k, k]`,
+/// followed by `ep` (bias per output channel; residual laid out like the output).
+pub fn conv2d(
+    x: &HostArray<4>,
+    weight: &[f32],
+    c_out: usize,
+    g: ConvGeometry,
+    ep: &Epilogue,
+) -> HostArray<4> {
+    let [n, c_in, h, w] = x.dims;
+    let (oh, ow) = (g.out_size(h), g.out_size(w));
+    let plane = oh * ow;
+    let kk = c_in * g.kernel * g.kernel;
+    assert_eq!(weight.len(), c_out * kk, "conv2d: weight size");
+    let mut out = HostArray::zeros([n, c_out, oh, ow]);
+    let wmat = MatPtr {
+        ptr: weight.as_ptr(),
+        rs: kk as isize,
+        cs: 1,
+    };
+    if g.kernel == 1 && g.stride == 1 && g.padding == 0 {
+        for b in 0..n {
+            let xb = &x.data[b * c_in * plane..(b + 1) * c_in * plane];
+            let ob = OutPtr(out.data[b * c_out * plane..].as_mut_ptr());
+            let ep = Epilogue {
+                residual: ep
+                    .residual
+                    .map(|r| &r[b * c_out * plane..(b + 1) * c_out * plane]),
+                ..*ep
+            };
+            // SAFETY: W is [c_out, c_in], x[b] is [c_in, plane], out[b] is [c_out, plane].
+            unsafe {
+                matmul_raw(
+                    [c_out, plane, c_in],
+                    wmat,
+                    MatPtr {
+                        ptr: xb.as_ptr(),
+                        rs: plane as isize,
+                        cs: 1,
+                    },
+                    ob,
+                    plane,
+                    &ep,
+                );
+            }
+        }
+        return out;
+    }
+    // im2col over bands of output rows: each task unfolds its band and multiplies.
+    let threads = rayon::current_num_threads();
+    let bands = threads
+        .max((kk * plane).div_ceil(IM2COL_BAND_FLOATS))
+        .min(oh);
+    let tasks: Vec<(usize, usize, usize)> = (0..n)
+        .flat_map(|b| {
+            split(oh, bands, 1)
+                .into_iter()
+                .map(move |(y0, y1)| (b, y0, y1))
+        })
+        .collect();
+    let optr = OutPtr(out.data.as_mut_ptr());
+    tasks.par_iter().for_each(|&(b, y0, y1)| {
+        let (p0, cols) = (y0 * ow, (y1 - y0) * ow);
+        let mut col = vec![0.0f32; kk * cols];
+        let xb = &x.data[b * c_in * h * w..(b + 1) * c_in * h * w];
+        for ci in 0..c_in {
+            let src = &xb[ci * h * w..(ci + 1) * h * w];
+            for ky in 0..g.kernel {
+                let (vy0, vy1) = g.valid(ky, h, oh);
+                for kx in 0..g.kernel {
+                    let (vx0, vx1) = g.valid(kx, w, ow);
+                    if vx0 >= vx1 {
+                        continue;
+                    }
+                    let ix0 = vx0 * g.stride + kx * g.dilation - g.padding;
+                    let rows = &mut col[((ci * g.kernel + ky) * g.kernel + kx) * cols..][..cols];
+                    for oy in y0.max(vy0)..y1.min(vy1) {
+                        let iy = oy * g.stride + ky * g.dilation - g.padding;
+                        let dst = &mut rows[(oy - y0) * ow + vx0..(oy - y0) * ow + vx1];
+                        let srow = &src[iy * w + ix0..];
+                        if g.stride == 1 {
+                            dst.copy_from_slice(&srow[..vx1 - vx0]);
+                        } else {
+                            dst.iter_mut()
+                                .zip(srow.iter().step_by(g.stride))
+                                .for_each(|(d, s)| *d = *s);
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: W is [c_out, kk], col is [kk, cols], the band is columns p0.. of out[b].
+        unsafe {
+            let col_mat = MatPtr {
+                ptr: col.as_ptr(),
+                rs: cols as isize,
+                cs: 1,
+            };
+            let image = OutPtr(optr.at(b * c_out * plane));
+            product([c_out, cols, kk], image.at(p0), plane, wmat, col_mat, 1.0);
+            let ep = Epilogue {
+                residual: ep
+                    .residual
+                    .map(|r| &r[b * c_out * plane..(b + 1) * c_out * plane]),
+                ..*ep
+            };
+            finish_block(&ep, image, plane, (0, c_out), p0, cols);
+        }
+    });
+    out
+}
+
+/// A depthwise convolution (`groups = channels`) of `x` `[n, c, h, w]` with `w` `[c, 1, k, k]`,
+/// followed by `ep` (bias per channel).
+pub fn depthwise_conv2d(
+    x: &HostArray<4>,
+    weight: &[f32],
+    g: ConvGeometry,
+    ep: &Epilogue,
+) -> HostArray<4> {
+    let [n, c, h, w] = x.dims;
+    let (oh, ow) = (g.out_size(h), g.out_size(w));
+    let kk = g.kernel * g.kernel;
+    assert_eq!(weight.len(), c * kk, "depthwise conv: weight size");
+    assert!(ep.residual.is_none(), "depthwise conv: no residual");
+    let mut out = HostArray::zeros([n, c, oh, ow]);
+    out.data
+        .par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(plane_index, dst)| {
+            let ch = plane_index % c;
+            let src = &x.data[plane_index * h * w..(plane_index + 1) * h * w];
+            let taps = &weight[ch * kk..(ch + 1) * kk];
+            depthwise_plane(src, dst, taps, h, w, oh, ow, g);
+            for oy in 0..oh {
+                let row = &mut dst[oy * ow..(oy + 1) * ow];
+                ep.apply(row, ch, 0, None);
+            }
+        });
+    out
+}
+
+crate::simd_fn! {
+/// Accumulates one channel's depthwise convolution into `dst` (zeroed).
+fn depthwise_plane(
+    src: &[f32],
+    dst: &mut [f32],
+    taps: &[f32],
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    g: ConvGeometry,
+) {
+    let k = g.kernel;
+    let s = g.stride;
+    // For strides above 1, split each input row into `s` phases so that every tap
+    // reads contiguous memory: phase `q` holds columns `q, q + s, q + 2s, ...`.
+    let wq = w.div_ceil(s);
+    let phases: Vec<f32> = if s > 1 {
+        let mut ph = vec![0.0f32; s * h * wq];
+        for q in 0..s {
+            for y in 0..h {
+                let row = &src[y * w + q..(y + 1) * w];
+                let dst = &mut ph[(q * h + y) * wq..(q * h + y + 1) * wq];
+                dst.iter_mut()
+                    .zip(row.iter().step_by(s))
+                    .for_each(|(d, v)| *d = *v);
+            }
+        }
+        ph
+    } else {
+        Vec::new()
+    };
+    for ky in 0..k {
+        let (y0, y1) = g.valid(ky, h, oh);
+        for kx in 0..k {
+            let (x0, x1) = g.valid(kx, w, ow);
+            if x0 >= x1 {
+                continue;
+            }
+            let tap = taps[ky * k + kx];
+            let ix0 = x0 * g.stride + kx * g.dilation - g.padding;
+            for oy in y0..y1 {
+                let iy = oy * g.stride + ky * g.dilation - g.padding;
+                let out = &mut dst[oy * ow + x0..oy * ow + x1];
+                let inp = if s == 1 {
+                    &src[iy * w + ix0..][..x1 - x0]
+                } else {
+                    &phases[((ix0 % s) * h + iy) * wq + ix0 / s..][..x1 - x0]
+                };
+                out.iter_mut().zip(inp).for_each(|(o, i)| *o += tap * i);
+            }
+        }
+    }
+}
+}
+
+/// Layer normalisation over the last dimension (`d`) of `x`, in place.
+pub fn layer_norm(x: &mut [f32], d: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    x.par_chunks_mut(d * 64).for_each(|rows| {
+        for row in rows.chunks_mut(d) {
+            normalise_row(row, gamma, beta, eps);
+        }
+    });
+}
+
+crate::simd_fn! {
+    fn normalise_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+        let d = row.len() as f32;
+        let mean = sum(row) / d;
+        let mut sq = [0.0f32; 16];
+        let chunks = row.chunks_exact(16);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for (s, v) in sq.iter_mut().zip(c) {
+                *s += (v - mean) * (v - mean);
+            }
+        }
+        let var = (sq.iter().sum::<f32>() + tail.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()) / d;
+        let inv = 1.0 / (var + eps).sqrt();
+        row.iter_mut()
+            .zip(gamma.iter().zip(beta))
+            .for_each(|(v, (g, b))| *v = (*v - mean) * inv * g + b);
+    }
+}
+
+/// Sum of a slice in 16 interleaved lanes (vectorises; float sums otherwise do not).
+#[inline(always)]
+fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// Multi-head scaled dot-product attention over `qkv` `[seqs, tokens, 3 * d]`
+/// (queries, keys and values side by side, each split into `heads` heads).
+/// Returns the context `[seqs, tokens, d]`.
+pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize) -> Vec<f32> {
+    let hd = d / heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0.0f32; seqs * tokens * d];
+    let optr = OutPtr(out.as_mut_ptr());
+    let row = 3 * d;
+    (0..seqs * heads).into_par_iter().for_each(|task| {
+        let (s, hh) = (task / heads, task % heads);
+        let base = qkv[s * tokens * row..].as_ptr();
+        let mut scores = vec![0.0f32; tokens * tokens];
+        // SAFETY: q, k, v are [tokens, hd] views with row stride 3d inside qkv[s];
+        // the output view is columns hh*hd.. of out[s], disjoint between tasks.
+        unsafe {
+            let view = |offset: usize| MatPtr {
+                ptr: base.add(offset),
+                rs: row as isize,
+                cs: 1,
+            };
+            let (q, k, v) = (view(hh * hd), view(d + hh * hd), view(2 * d + hh * hd));
+            let k_t = MatPtr {
+                ptr: k.ptr,
+                rs: 1,
+                cs: row as isize,
+            };
+            product(
+                [tokens, tokens, hd],
+                scores.as_mut_ptr(),
+                tokens,
+                q,
+                k_t,
+                scale,
+            );
+            for r in scores.chunks_mut(tokens) {
+                softmax(r);
+            }
+            let s_mat = MatPtr {
+                ptr: scores.as_ptr(),
+                rs: tokens as isize,
+                cs: 1,
+            };
+            let dst = optr.at(s * tokens * d + hh * hd);
+            product([tokens, hd, tokens], dst, d, s_mat, v, 1.0);
+        }
+    });
+    out
+}
+
+crate::simd_fn! {
+    /// Softmax of one row, in place.
+    fn softmax(row: &mut [f32]) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        row.iter_mut().for_each(|v| *v = exp_approx(*v - max));
+        let inv = 1.0 / sum(row);
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// Unfolds `x` `[n, d, nh * p, nw * p]` into patch sequences `[n * p * p, nh * nw, d]`
+/// (ml-cvnets' order: one sequence per pixel position inside the patches).
+pub fn unfold_patches(x: &HostArray<4>, p: usize) -> HostArray<3> {
+    let [n, d, h, w] = x.dims;
+    let (nh, nw) = (h / p, w / p);
+    let mut out = HostArray::zeros([n * p * p, nh * nw, d]);
+    out.data
+        .par_chunks_mut(nh * nw * d)
+        .enumerate()
+        .for_each(|(seq, dst)| {
+            let (b, py, px) = (seq / (p * p), (seq / p) % p, seq % p);
+            for c in 0..d {
+                let src = &x.data[(b * d + c) * h * w..];
+                for iy in 0..nh {
+                    let srow = &src[(iy * p + py) * w + px..];
+                    for ix in 0..nw {
+                        dst[(iy * nw + ix) * d + c] = srow[ix * p];
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// The inverse of [`unfold_patches`]: `[n * p * p, nh * nw, d]` back to
+/// `[n, d, nh * p, nw * p]`.
+pub fn fold_patches(x: &HostArray<3>, p: usize, nh: usize, nw: usize) -> HostArray<4> {
+    let [seqs, _, d] = x.dims;
+    let n = seqs / (p * p);
+    let (h, w) = (nh * p, nw * p);
+    let mut out = HostArray::zeros([n, d, h, w]);
+    out.data
+        .par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(plane, dst)| {
+            let (b, c) = (plane / d, plane % d);
+            for y in 0..h {
+                let (iy, py) = (y / p, y % p);
+                for xx in 0..w {
+                    let (ix, px) = (xx / p, xx % p);
+                    let seq = (b * p + py) * p + px;
+                    dst[y * w + xx] = x.data[(seq * nh * nw + iy * nw + ix) * d + c];
+                }
+            }
+        });
+    out
+}
+
+/// Concatenates two `[n, _, h, w]` arrays along the channels.
+pub fn concat_channels(a: &HostArray<4>, b: &HostArray<4>) -> HostArray<4> {
+    let [n, ca, h, w] = a.dims;
+    let cb = b.dims[1];
+    let plane = h * w;
+    let mut data = Vec::with_capacity(n * (ca + cb) * plane);
+    for i in 0..n {
+        data.extend_from_slice(&a.data[i * ca * plane..(i + 1) * ca * plane]);
+        data.extend_from_slice(&b.data[i * cb * plane..(i + 1) * cb * plane]);
+    }
+    HostArray {
+        data,
+        dims: [n, ca + cb, h, w],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct convolution, for checking the fast paths.
+    fn conv_reference(
+        x: &HostArray<4>,
+        w: &[f32],
+        c_out: usize,
+        groups: usize,
+        g: ConvGeometry,
+    ) -> HostArray<4> {
+        let [n, c_in, h, wd] = x.dims;
+        let (oh, ow) = (g.out_size(h), g.out_size(wd));
+        let cpg = c_in / groups;
+        let opg = c_out / groups;
+        let mut out = HostArray::zeros([n, c_out, oh, ow]);
+        for b in 0..n {
+            for co in 0..c_out {
+                let grp = co / opg;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 0.0f64;
+                        for ci in 0..cpg {
+                            for ky in 0..g.kernel {
+                                for kx in 0..g.kernel {
+                                    let iy = (oy * g.stride + ky * g.dilation) as isize
+                                        - g.padding as isize;
+                                    let ix = (ox * g.stride + kx * g.dilation) as isize
+                                        - g.padding as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xv = x.data[((b * c_in + grp * cpg + ci) * h
+                                        + iy as usize)
+                                        * wd
+                                        + ix as usize];
+                                    let wv = w[((co * cpg + ci) * g.kernel + ky) * g.kernel + kx];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        out.data[((b * c_out + co) * oh + oy) * ow + ox] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol, "element {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn convolutions_match_direct_reference() {
+        let geoms = [
+            (1, 1, 1, 0),
+            (3, 1, 1, 1),
+            (3, 2, 1, 1),
+            (3, 1, 2, 2),
+            (3, 1, 6, 6),
+            (3, 2, 1, 0),
+        ];
+        for (case, &(kernel, stride, dilation, padding)) in geoms.iter().enumerate() {
+            let g = ConvGeometry {
+                kernel,
+                stride,
+                dilation,
+                padding,
+            };
+            let x = HostArray {
+                data: pseudo_random(2 * 5 * 13 * 11, case as u32),
+                dims: [2, 5, 13, 11],
+            };
+            let w = pseudo_random(7 * 5 * kernel * kernel, 100 + case as u32);
+            let bias = pseudo_random(7, 200 + case as u32);
+            let want = conv_reference(&x, &w, 7, 1, g);
+            let got = conv2d(&x, &w, 7, g, &Epilogue::rows(&bias, Activation::Identity));
+            let want_b: Vec<f32> = want
+                .data
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + bias[(i / (want.dims[2] * want.dims[3])) % 7])
+                .collect();
+            assert_eq!(got.dims, want.dims);
+            close(&got.data, &want_b, 1e-5);
+
+            let wd = pseudo_random(5 * kernel * kernel, 300 + case as u32);
+            let want = conv_reference(&x, &wd, 5, 5, g);
+            let zero = [0.0f32; 5];
+            let got = depthwise_conv2d(&x, &wd, g, &Epilogue::rows(&zero, Activation::Identity));
+            assert_eq!(got.dims, want.dims);
+            close(&got.data, &want.data, 1e-5);
+        }
+    }
+
+    #[test]
+    fn epilogue_and_linear() {
+        let x = pseudo_random(37 * 20, 1);
+        let w = pseudo_random(50 * 20, 2);
+        let b = pseudo_random(50, 3);
+        let res = pseudo_random(37 * 50, 4);
+        let got = linear(&x, 37, &w, 50, &b, Activation::Silu, Some(&res));
+        for r in 0..37 {
+            for o in 0..50 {
+                let mut acc = b[o] as f64;
+                for i in 0..20 {
+                    acc += x[r * 20 + i] as f64 * w[o * 20 + i] as f64;
+                }
+                let want = acc / (1.0 + (-acc).exp()) + res[r * 50 + o] as f64;
+                let g = got[r * 50 + o] as f64;
+                assert!((g - want).abs() < 1e-5, "{g} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn patches_round_trip_and_attention_rows_sum() {
+        let x = HostArray {
+            data: pseudo_random(2 * 3 * 8 * 6, 9),
+            dims: [2, 3, 8, 6],
+        };
+        let seq = unfold_patches(&x, 2);
+        assert_eq!(seq.dims, [8, 12, 3]);
+        // sequence (b=1, py=1, px=0), token (iy=2, ix=1), channel 2 = x[1, 2, 5, 2]
+        let s = (2 + 1) * 2;
+        assert_eq!(
+            seq.data[(s * 12 + 2 * 3 + 1) * 3 + 2],
+            x.data[((3 + 2) * 8 + 5) * 6 + 2]
+        );
+        let back = fold_patches(&seq, 2, 4, 3);
+        assert_eq!(back.data, x.data);
+
+        // With equal keys, attention averages the values.
+        let (seqs, tokens, d, heads) = (2, 5, 4, 2);
+        let mut qkv = pseudo_random(seqs * tokens * 3 * d, 11);
+        for s in 0..seqs {
+            for t in 0..tokens {
+                for j in 0..d {
+                    qkv[(s * tokens + t) * 3 * d + d + j] = 0.5;
+                }
+            }
+        }
+        let ctx = attention(&qkv, seqs, tokens, d, heads);
+        for s in 0..seqs {
+            for j in 0..d {
+                let mean: f32 = (0..tokens)
+                    .map(|t| qkv[(s * tokens + t) * 3 * d + 2 * d + j])
+                    .sum::<f32>()
+                    / tokens as f32;
+                for t in 0..tokens {
+                    assert!((ctx[(s * tokens + t) * d + j] - mean).abs() < 1e-5);
+                }
+            }
+        }
+    }
+}
