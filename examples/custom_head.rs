@@ -84,8 +84,7 @@ impl Head for PrototypeHead {
 /// The factory: takes the prototypes (with a shape check) and the class names option.
 fn build_prototype(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
     let classes: Vec<String> = ctx
-        .options
-        .get("classes")
+        .option("classes")
         .and_then(Value::as_array)
         .ok_or_else(|| {
             BackboneError::Input("prototype head: option 'classes' (a list) is required".into())
@@ -167,11 +166,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     options.insert("classes".into(), Value::from(classes.clone()));
     let head = registry.build(
         "prototype",
-        &mut HeadContext {
-            params: &mut params,
-            backbone: backbone.config(),
-            options: &options,
-        },
+        &mut HeadContext::new(&mut params, backbone.config(), &options),
     )?;
     params.finish()?;
     println!("registered heads: {}", registry.names().join(", "));

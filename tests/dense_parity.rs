@@ -269,14 +269,7 @@ fn heads_built_through_the_registry_map_boxes_to_the_original_image() {
     let registry = HeadRegistry::with_builtins();
     let options = serde_json::Map::new();
     let head = registry
-        .build(
-            "ssd",
-            &mut HeadContext {
-                params: &mut params,
-                backbone: &config,
-                options: &options,
-            },
-        )
+        .build("ssd", &mut HeadContext::new(&mut params, &config, &options))
         .expect("ssd head");
     params.finish().expect("every tensor used");
     assert_eq!(head.levels(), &[4, 5]);
@@ -302,14 +295,7 @@ fn heads_built_through_the_registry_map_boxes_to_the_original_image() {
 
     let mut none = Params::synthetic(0, &device);
     let err = registry
-        .build(
-            "sdd",
-            &mut HeadContext {
-                params: &mut none,
-                backbone: &config,
-                options: &options,
-            },
-        )
+        .build("sdd", &mut HeadContext::new(&mut none, &config, &options))
         .expect_err("unknown type");
     assert!(err.to_string().contains("unknown head type 'sdd'") && err.to_string().contains("ssd"));
     let mut r = HeadRegistry::empty();
@@ -410,11 +396,7 @@ fn segmentation_masks_come_back_at_the_original_size() {
     let head = HeadRegistry::with_builtins()
         .build(
             "deeplabv3",
-            &mut HeadContext {
-                params: &mut params,
-                backbone: &config,
-                options: &options,
-            },
+            &mut HeadContext::new(&mut params, &config, &options),
         )
         .expect("head");
     params.finish().expect("every tensor used");

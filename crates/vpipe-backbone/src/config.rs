@@ -156,6 +156,12 @@ impl MobileVitConfig {
         self
     }
 
+    /// Output stride of layer `level` (1 to 5): `2^level`, capped at the backbone's
+    /// output stride.
+    pub fn level_stride(&self, level: usize) -> usize {
+        (1usize << level.min(5)).min(self.output_stride)
+    }
+
     /// Output channels of layers 1 to 5, i.e. of the feature maps at output
     /// strides 2, 4, 8, 16 and 32.
     pub fn feature_channels(&self) -> [usize; 5] {

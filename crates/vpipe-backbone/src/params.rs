@@ -92,6 +92,11 @@ impl Params {
         &self.device
     }
 
+    /// The layout of the checkpoint (ml-cvnets for synthetic weights).
+    pub fn source(&self) -> SourceLayout {
+        self.source.unwrap_or(SourceLayout::Cvnets)
+    }
+
     /// The checkpoint file name, for messages.
     pub fn file(&self) -> &str {
         &self.file

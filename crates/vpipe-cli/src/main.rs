@@ -3,6 +3,7 @@
 mod bench;
 mod classify;
 mod infer;
+mod pipeline;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a pipeline over images, a folder, a glob, a video, a stream or a camera.
+    Run(pipeline::RunArgs),
+    /// Check a pipeline file (keys, types, files, heads, strides) without running it.
+    Validate(pipeline::CheckArgs),
+    /// Print a pipeline's compiled graph: backbones, their heads and what they read.
+    Inspect(pipeline::CheckArgs),
     /// Run a checkpoint on an already preprocessed NCHW float32 tensor and write its
     /// raw outputs as .npy files.
     Infer(infer::InferArgs),
@@ -62,6 +69,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = std::panic::catch_unwind(|| match cli.command {
+        Command::Run(a) => pipeline::run(a),
+        Command::Validate(a) => pipeline::validate(a),
+        Command::Inspect(a) => pipeline::inspect(a),
         Command::Infer(a) => infer::run(a),
         Command::Classify(a) => classify::run(a),
         Command::Bench(a) => bench::run(a),

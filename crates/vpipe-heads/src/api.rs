@@ -8,11 +8,12 @@
 //! pipeline files (`type: ssd`) to factories. A crate of your own adds a head with
 //! [`HeadRegistry::register`], without touching vpipe: see `examples/custom_head.rs`.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde_json::{Map, Value};
-use vpipe_backbone::{BackboneError, Features, MobileVitConfig, Params, Result};
+use vpipe_backbone::{BackboneError, Features, MobileVitConfig, Params, Result, SourceLayout};
 use vpipe_core::geometry::InputTransform;
 use vpipe_core::result::HeadOutput;
 
@@ -28,6 +29,12 @@ pub trait Head: Send + Sync + fmt::Debug {
 
     /// The backbone layers (1 to 5, i.e. output strides 2 to 32) the head reads.
     fn levels(&self) -> &[usize];
+
+    /// `(layer, output stride)` pairs the head was built for: a pipeline refuses to
+    /// put the head on a backbone whose layers have other strides. None by default.
+    fn required_strides(&self) -> Vec<(usize, usize)> {
+        Vec::new()
+    }
 
     /// Runs the head's layers on a batch; `input_size` is `[height, width]` of the
     /// network input.
@@ -50,14 +57,60 @@ pub struct HeadContext<'a> {
     pub params: &'a mut Params,
     /// The backbone the head sits on.
     pub backbone: &'a MobileVitConfig,
-    /// The head's options from the pipeline file (`{}` when none).
-    pub options: &'a Map<String, Value>,
+    options: &'a Map<String, Value>,
+    source: SourceLayout,
+    read: RefCell<BTreeSet<String>>,
 }
 
-impl HeadContext<'_> {
+impl<'a> HeadContext<'a> {
+    /// A context for building a head from `params` on `backbone`, with the head's
+    /// options from the pipeline file (`{}` when none). The checkpoint source is
+    /// taken from `params`.
+    pub fn new(
+        params: &'a mut Params,
+        backbone: &'a MobileVitConfig,
+        options: &'a Map<String, Value>,
+    ) -> Self {
+        let source = params.source();
+        Self {
+            params,
+            backbone,
+            options,
+            source,
+            read: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    /// The layout of the checkpoint the weights come from (conventions such as
+    /// DeepLab's upsampling differ between sources).
+    pub fn source(&self) -> SourceLayout {
+        self.source
+    }
+
+    /// Option `key`, if given.
+    pub fn option(&self, key: &str) -> Option<&'a Value> {
+        self.read.borrow_mut().insert(key.to_string());
+        self.options.get(key)
+    }
+
+    /// Options that the factory never asked for: misspelt or unsupported keys.
+    pub fn unread_options(&self) -> Vec<String> {
+        let read = self.read.borrow();
+        self.options
+            .keys()
+            .filter(|k| !read.contains(k.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// The option names the factory asked for so far.
+    pub fn read_options(&self) -> Vec<String> {
+        self.read.borrow().iter().cloned().collect()
+    }
+
     /// Option `key` as a number, or `default`.
     pub fn f64_option(&self, key: &str, default: f64) -> Result<f64> {
-        match self.options.get(key) {
+        match self.option(key) {
             None => Ok(default),
             Some(v) => v.as_f64().ok_or_else(|| {
                 BackboneError::Input(format!("head option '{key}' must be a number, got {v}"))
@@ -67,11 +120,23 @@ impl HeadContext<'_> {
 
     /// Option `key` as a non-negative integer, or `default`.
     pub fn usize_option(&self, key: &str, default: usize) -> Result<usize> {
-        match self.options.get(key) {
+        match self.option(key) {
             None => Ok(default),
             Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
                 BackboneError::Input(format!(
                     "head option '{key}' must be a whole number, got {v}"
+                ))
+            }),
+        }
+    }
+
+    /// Option `key` as true or false, or `default`.
+    pub fn bool_option(&self, key: &str, default: bool) -> Result<bool> {
+        match self.option(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| {
+                BackboneError::Input(format!(
+                    "head option '{key}' must be true or false, got {v}"
                 ))
             }),
         }
@@ -174,6 +239,10 @@ impl Head for Classify {
         &[5]
     }
 
+    fn required_strides(&self) -> Vec<(usize, usize)> {
+        vec![(5, 32)]
+    }
+
     fn forward(&self, features: &Features, _input_size: [usize; 2]) -> Result<Vec<RawTensor>> {
         Ok(vec![crate::model::to_raw(
             "logits",
@@ -219,6 +288,10 @@ impl Head for SsdHead {
         &[4, 5]
     }
 
+    fn required_strides(&self) -> Vec<(usize, usize)> {
+        vec![(4, 16), (5, 32)]
+    }
+
     fn forward(&self, features: &Features, _input_size: [usize; 2]) -> Result<Vec<RawTensor>> {
         SsdHead::forward(self, features)
     }
@@ -248,17 +321,34 @@ impl Head for SsdHead {
 }
 
 fn build_deeplab(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
-    let upsample = match ctx.options.get("align_corners").and_then(Value::as_bool) {
-        Some(false) => UpsampleConvention::HalfPixel,
-        _ => UpsampleConvention::AlignCorners,
+    // Hugging Face upsamples with align_corners = false, ml-cvnets with true.
+    let default_align = ctx.source() != SourceLayout::HuggingFace;
+    let upsample = if ctx.bool_option("align_corners", default_align)? {
+        UpsampleConvention::AlignCorners
+    } else {
+        UpsampleConvention::HalfPixel
     };
+    let stride = ctx.usize_option("stride", 16)?;
+    if ![8, 16, 32].contains(&stride) {
+        return Err(BackboneError::Input(format!(
+            "deeplabv3 option 'stride' must be 8, 16 or 32, got {stride}"
+        )));
+    }
     let in_ch = ctx.backbone.vit_stages[2].out_channels;
-    Ok(Box::new(DeepLabHead::load(
-        ctx.params, in_ch, ASPP_RATES, upsample,
-    )?))
+    Ok(Box::new(DeepLab {
+        head: DeepLabHead::load(ctx.params, in_ch, ASPP_RATES, upsample)?,
+        stride,
+    }))
 }
 
-impl Head for DeepLabHead {
+/// [`DeepLabHead`] as a [`Head`], with the backbone stride it expects.
+#[derive(Debug)]
+struct DeepLab {
+    head: DeepLabHead,
+    stride: usize,
+}
+
+impl Head for DeepLab {
     fn kind(&self) -> &str {
         "deeplabv3"
     }
@@ -267,8 +357,12 @@ impl Head for DeepLabHead {
         &[5]
     }
 
+    fn required_strides(&self) -> Vec<(usize, usize)> {
+        vec![(5, self.stride)]
+    }
+
     fn forward(&self, features: &Features, input_size: [usize; 2]) -> Result<Vec<RawTensor>> {
-        DeepLabHead::forward(self, features, input_size)
+        self.head.forward(features, input_size)
     }
 
     fn postprocess(
@@ -280,7 +374,7 @@ impl Head for DeepLabHead {
         let logits = output(raw, "logits")?;
         let (iw, ih) = g.input_size;
         let (w, h) = (g.src_width, g.src_height);
-        let mask = self.mask_at(logits, index, [ih, iw], [h, w])?;
-        Ok(DeepLabHead::postprocess(self, mask, w, h))
+        let mask = self.head.mask_at(logits, index, [ih, iw], [h, w])?;
+        Ok(self.head.postprocess(mask, w, h))
     }
 }

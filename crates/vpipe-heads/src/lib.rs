@@ -16,5 +16,5 @@ pub mod segmentation;
 pub use api::{Head, HeadContext, HeadFactory, HeadRegistry};
 pub use classification::ClassificationHead;
 pub use detection::{SsdHead, SsdSettings};
-pub use model::{LoadOptions, LoadedModel, Model, ModelOutput};
+pub use model::{LoadOptions, LoadedModel, Model, ModelOutput, RawTensor};
 pub use segmentation::{DeepLabHead, UpsampleConvention};

@@ -24,6 +24,9 @@ pub enum MediaError {
     /// A preprocessing setting or input is invalid.
     #[error("preprocessing: {0}")]
     Preprocess(String),
+    /// A video, stream or camera could not be opened, read or written.
+    #[error("{0}")]
+    Video(String),
 }
 
 /// Result alias of `vpipe-media`.

@@ -3,12 +3,15 @@
 //! - [`image_io`]: decodes still images into RGB8 frames.
 //! - [`resize`]: bit-exact reimplementations of Pillow's and PyTorch's uint8 resizes.
 //! - [`preprocess`]: the named preprocessing presets of each checkpoint source.
+//! - [`video`]: video files, streams and cameras through OpenCV.
 
 pub mod error;
 pub mod image_io;
 pub mod preprocess;
 pub mod resize;
+pub mod video;
 
 pub use error::{MediaError, Result};
 pub use image_io::{Frame, load_image};
 pub use preprocess::{Preprocess, PreprocessPreset};
+pub use video::{VideoInput, VideoReader, VideoWriter};

@@ -1,0 +1,172 @@
+//! `vpipe run`, `vpipe validate` and `vpipe inspect`: YAML pipelines.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use vpipe_core::device;
+use vpipe_heads::HeadRegistry;
+use vpipe_pipeline::{Pipeline, PipelineFile, RunOptions, resolve_input};
+
+/// Arguments of `vpipe run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline file (YAML).
+    pipeline: PathBuf,
+    /// Image, folder, glob, video file, URL (rtsp://, http(s)://) or camera index.
+    #[arg(short, long)]
+    input: String,
+    /// Output folder (default: out/<pipeline name>).
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    max_frames: Option<u64>,
+    /// CPU threads (default: the pipeline's `threads`, else one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Do not draw the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Print the run's figures (frames, fps, time per stage) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `vpipe validate` and `vpipe inspect`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Pipeline file (YAML).
+    pipeline: PathBuf,
+}
+
+fn compile(path: &Path, threads: usize) -> Result<Pipeline> {
+    device::set_cpu_threads(threads);
+    let file = PipelineFile::read(path)?;
+    Ok(Pipeline::compile(
+        file,
+        &HeadRegistry::with_builtins(),
+        &device::default_device(),
+    )?)
+}
+
+/// `vpipe validate`: reads the file, loads every weight file and builds every head,
+/// without running anything.
+pub fn validate(args: CheckArgs) -> Result<()> {
+    let p = compile(&args.pipeline, 0)?;
+    println!(
+        "{}: valid ({} backbone(s), {} head(s): {})",
+        args.pipeline.display(),
+        p.branches.len(),
+        p.head_names().len(),
+        p.head_names().join(", ")
+    );
+    Ok(())
+}
+
+/// `vpipe inspect`: prints the compiled graph.
+pub fn inspect(args: CheckArgs) -> Result<()> {
+    let p = compile(&args.pipeline, 0)?;
+    print!("{}", p.describe());
+    Ok(())
+}
+
+/// `vpipe run`.
+pub fn run(args: RunArgs) -> Result<()> {
+    let spec_threads = PipelineFile::read(&args.pipeline)
+        .map(|f| f.spec.threads)
+        .unwrap_or(0);
+    let pipeline = compile(&args.pipeline, args.threads.unwrap_or(spec_threads))?;
+    let input = resolve_input(&args.input)?;
+    let out_dir = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("out").join(&pipeline.name));
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopping now");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping: finishing the frames already read (Ctrl-C again to quit at once)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let options = RunOptions {
+        out_dir: out_dir.clone(),
+        progress: !args.no_progress,
+        stop,
+        max_frames: args.max_frames,
+    };
+    let summary = vpipe_pipeline::run(&pipeline, &input, &options)?;
+    let secs = summary.elapsed.as_secs_f64();
+    let fps = summary.frames as f64 / secs.max(1e-9);
+    let busy = summary.stages.total().as_secs_f64().max(1e-9);
+    if args.json {
+        let stages: serde_json::Map<String, serde_json::Value> = summary
+            .stages
+            .named()
+            .iter()
+            .map(|(n, d)| {
+                (
+                    n.to_string(),
+                    serde_json::json!({"seconds": d.as_secs_f64(), "share": d.as_secs_f64() / busy}),
+                )
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "pipeline": pipeline.name,
+                "frames": summary.frames,
+                "seconds": secs,
+                "fps": fps,
+                "threads": device::cpu_threads(),
+                "backbone_runs": summary.backbone_runs,
+                "failed": summary.failed.len(),
+                "skipped_frames": summary.skipped_frames,
+                "dropped_frames": summary.dropped_frames,
+                "interrupted": summary.interrupted,
+                "stages": stages,
+            })
+        );
+    } else {
+        eprintln!(
+            "{} frame(s) in {secs:.1} s ({fps:.1} fps, {} thread(s)); outputs in {}",
+            summary.frames,
+            device::cpu_threads(),
+            out_dir.display()
+        );
+        let shares: Vec<String> = summary
+            .stages
+            .named()
+            .iter()
+            .map(|(n, d)| format!("{n} {:.0}%", 100.0 * d.as_secs_f64() / busy))
+            .collect();
+        eprintln!("time per stage: {}", shares.join(", "));
+        if summary.skipped_frames > 0 {
+            eprintln!(
+                "warning: {} corrupt frame(s) skipped",
+                summary.skipped_frames
+            );
+        }
+        if summary.dropped_frames > 0 {
+            eprintln!(
+                "{} live frame(s) dropped to keep up",
+                summary.dropped_frames
+            );
+        }
+        if summary.interrupted {
+            eprintln!("stopped early: outputs hold the frames processed so far");
+        }
+    }
+    if !summary.failed.is_empty() {
+        eprintln!("{} input(s) failed:", summary.failed.len());
+        for (input, error) in &summary.failed {
+            eprintln!("  {input}: {error}");
+        }
+        bail!("{} of the inputs failed", summary.failed.len());
+    }
+    Ok(())
+}

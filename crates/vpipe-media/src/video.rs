@@ -1,0 +1,429 @@
+//! Video files, network streams and cameras, read and written through OpenCV.
+//!
+//! Frames come out as RGB8 [`Frame`]s like decoded stills. Frames a file fails to
+//! decode are skipped and counted rather than ending the video. Written videos go
+//! to a temporary file beside the target and take their final name only when
+//! [`VideoWriter::finish`] succeeds, so no half-written video is left under the
+//! final name.
+
+use std::path::{Path, PathBuf};
+
+use opencv::core::{CV_8UC1, CV_8UC3, CV_8UC4, Mat, Scalar, Size};
+use opencv::prelude::*;
+use opencv::videoio;
+
+use crate::error::{MediaError, Result};
+use crate::image_io::Frame;
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoInput {
+    /// A video file (mp4, avi, mkv, ...).
+    File(PathBuf),
+    /// A network stream (`rtsp://`, `http(s)://`, ...).
+    Url(String),
+    /// A camera, by index.
+    Camera(i32),
+}
+
+impl VideoInput {
+    /// Whether frames arrive in real time (streams and cameras).
+    pub fn is_live(&self) -> bool {
+        !matches!(self, VideoInput::File(_))
+    }
+}
+
+impl std::fmt::Display for VideoInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VideoInput::File(p) => write!(f, "{}", p.display()),
+            VideoInput::Url(u) => write!(f, "{u}"),
+            VideoInput::Camera(i) => write!(f, "camera {i}"),
+        }
+    }
+}
+
+/// Keeps OpenCV's own log lines (back-ends it tries and rejects) off the terminal;
+/// vpipe reports failures itself.
+fn quiet_opencv() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = opencv::core::set_log_level(opencv::core::LogLevel::LOG_LEVEL_SILENT);
+    });
+}
+
+fn cv_err(input: &str, what: &str, e: opencv::Error) -> MediaError {
+    MediaError::Video(format!("{input}: {what}: {}", e.message))
+}
+
+/// Failed reads in a row after which a file or stream counts as ended.
+const MAX_FAILED_READS: u32 = 50;
+
+/// Reads frames from a [`VideoInput`].
+pub struct VideoReader {
+    cap: videoio::VideoCapture,
+    input: VideoInput,
+    name: String,
+    fps: f64,
+    frame_count: Option<u64>,
+    width: usize,
+    height: usize,
+    decoded: u64,
+    skipped: u64,
+    mat: Mat,
+}
+
+impl std::fmt::Debug for VideoReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoReader")
+            .field("input", &self.input)
+            .field("fps", &self.fps)
+            .field("frame_count", &self.frame_count)
+            .finish()
+    }
+}
+
+impl VideoReader {
+    /// Opens a file, stream or camera.
+    pub fn open(input: &VideoInput) -> Result<Self> {
+        let name = input.to_string();
+        if let VideoInput::File(p) = input
+            && !p.is_file()
+        {
+            return Err(MediaError::Video(format!("{name}: no such file")));
+        }
+        quiet_opencv();
+        // Files and URLs go to FFmpeg first; other back-ends only if it declines.
+        let open = |api| match input {
+            VideoInput::File(p) => videoio::VideoCapture::from_file(p, api),
+            VideoInput::Url(u) => videoio::VideoCapture::from_file(u, api),
+            VideoInput::Camera(i) => videoio::VideoCapture::new(*i, api),
+        };
+        let first = if input.is_live() && matches!(input, VideoInput::Camera(_)) {
+            videoio::CAP_ANY
+        } else {
+            videoio::CAP_FFMPEG
+        };
+        let mut cap = open(first).map_err(|e| cv_err(&name, "cannot open", e))?;
+        if !cap.is_opened().unwrap_or(false) && first != videoio::CAP_ANY {
+            cap = open(videoio::CAP_ANY).map_err(|e| cv_err(&name, "cannot open", e))?;
+        }
+        if !cap.is_opened().unwrap_or(false) {
+            return Err(MediaError::Video(format!(
+                "{name}: cannot open as a video (not a video, an unsupported codec, or unreachable)"
+            )));
+        }
+        let get = |prop| cap.get(prop).unwrap_or(0.0);
+        let fps = get(videoio::CAP_PROP_FPS);
+        let count = get(videoio::CAP_PROP_FRAME_COUNT);
+        let (width, height) = (
+            get(videoio::CAP_PROP_FRAME_WIDTH) as usize,
+            get(videoio::CAP_PROP_FRAME_HEIGHT) as usize,
+        );
+        Ok(Self {
+            cap,
+            input: input.clone(),
+            name,
+            fps: if fps.is_finite() && fps > 0.0 {
+                fps
+            } else {
+                25.0
+            },
+            frame_count: (!input.is_live() && count >= 1.0).then_some(count as u64),
+            width,
+            height,
+            decoded: 0,
+            skipped: 0,
+            mat: Mat::default(),
+        })
+    }
+
+    /// Frames per second (25 when the container does not say).
+    pub fn fps(&self) -> f64 {
+        self.fps
+    }
+
+    /// Number of frames, for files whose container says.
+    pub fn frame_count(&self) -> Option<u64> {
+        self.frame_count
+    }
+
+    /// Frame size `(width, height)` as the container reports it.
+    pub fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    /// The input.
+    pub fn input(&self) -> &VideoInput {
+        &self.input
+    }
+
+    /// Frames that failed to decode and were skipped so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The next frame, or `None` at the end. Frames that fail to decode are skipped
+    /// with a warning and counted ([`VideoReader::skipped`]).
+    pub fn next_frame(&mut self) -> Result<Option<Frame>> {
+        let mut failures = 0;
+        loop {
+            let ok = self.cap.read(&mut self.mat).unwrap_or(false);
+            if ok && !self.mat.empty() {
+                match mat_to_frame(&self.mat) {
+                    Ok(f) => {
+                        self.decoded += 1;
+                        return Ok(Some(f));
+                    }
+                    Err(e) => {
+                        tracing::warn!(input = %self.name, error = %e, "skipping an unreadable frame");
+                    }
+                }
+            }
+            // A failed read is the end, unless the file says more frames follow
+            // (a corrupt frame) or the source is live (a hiccup).
+            let position = self.cap.get(videoio::CAP_PROP_POS_FRAMES).unwrap_or(0.0) as u64;
+            let more = match self.frame_count {
+                Some(n) => position + 1 < n,
+                None => self.input.is_live(),
+            };
+            failures += 1;
+            if !more || failures >= MAX_FAILED_READS {
+                return Ok(None);
+            }
+            self.skipped += 1;
+            tracing::warn!(input = %self.name, frame = position, "skipping a frame that failed to decode");
+        }
+    }
+}
+
+/// Converts an 8-bit OpenCV image (BGR, gray or BGRA) into an RGB frame.
+fn mat_to_frame(mat: &Mat) -> Result<Frame> {
+    let (w, h) = (mat.cols() as usize, mat.rows() as usize);
+    let mat = if mat.is_continuous() {
+        mat.clone()
+    } else {
+        mat.try_clone()
+            .map_err(|e| MediaError::Video(format!("cannot copy a frame: {}", e.message)))?
+    };
+    let bytes = mat
+        .data_bytes()
+        .map_err(|e| MediaError::Video(format!("cannot read a frame: {}", e.message)))?;
+    let typ = mat.typ();
+    let channels = if typ == CV_8UC3 {
+        3
+    } else if typ == CV_8UC1 {
+        1
+    } else if typ == CV_8UC4 {
+        4
+    } else {
+        return Err(MediaError::Video(format!(
+            "unsupported frame type {typ} (8-bit gray, BGR or BGRA expected)"
+        )));
+    };
+    if bytes.len() != w * h * channels {
+        return Err(MediaError::Video(
+            "frame buffer does not match its size".into(),
+        ));
+    }
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for px in bytes.chunks_exact(channels) {
+        match channels {
+            1 => rgb.extend_from_slice(&[px[0], px[0], px[0]]),
+            _ => rgb.extend_from_slice(&[px[2], px[1], px[0]]),
+        }
+    }
+    Frame::new(w, h, rgb)
+}
+
+/// Writes RGB frames into a video file.
+pub struct VideoWriter {
+    writer: videoio::VideoWriter,
+    partial: PathBuf,
+    target: PathBuf,
+    width: usize,
+    height: usize,
+    frames: u64,
+    mat: Mat,
+    finished: bool,
+}
+
+impl std::fmt::Debug for VideoWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoWriter")
+            .field("target", &self.target)
+            .field("frames", &self.frames)
+            .finish()
+    }
+}
+
+impl VideoWriter {
+    /// Starts a video of `width x height` at `fps` with codec `fourcc` (e.g. `mp4v`).
+    pub fn create(
+        target: &Path,
+        fourcc: &str,
+        fps: f64,
+        width: usize,
+        height: usize,
+    ) -> Result<Self> {
+        let name = target.display().to_string();
+        let code: Vec<char> = fourcc.chars().collect();
+        if code.len() != 4 {
+            return Err(MediaError::Video(format!(
+                "{name}: codec '{fourcc}' is not a four-character code"
+            )));
+        }
+        let cc = videoio::VideoWriter::fourcc(code[0], code[1], code[2], code[3])
+            .map_err(|e| cv_err(&name, "bad codec", e))?;
+        // Keep the extension: OpenCV picks the container from it.
+        let file_name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "video.mp4".into());
+        let partial = target.with_file_name(format!(".partial-{}-{file_name}", std::process::id()));
+        quiet_opencv();
+        let size = Size::new(width as i32, height as i32);
+        let writer = videoio::VideoWriter::new(&partial, cc, fps, size, true)
+            .map_err(|e| cv_err(&name, "cannot create", e))?;
+        if !writer.is_opened().unwrap_or(false) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(MediaError::Video(format!(
+                "{name}: OpenCV cannot write this video (codec '{fourcc}' unavailable or folder not writable)"
+            )));
+        }
+        let mat =
+            Mat::new_rows_cols_with_default(height as i32, width as i32, CV_8UC3, Scalar::all(0.0))
+                .map_err(|e| cv_err(&name, "cannot allocate a frame", e))?;
+        Ok(Self {
+            writer,
+            partial,
+            target: target.to_path_buf(),
+            width,
+            height,
+            frames: 0,
+            mat,
+            finished: false,
+        })
+    }
+
+    /// Appends a frame; it must have the video's size.
+    pub fn write(&mut self, frame: &Frame) -> Result<()> {
+        if (frame.width, frame.height) != (self.width, self.height) {
+            return Err(MediaError::Video(format!(
+                "{}: frame is {}x{}, the video is {}x{}",
+                self.target.display(),
+                frame.width,
+                frame.height,
+                self.width,
+                self.height
+            )));
+        }
+        let name = self.target.display().to_string();
+        let dst = self
+            .mat
+            .data_bytes_mut()
+            .map_err(|e| cv_err(&name, "frame buffer", e))?;
+        for (d, s) in dst.chunks_exact_mut(3).zip(frame.data.chunks_exact(3)) {
+            d.copy_from_slice(&[s[2], s[1], s[0]]);
+        }
+        self.writer
+            .write(&self.mat)
+            .map_err(|e| cv_err(&name, "cannot write a frame", e))?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Frames written so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Closes the file and gives it its final name.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        let name = self.target.display().to_string();
+        self.writer
+            .release()
+            .map_err(|e| cv_err(&name, "cannot close", e))?;
+        std::fs::rename(&self.partial, &self.target).map_err(|e| {
+            MediaError::Video(format!(
+                "{name}: cannot move the finished video into place: {e}"
+            ))
+        })?;
+        self.finished = true;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for VideoWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.writer.release();
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(w: usize, h: usize, shade: u8) -> Frame {
+        let mut data = vec![0u8; w * h * 3];
+        for (i, px) in data.chunks_exact_mut(3).enumerate() {
+            px.copy_from_slice(&[shade, (i % w) as u8, 200]);
+        }
+        Frame::new(w, h, data).unwrap()
+    }
+
+    #[test]
+    fn writes_and_reads_back_a_video() {
+        let dir = std::env::temp_dir().join(format!("vpipe-video-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("clip.avi");
+        let mut w = VideoWriter::create(&target, "MJPG", 10.0, 64, 48).unwrap();
+        for i in 0..12 {
+            w.write(&frame(64, 48, (i * 20) as u8)).unwrap();
+        }
+        assert!(w.write(&frame(32, 48, 0)).is_err());
+        assert!(!target.exists(), "the video appears only when finished");
+        w.finish().unwrap();
+        let mut r = VideoReader::open(&VideoInput::File(target.clone())).unwrap();
+        assert_eq!(r.size(), (64, 48));
+        assert!((r.fps() - 10.0).abs() < 0.01);
+        let mut n = 0;
+        while let Some(f) = r.next_frame().unwrap() {
+            assert_eq!((f.width, f.height), (64, 48));
+            // Red channel carries the shade, blue stays 200 (JPEG is lossy).
+            assert!((f.data[2] as i32 - 200).abs() < 12, "blue {}", f.data[2]);
+            n += 1;
+        }
+        assert_eq!(n, 12);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_and_non_video_files_are_errors() {
+        let e = VideoReader::open(&VideoInput::File("/nonexistent/x.mp4".into())).unwrap_err();
+        assert!(e.to_string().contains("no such file"), "{e}");
+        let dir = std::env::temp_dir().join(format!("vpipe-notvideo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("fake.mp4");
+        std::fs::write(&p, b"this is not a video at all").unwrap();
+        let e = VideoReader::open(&VideoInput::File(p)).unwrap_err();
+        assert!(e.to_string().contains("cannot open"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unfinished_video_leaves_nothing_behind() {
+        let dir = std::env::temp_dir().join(format!("vpipe-unfinished-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("clip.avi");
+        {
+            let mut w = VideoWriter::create(&target, "MJPG", 10.0, 16, 16).unwrap();
+            w.write(&frame(16, 16, 1)).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,393 @@
+//! The compiled pipeline: each backbone loaded once with its heads attached, and
+//! the per-frame run in which each backbone runs once for all of its heads.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::tensor::Device;
+use serde::Serialize;
+use vpipe_backbone::layout::{CheckpointTask, to_canonical};
+use vpipe_backbone::{CheckpointLayout, MobileVit, MobileVitConfig, Params, SourceLayout};
+use vpipe_core::TensorFile;
+use vpipe_core::result::HeadOutput;
+use vpipe_heads::{Head, HeadContext, HeadRegistry};
+use vpipe_media::{Frame, Preprocess, PreprocessPreset};
+
+use crate::error::{PipelineError, Result, closest};
+use crate::spec::PipelineFile;
+
+/// The preprocessing a checkpoint was trained with.
+pub fn default_preset(layout: &CheckpointLayout) -> PreprocessPreset {
+    match (layout.source, layout.task) {
+        (SourceLayout::Timm, _) => PreprocessPreset::Timm,
+        (SourceLayout::HuggingFace, CheckpointTask::Segmentation) => PreprocessPreset::HfSeg,
+        (SourceLayout::HuggingFace, _) => PreprocessPreset::HfCls,
+        (SourceLayout::Cvnets, CheckpointTask::Classification) => PreprocessPreset::CvnetsCls,
+        (SourceLayout::Cvnets, CheckpointTask::Detection) => PreprocessPreset::CvnetsSsd,
+        (SourceLayout::Cvnets, CheckpointTask::Segmentation) => PreprocessPreset::CvnetsSeg,
+    }
+}
+
+/// A head attached to a backbone.
+#[derive(Debug)]
+pub struct AttachedHead {
+    /// Name from the pipeline file.
+    pub name: String,
+    /// The checkpoint its weights came from.
+    pub weights: PathBuf,
+    /// The head.
+    pub head: Box<dyn Head>,
+}
+
+/// A backbone with the heads that read it.
+#[derive(Debug)]
+pub struct Branch {
+    /// Name from the pipeline file.
+    pub name: String,
+    /// The checkpoint its weights came from.
+    pub weights: PathBuf,
+    /// What the checkpoint was recognised as.
+    pub layout: CheckpointLayout,
+    /// The architecture, at the chosen output stride.
+    pub config: MobileVitConfig,
+    /// The network.
+    pub backbone: MobileVit,
+    /// Preprocessing preset.
+    pub preset: PreprocessPreset,
+    recipe: Preprocess,
+    /// The heads, in file order.
+    pub heads: Vec<AttachedHead>,
+}
+
+/// One head's result for one frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedOutput {
+    /// The head's name.
+    pub head: String,
+    /// Its result.
+    #[serde(flatten)]
+    pub output: HeadOutput,
+}
+
+/// Preprocessed network inputs of a batch, one per backbone.
+#[derive(Debug)]
+pub struct Prepared {
+    inputs: Vec<(
+        burn::tensor::Tensor<4>,
+        Vec<vpipe_core::geometry::InputTransform>,
+    )>,
+    frames: usize,
+}
+
+/// Raw head outputs of a batch, before post-processing.
+#[derive(Debug)]
+pub struct RawOutputs {
+    branches: Vec<(
+        Vec<Vec<vpipe_heads::RawTensor>>,
+        Vec<vpipe_core::geometry::InputTransform>,
+    )>,
+    frames: usize,
+}
+
+/// A pipeline ready to run.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// Name (from the file, or its stem).
+    pub name: String,
+    /// The file it was compiled from.
+    pub file: PipelineFile,
+    /// The device the networks run on.
+    pub device: Device,
+    /// The backbones with their heads.
+    pub branches: Vec<Branch>,
+    /// Heads in file order: (branch index, head index in the branch).
+    order: Vec<(usize, usize)>,
+    backbone_runs: AtomicUsize,
+}
+
+impl Pipeline {
+    /// Loads the weights and builds every backbone and head of `file` on `device`,
+    /// checking that each head fits its backbone.
+    pub fn compile(file: PipelineFile, registry: &HeadRegistry, device: &Device) -> Result<Self> {
+        let spec = &file.spec;
+        let mut checkpoints: HashMap<PathBuf, (CheckpointLayout, Params)> = HashMap::new();
+        let mut branches = Vec::new();
+        for (name, b) in &spec.backbones {
+            let at = format!("backbones.{name}");
+            let path = file.resolve(&b.weights);
+            let (layout, params) = open_checkpoint(&mut checkpoints, &path, device)
+                .map_err(|e| file.error(&format!("{at}.weights"), e.to_string(), None))?;
+            let layout = *layout;
+            let default_os = if layout.task == CheckpointTask::Segmentation {
+                16
+            } else {
+                32
+            };
+            let config = MobileVitConfig::new(layout.size)
+                .with_output_stride(b.output_stride.unwrap_or(default_os));
+            let backbone = MobileVit::load(params, &config)
+                .map_err(|e| file.error(&format!("{at}.weights"), e.to_string(), None))?;
+            let preset = match &b.preprocess {
+                None => default_preset(&layout),
+                Some(p) => p.parse::<PreprocessPreset>().map_err(|msg| {
+                    let names = PreprocessPreset::ALL.iter().map(|p| p.name());
+                    file.error(
+                        &format!("{at}.preprocess"),
+                        msg,
+                        closest(p, names).map(|c| format!("did you mean '{c}'?")),
+                    )
+                })?,
+            };
+            branches.push(Branch {
+                name: name.clone(),
+                weights: path,
+                layout,
+                config,
+                backbone,
+                preset,
+                recipe: preset.recipe(),
+                heads: Vec::new(),
+            });
+        }
+        let mut order = Vec::new();
+        for (i, h) in spec.heads.iter().enumerate() {
+            let at = format!("heads[{i}]");
+            let bname = file.backbone_of(i)?;
+            let bi = branches
+                .iter()
+                .position(|b| b.name == bname)
+                .unwrap_or_else(|| unreachable!("backbone_of checked the name"));
+            let path = match &h.weights {
+                Some(w) => file.resolve(w),
+                None => branches[bi].weights.clone(),
+            };
+            let (layout, params) = open_checkpoint(&mut checkpoints, &path, device)
+                .map_err(|e| file.error(&format!("{at}.weights"), e.to_string(), None))?;
+            let branch = &branches[bi];
+            if layout.size != branch.layout.size {
+                return Err(file
+                    .error(
+                        &format!("{at}.weights"),
+                        format!(
+                            "the head's weights are for {}, but backbone '{}' is {}",
+                            layout.size, branch.name, branch.layout.size
+                        ),
+                        Some("take the head from a checkpoint of the same size".into()),
+                    )
+                    .into());
+            }
+            if !registry.names().contains(&h.kind.as_str()) {
+                let names = registry.names();
+                return Err(file
+                    .error(
+                        &format!("{at}.type"),
+                        format!(
+                            "unknown head type '{}' (known: {})",
+                            h.kind,
+                            names.join(", ")
+                        ),
+                        closest(&h.kind, names.iter().copied())
+                            .map(|c| format!("did you mean '{c}'?")),
+                    )
+                    .into());
+            }
+            let mut ctx = HeadContext::new(params, &branch.config, &h.options);
+            let head = registry.build(&h.kind, &mut ctx).map_err(|e| {
+                file.error(&at, format!("cannot build the {} head: {e}", h.kind), None)
+            })?;
+            if let Some(key) = ctx.unread_options().first() {
+                let known = ctx.read_options();
+                return Err(file
+                    .error(
+                        &format!("{at}.options.{key}"),
+                        format!("unknown option '{key}' for a {} head", h.kind),
+                        closest(key, known.iter().map(String::as_str))
+                            .map(|c| format!("did you mean '{c}'?"))
+                            .or_else(|| {
+                                Some(format!("options of {}: {}", h.kind, known.join(", ")))
+                            }),
+                    )
+                    .into());
+            }
+            for (level, stride) in head.required_strides() {
+                let have = branch.config.level_stride(level);
+                if have != stride {
+                    let key = if h.backbone.is_some() {
+                        format!("{at}.backbone")
+                    } else {
+                        at.clone()
+                    };
+                    return Err(file
+                        .error(
+                            &key,
+                            format!(
+                                "head '{}' ({}) reads layer {level} at output stride {stride}, but backbone '{}' gives stride {have} there",
+                                h.name, h.kind, branch.name
+                            ),
+                            Some(format!(
+                                "set `output_stride` of backbone '{}' so that layer {level} has stride {stride}, or use another backbone",
+                                branch.name
+                            )),
+                        )
+                        .into());
+                }
+            }
+            order.push((bi, branches[bi].heads.len()));
+            branches[bi].heads.push(AttachedHead {
+                name: h.name.clone(),
+                weights: path,
+                head,
+            });
+        }
+        Ok(Self {
+            name: file.name(),
+            file,
+            device: device.clone(),
+            branches,
+            order,
+            backbone_runs: AtomicUsize::new(0),
+        })
+    }
+
+    /// How many backbone forward passes have run (each serves all of its heads).
+    pub fn backbone_runs(&self) -> usize {
+        self.backbone_runs.load(Ordering::Relaxed)
+    }
+
+    /// Head names in file order.
+    pub fn head_names(&self) -> Vec<&str> {
+        self.order
+            .iter()
+            .map(|&(b, h)| self.branches[b].heads[h].name.as_str())
+            .collect()
+    }
+
+    /// Runs every backbone once on the batch and every head on its backbone's
+    /// features. Returns, per frame, the heads' results in file order.
+    pub fn run(&self, frames: &[&Frame]) -> Result<Vec<Vec<NamedOutput>>> {
+        let prepared = self.prepare(frames)?;
+        let raw = self.infer(prepared)?;
+        self.postprocess(&raw)
+    }
+
+    /// Stage 1: preprocesses a batch for each backbone.
+    pub fn prepare(&self, frames: &[&Frame]) -> Result<Prepared> {
+        let inputs = self
+            .branches
+            .iter()
+            .map(|b| {
+                b.recipe
+                    .batch(frames, &self.device)
+                    .map_err(PipelineError::from)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Prepared {
+            inputs,
+            frames: frames.len(),
+        })
+    }
+
+    /// Stage 2: each backbone once, then its heads' layers.
+    pub fn infer(&self, prepared: Prepared) -> Result<RawOutputs> {
+        let mut branches = Vec::with_capacity(self.branches.len());
+        for (branch, (input, geometry)) in self.branches.iter().zip(prepared.inputs) {
+            let [_, _, h, w] = input.dims();
+            let features = branch.backbone.forward(input)?;
+            self.backbone_runs.fetch_add(1, Ordering::Relaxed);
+            let raw = branch
+                .heads
+                .iter()
+                .map(|a| a.head.forward(&features, [h, w]))
+                .collect::<vpipe_backbone::Result<Vec<_>>>()?;
+            branches.push((raw, geometry));
+        }
+        Ok(RawOutputs {
+            branches,
+            frames: prepared.frames,
+        })
+    }
+
+    /// Stage 3: the heads' post-processing. Returns, per frame, the heads' results
+    /// in file order.
+    pub fn postprocess(&self, raw: &RawOutputs) -> Result<Vec<Vec<NamedOutput>>> {
+        (0..raw.frames)
+            .map(|i| {
+                self.order
+                    .iter()
+                    .map(|&(b, h)| {
+                        let (heads_raw, geometry) = &raw.branches[b];
+                        let attached = &self.branches[b].heads[h];
+                        Ok(NamedOutput {
+                            head: attached.name.clone(),
+                            output: attached.head.postprocess(&heads_raw[h], i, &geometry[i])?,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// A readable description of the compiled graph, for `vpipe inspect`.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "pipeline '{}' ({})", self.name, self.file.path.display());
+        let _ = writeln!(s, "device: {:?}", self.device);
+        for b in &self.branches {
+            let strides: Vec<String> = (1..=5)
+                .map(|l| format!("L{l}/{}", b.config.level_stride(l)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "backbone '{}': {} from {} ({} {} checkpoint), output stride {}, preprocess {}",
+                b.name,
+                b.layout.size,
+                b.weights.display(),
+                b.layout.source,
+                b.layout.task,
+                b.config.output_stride,
+                b.preset.name()
+            );
+            let _ = writeln!(s, "  layers (layer/stride): {}", strides.join(" "));
+            let _ = writeln!(
+                s,
+                "  runs once per frame, feeding {} head(s):",
+                b.heads.len()
+            );
+            for h in &b.heads {
+                let levels: Vec<String> = h.head.levels().iter().map(|l| format!("L{l}")).collect();
+                let _ = writeln!(
+                    s,
+                    "  -> head '{}': {} on {} (weights {})",
+                    h.name,
+                    h.head.kind(),
+                    levels.join(", "),
+                    h.weights.display()
+                );
+            }
+        }
+        s
+    }
+}
+
+/// Reads a checkpoint once per pipeline; later uses share its remaining tensors.
+fn open_checkpoint<'a>(
+    cache: &'a mut HashMap<PathBuf, (CheckpointLayout, Params)>,
+    path: &Path,
+    device: &Device,
+) -> std::result::Result<(&'a CheckpointLayout, &'a mut Params), PipelineError> {
+    let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if !cache.contains_key(&key) {
+        let file = TensorFile::read(path).map_err(vpipe_backbone::BackboneError::from)?;
+        let layout = CheckpointLayout::detect(&file)?;
+        let canonical = to_canonical(&file)?;
+        let params = Params::new(path.display().to_string(), canonical, device);
+        tracing::info!(file = %path.display(), source = %layout.source, task = %layout.task, arch = %layout.size, "loaded checkpoint");
+        cache.insert(key.clone(), (layout, params));
+    }
+    let (layout, params) = cache
+        .get_mut(&key)
+        .unwrap_or_else(|| unreachable!("inserted above"));
+    Ok((layout, params))
+}

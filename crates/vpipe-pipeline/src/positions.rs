@@ -1,0 +1,181 @@
+//! Where each key of a YAML file is: `heads[1].weights` to line and column.
+//!
+//! serde gives typed values but no positions, so the file is also read with
+//! `yaml-rust2`'s event parser, which reports a marker for every node. Paths use
+//! the same spelling as `serde_path_to_error`: `.key` for mapping keys and `[i]`
+//! for sequence items.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// A 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub column: usize,
+}
+
+/// Positions of the keys and items of one YAML document.
+#[derive(Debug, Clone, Default)]
+pub struct Positions {
+    by_path: HashMap<String, Position>,
+}
+
+impl Positions {
+    /// Indexes `text`; a syntax error comes back with its position and message.
+    pub fn index(text: &str) -> Result<Self, (Position, String)> {
+        let mut recorder = Recorder::default();
+        Parser::new_from_str(text)
+            .load(&mut recorder, false)
+            .map_err(|e| {
+                let m = e.marker();
+                (position(m), e.info().to_string())
+            })?;
+        Ok(Self {
+            by_path: recorder.positions,
+        })
+    }
+
+    /// The position of `path`, or of its closest recorded ancestor, or line 1.
+    pub fn locate(&self, path: &str) -> Position {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.by_path.get(p) {
+                return *pos;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => {
+                    return Position { line: 1, column: 1 };
+                }
+            }
+        }
+    }
+}
+
+fn position(m: &Marker) -> Position {
+    Position {
+        line: m.line().max(1),
+        column: m.col() + 1,
+    }
+}
+
+enum Frame {
+    Map { path: String, key: Option<String> },
+    Seq { path: String, index: usize },
+}
+
+#[derive(Default)]
+struct Recorder {
+    stack: Vec<Frame>,
+    positions: HashMap<String, Position>,
+}
+
+impl Recorder {
+    /// The path of the node about to be read, recording where it starts. Returns
+    /// `None` when the node is a mapping key.
+    fn enter(&mut self) -> Option<String> {
+        match self.stack.last() {
+            None => Some(String::new()),
+            Some(Frame::Map { key: None, .. }) => None,
+            Some(Frame::Map { path, key: Some(k) }) => Some(join(path, k)),
+            Some(Frame::Seq { path, index }) => Some(format!("{path}[{index}]")),
+        }
+    }
+
+    /// Marks the current value of the innermost collection as read.
+    fn leave_value(&mut self) {
+        match self.stack.last_mut() {
+            Some(Frame::Map { key, .. }) => *key = None,
+            Some(Frame::Seq { index, .. }) => *index += 1,
+            None => {}
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl MarkedEventReceiver for Recorder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(value, ..) => match self.enter() {
+                None => {
+                    if let Some(Frame::Map { path, key }) = self.stack.last_mut() {
+                        let pos = position(&mark);
+                        // A mapping is located at its first key.
+                        self.positions.entry(path.clone()).or_insert(pos);
+                        self.positions.entry(join(path, &value)).or_insert(pos);
+                        *key = Some(value);
+                    }
+                }
+                Some(p) => {
+                    self.positions.entry(p).or_insert(position(&mark));
+                    self.leave_value();
+                }
+            },
+            Event::Alias(_) if self.enter().is_some() => self.leave_value(),
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                // A collection used as a mapping key has no path of its own.
+                let path = self.enter().unwrap_or_default();
+                self.stack.push(if matches!(ev, Event::MappingStart(..)) {
+                    Frame::Map { path, key: None }
+                } else {
+                    Frame::Seq { path, index: 0 }
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+                self.leave_value();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_items_have_their_positions() {
+        let text = "name: x\nbackbones:\n  main:\n    weights: a.pt\nheads:\n  - name: d\n    type: ssd\n  - name: s\n    options: {top_k: 3}\n";
+        let p = Positions::index(text).unwrap();
+        assert_eq!(p.locate("name"), Position { line: 1, column: 1 });
+        assert_eq!(
+            p.locate("backbones.main.weights"),
+            Position { line: 4, column: 5 }
+        );
+        assert_eq!(p.locate("heads[1]"), Position { line: 8, column: 5 });
+        assert_eq!(p.locate("heads[1].name"), Position { line: 8, column: 5 });
+        assert_eq!(p.locate("heads[0].type"), Position { line: 7, column: 5 });
+        assert_eq!(
+            p.locate("heads[1].options.top_k"),
+            Position {
+                line: 9,
+                column: 15
+            }
+        );
+        // Unknown paths fall back to the closest ancestor.
+        assert_eq!(
+            p.locate("heads[0].nothing"),
+            Position { line: 6, column: 5 }
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let (pos, msg) = Positions::index("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(pos.line >= 1, "{pos:?}");
+        assert!(!msg.is_empty());
+    }
+}

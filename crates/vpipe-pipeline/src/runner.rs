@@ -1,0 +1,909 @@
+//! Running a compiled pipeline over images, folders, globs, video files, streams
+//! and cameras.
+//!
+//! Six stages run concurrently, joined by bounded queues so that memory stays flat
+//! however long the input: decode → preprocess → model → post-process and annotate
+//! → write (annotated images or video, `results.jsonl`, masks, COCO detections).
+//! Each stage's busy time is measured ([`StageTimes`]). A stop flag (set on Ctrl-C
+//! by the command line) ends decoding; the frames already read are finished and
+//! every output is closed properly, so the video stays playable.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use serde::Serialize;
+use serde_json::json;
+use vpipe_annotate::{Annotator, Style};
+use vpipe_core::result::HeadOutput;
+use vpipe_media::{Frame, VideoInput, VideoReader, VideoWriter, load_image};
+
+use crate::error::{PipelineError, Result};
+use crate::graph::{NamedOutput, Pipeline, Prepared, RawOutputs};
+use crate::queue::BoundedQueue;
+use crate::spec::LivePolicy;
+
+/// File extensions read as still images.
+pub const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"];
+/// File extensions read as videos.
+pub const VIDEO_EXTENSIONS: [&str; 12] = [
+    "mp4", "avi", "mkv", "mov", "webm", "m4v", "mpg", "mpeg", "wmv", "flv", "ts", "3gp",
+];
+
+/// What a run reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Still images, in this order.
+    Images(Vec<PathBuf>),
+    /// A video file, stream or camera.
+    Video(VideoInput),
+}
+
+fn extension(p: &Path) -> String {
+    p.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Interprets a command-line input: a camera index, a URL, a folder, a glob, a
+/// video file or an image file.
+pub fn resolve_input(arg: &str) -> Result<Input> {
+    let bad = |message: String| PipelineError::Input {
+        input: arg.to_string(),
+        message,
+    };
+    if let Ok(index) = arg.parse::<i32>() {
+        return Ok(Input::Video(VideoInput::Camera(index)));
+    }
+    if arg.contains("://") {
+        return Ok(Input::Video(VideoInput::Url(arg.to_string())));
+    }
+    let path = Path::new(arg);
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| bad(format!("cannot list the folder: {e}")))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && IMAGE_EXTENSIONS.contains(&extension(p).as_str()))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(bad(format!(
+                "the folder holds no images ({})",
+                IMAGE_EXTENSIONS.join(", ")
+            )));
+        }
+        return Ok(Input::Images(files));
+    }
+    if path.is_file() {
+        return Ok(if VIDEO_EXTENSIONS.contains(&extension(path).as_str()) {
+            Input::Video(VideoInput::File(path.to_path_buf()))
+        } else {
+            Input::Images(vec![path.to_path_buf()])
+        });
+    }
+    if arg.contains(['*', '?', '[']) {
+        let mut files: Vec<PathBuf> = glob::glob(arg)
+            .map_err(|e| bad(format!("not a valid pattern: {e}")))?
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(bad("the pattern matches no files".into()));
+        }
+        return Ok(Input::Images(files));
+    }
+    Err(bad("no such file or folder".into()))
+}
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Folder for all outputs (created if missing).
+    pub out_dir: PathBuf,
+    /// Show a progress bar (only drawn when stderr is a terminal).
+    pub progress: bool,
+    /// Set to stop reading input; frames already read are finished.
+    pub stop: Arc<AtomicBool>,
+    /// Stop after this many frames.
+    pub max_frames: Option<u64>,
+}
+
+/// Busy time of each stage, summed over the run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimes {
+    /// Reading and decoding frames.
+    pub decode: Duration,
+    /// Resizing and normalising into network inputs.
+    pub preprocess: Duration,
+    /// Backbones and head layers.
+    pub model: Duration,
+    /// Head post-processing (decoding boxes, NMS, masks, top-k).
+    pub postprocess: Duration,
+    /// Drawing results on frames.
+    pub annotate: Duration,
+    /// Encoding and writing images, video, masks and results.
+    pub encode: Duration,
+}
+
+impl StageTimes {
+    /// `(name, time)` of each stage.
+    pub fn named(&self) -> [(&'static str, Duration); 6] {
+        [
+            ("decode", self.decode),
+            ("preprocess", self.preprocess),
+            ("model", self.model),
+            ("postprocess", self.postprocess),
+            ("annotate", self.annotate),
+            ("encode", self.encode),
+        ]
+    }
+
+    /// Sum of all stages.
+    pub fn total(&self) -> Duration {
+        self.named().iter().map(|(_, d)| *d).sum()
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Frames processed and written.
+    pub frames: u64,
+    /// Inputs (files or frames) that failed, with why.
+    pub failed: Vec<(String, String)>,
+    /// Video frames that failed to decode and were skipped.
+    pub skipped_frames: u64,
+    /// Live frames dropped to keep latency bounded.
+    pub dropped_frames: u64,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+    /// Busy time per stage.
+    pub stages: StageTimes,
+    /// Files written.
+    pub outputs: Vec<PathBuf>,
+    /// Whether the run was stopped before the input ended.
+    pub interrupted: bool,
+    /// Backbone forward passes.
+    pub backbone_runs: usize,
+}
+
+/// A decoded frame and where it came from.
+struct Decoded {
+    index: u64,
+    source: Option<PathBuf>,
+    timestamp_ms: Option<f64>,
+    frame: Frame,
+}
+
+enum Msg<T> {
+    Item(T),
+    Failed { input: String, error: String },
+}
+
+struct Batch {
+    items: Vec<Decoded>,
+    prepared: Prepared,
+}
+
+struct Inferred {
+    items: Vec<Decoded>,
+    raw: RawOutputs,
+}
+
+struct Finished {
+    item: Decoded,
+    outputs: Vec<NamedOutput>,
+    annotated: Option<RgbImage>,
+}
+
+/// Adds the time `f` takes to `slot`.
+fn timed<R>(slot: &AtomicU64, f: impl FnOnce() -> R) -> R {
+    let t = Instant::now();
+    let r = f();
+    slot.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    r
+}
+
+#[derive(Default)]
+struct Clocks {
+    decode: AtomicU64,
+    preprocess: AtomicU64,
+    model: AtomicU64,
+    postprocess: AtomicU64,
+    annotate: AtomicU64,
+    encode: AtomicU64,
+}
+
+impl Clocks {
+    fn times(&self) -> StageTimes {
+        let d = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
+        StageTimes {
+            decode: d(&self.decode),
+            preprocess: d(&self.preprocess),
+            model: d(&self.model),
+            postprocess: d(&self.postprocess),
+            annotate: d(&self.annotate),
+            encode: d(&self.encode),
+        }
+    }
+}
+
+/// Runs `pipeline` over `input`, writing into `options.out_dir`.
+///
+/// Inputs that fail (an unreadable image) are reported in the summary while the
+/// rest continue; a failure to write an output ends the run with an error, after
+/// removing that output's partial file.
+pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    let spec = &pipeline.file.spec;
+    std::fs::create_dir_all(&options.out_dir).map_err(|cause| PipelineError::Io {
+        path: options.out_dir.clone(),
+        cause,
+    })?;
+    let inputs_on_disk: BTreeSet<PathBuf> = match input {
+        Input::Images(files) => files.iter().filter_map(|p| p.canonicalize().ok()).collect(),
+        Input::Video(VideoInput::File(p)) => p.canonicalize().into_iter().collect(),
+        Input::Video(_) => BTreeSet::new(),
+    };
+    let mut reader = match input {
+        Input::Video(v) => Some(VideoReader::open(v)?),
+        Input::Images(_) => None,
+    };
+    let total = match input {
+        Input::Images(files) => Some(files.len() as u64),
+        Input::Video(_) => reader.as_ref().and_then(VideoReader::frame_count),
+    }
+    .map(|n| options.max_frames.map_or(n, |m| m.min(n)));
+    let live = matches!(input, Input::Video(v) if v.is_live());
+    let fps = reader.as_ref().map_or(0.0, VideoReader::fps);
+
+    let mut writer = Writer::new(pipeline, input, options, inputs_on_disk, fps)?;
+    let progress = progress_bar(total, options.progress);
+    let clocks = Clocks::default();
+    let abort = AtomicBool::new(false);
+    let dropped = AtomicU64::new(0);
+    let skipped = AtomicU64::new(0);
+    let depth = spec.runner.queue;
+    let q_decoded: BoundedQueue<Msg<Decoded>> = BoundedQueue::new(depth);
+    let q_prepared: BoundedQueue<Msg<Batch>> = BoundedQueue::new(depth);
+    let q_inferred: BoundedQueue<Msg<Inferred>> = BoundedQueue::new(depth);
+    let q_finished: BoundedQueue<Msg<Finished>> = BoundedQueue::new(depth);
+    let annotator = Annotator::new(Style {
+        mask_alpha: spec.output.mask_alpha,
+        legend: true,
+    });
+    let stopped = || options.stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed);
+
+    let write_result: Result<()> = std::thread::scope(|scope| {
+        // Stage 1: decode.
+        scope.spawn(|| {
+            let send = |m: Msg<Decoded>| {
+                if live && spec.runner.live == LivePolicy::DropOldest {
+                    if q_decoded.push_drop_oldest(m).is_some() {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    q_decoded.push(m);
+                }
+            };
+            let limit = options.max_frames.unwrap_or(u64::MAX);
+            match input {
+                Input::Images(files) => {
+                    for (i, path) in files.iter().enumerate().take(limit as usize) {
+                        if stopped() {
+                            break;
+                        }
+                        match timed(&clocks.decode, || load_image(path)) {
+                            Ok(frame) => send(Msg::Item(Decoded {
+                                index: i as u64,
+                                source: Some(path.clone()),
+                                timestamp_ms: None,
+                                frame,
+                            })),
+                            Err(e) => send(Msg::Failed {
+                                input: path.display().to_string(),
+                                error: e.to_string(),
+                            }),
+                        }
+                    }
+                }
+                Input::Video(v) => {
+                    let reader = reader
+                        .as_mut()
+                        .unwrap_or_else(|| unreachable!("opened above"));
+                    let mut index = 0u64;
+                    while index < limit && !stopped() {
+                        match timed(&clocks.decode, || reader.next_frame()) {
+                            Ok(Some(frame)) => {
+                                send(Msg::Item(Decoded {
+                                    index,
+                                    source: None,
+                                    timestamp_ms: Some(index as f64 * 1000.0 / fps),
+                                    frame,
+                                }));
+                                index += 1;
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                send(Msg::Failed {
+                                    input: v.to_string(),
+                                    error: e.to_string(),
+                                });
+                                break;
+                            }
+                        }
+                    }
+                    skipped.store(reader.skipped(), Ordering::Relaxed);
+                }
+            }
+            q_decoded.close();
+        });
+
+        // Stage 2: preprocess, in batches of frames of one size.
+        scope.spawn(|| {
+            let batch_size = spec.runner.batch;
+            let mut pending: Vec<Decoded> = Vec::new();
+            let flush = |items: Vec<Decoded>| {
+                if items.is_empty() {
+                    return;
+                }
+                let frames: Vec<&Frame> = items.iter().map(|d| &d.frame).collect();
+                match timed(&clocks.preprocess, || pipeline.prepare(&frames)) {
+                    Ok(prepared) => {
+                        q_prepared.push(Msg::Item(Batch { items, prepared }));
+                    }
+                    Err(e) => {
+                        for d in items {
+                            q_prepared.push(Msg::Failed {
+                                input: describe(&d),
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            };
+            loop {
+                match q_decoded.pop() {
+                    Some(Msg::Item(d)) => {
+                        let same_size = pending.first().is_none_or(|p| {
+                            (p.frame.width, p.frame.height) == (d.frame.width, d.frame.height)
+                        });
+                        if !same_size {
+                            flush(std::mem::take(&mut pending));
+                        }
+                        pending.push(d);
+                        if pending.len() >= batch_size {
+                            flush(std::mem::take(&mut pending));
+                        }
+                    }
+                    Some(Msg::Failed { input, error }) => {
+                        flush(std::mem::take(&mut pending));
+                        q_prepared.push(Msg::Failed { input, error });
+                    }
+                    None => {
+                        flush(std::mem::take(&mut pending));
+                        break;
+                    }
+                }
+            }
+            q_prepared.close();
+        });
+
+        // Stage 3: the model.
+        scope.spawn(|| {
+            while let Some(m) = q_prepared.pop() {
+                let out = match m {
+                    Msg::Item(b) => match timed(&clocks.model, || pipeline.infer(b.prepared)) {
+                        Ok(raw) => Msg::Item(Inferred {
+                            items: b.items,
+                            raw,
+                        }),
+                        Err(e) => {
+                            for d in &b.items[1..] {
+                                q_inferred.push(Msg::Failed {
+                                    input: describe(d),
+                                    error: e.to_string(),
+                                });
+                            }
+                            Msg::Failed {
+                                input: describe(&b.items[0]),
+                                error: e.to_string(),
+                            }
+                        }
+                    },
+                    Msg::Failed { input, error } => Msg::Failed { input, error },
+                };
+                q_inferred.push(out);
+            }
+            q_inferred.close();
+        });
+
+        // Stage 4: post-process and annotate.
+        scope.spawn(|| {
+            while let Some(m) = q_inferred.pop() {
+                match m {
+                    Msg::Item(inf) => {
+                        match timed(&clocks.postprocess, || pipeline.postprocess(&inf.raw)) {
+                            Ok(per_frame) => {
+                                for (item, outputs) in inf.items.into_iter().zip(per_frame) {
+                                    let annotated = spec.output.annotated.then(|| {
+                                        timed(&clocks.annotate, || {
+                                            draw(&annotator, &item.frame, &outputs)
+                                        })
+                                    });
+                                    q_finished.push(Msg::Item(Finished {
+                                        item,
+                                        outputs,
+                                        annotated,
+                                    }));
+                                }
+                            }
+                            Err(e) => {
+                                for d in &inf.items {
+                                    q_finished.push(Msg::Failed {
+                                        input: describe(d),
+                                        error: e.to_string(),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    Msg::Failed { input, error } => {
+                        q_finished.push(Msg::Failed { input, error });
+                    }
+                }
+            }
+            q_finished.close();
+        });
+
+        // Stage 5: write, on this thread.
+        let result = (|| {
+            while let Some(m) = q_finished.pop() {
+                match m {
+                    Msg::Item(f) => {
+                        timed(&clocks.encode, || writer.write(f))?;
+                        progress.inc(1);
+                    }
+                    Msg::Failed { input, error } => {
+                        tracing::error!(%input, %error, "input failed");
+                        progress.suspend(|| eprintln!("error: {input}: {error}"));
+                        writer.failed.push((input, error));
+                        progress.inc(1);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            abort.store(true, Ordering::Relaxed);
+            for q in [
+                &q_decoded as &dyn Closable,
+                &q_prepared,
+                &q_inferred,
+                &q_finished,
+            ] {
+                q.close_queue();
+            }
+            // Drain so that blocked producers finish.
+            while q_finished.pop().is_some() {}
+        }
+        result
+    });
+    progress.finish_and_clear();
+    write_result?;
+    let interrupted = options.stop.load(Ordering::Relaxed);
+    let mut summary = writer.finish()?;
+    summary.elapsed = started.elapsed();
+    summary.stages = clocks.times();
+    summary.skipped_frames = skipped.load(Ordering::Relaxed);
+    summary.dropped_frames = dropped.load(Ordering::Relaxed);
+    summary.interrupted = interrupted;
+    summary.backbone_runs = pipeline.backbone_runs();
+    Ok(summary)
+}
+
+/// Lets the runner close queues of different item types alike.
+trait Closable {
+    fn close_queue(&self);
+}
+
+impl<T> Closable for BoundedQueue<T> {
+    fn close_queue(&self) {
+        self.close();
+    }
+}
+
+fn describe(d: &Decoded) -> String {
+    match &d.source {
+        Some(p) => p.display().to_string(),
+        None => format!("frame {}", d.index),
+    }
+}
+
+/// The frame with every head's results drawn on it.
+fn draw(annotator: &Annotator, frame: &Frame, outputs: &[NamedOutput]) -> RgbImage {
+    let mut img = RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.data.clone())
+        .unwrap_or_else(|| unreachable!("Frame::new checks the buffer size"));
+    // Masks first, so that boxes and banners stay on top.
+    let mut sorted: Vec<&NamedOutput> = outputs.iter().collect();
+    sorted.sort_by_key(|o| !matches!(o.output, HeadOutput::Segmentation { .. }));
+    for o in sorted {
+        annotator.draw(&mut img, &o.output);
+    }
+    img
+}
+
+fn progress_bar(total: Option<u64>, wanted: bool) -> indicatif::ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let template = if total.is_some() {
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} frames, {per_sec}, ETA {eta}"
+    } else {
+        "{spinner} [{elapsed_precise}] {pos} frames, {per_sec}"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// One line of `results.jsonl`.
+#[derive(Serialize)]
+struct ResultLine {
+    frame: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    width: usize,
+    height: usize,
+    heads: Vec<serde_json::Value>,
+}
+
+/// The standard COCO category id of each of the 80 contiguous detection classes.
+const COCO_CATEGORY_IDS: [u32; 80] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
+    31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
+    56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
+    85, 86, 87, 88, 89, 90,
+];
+
+/// Writes every output of a run; all files appear under their final names only
+/// when complete.
+struct Writer {
+    out_dir: PathBuf,
+    inputs_on_disk: BTreeSet<PathBuf>,
+    masks: bool,
+    results: Option<(BufWriter<std::fs::File>, PathBuf)>,
+    video: Option<VideoWriter>,
+    video_target: Option<PathBuf>,
+    codec: String,
+    fps: f64,
+    coco: Option<Coco>,
+    used_names: HashMap<String, usize>,
+    frames: u64,
+    failed: Vec<(String, String)>,
+    outputs: Vec<PathBuf>,
+}
+
+#[derive(Default)]
+struct Coco {
+    detection_heads: bool,
+    images: Vec<serde_json::Value>,
+    annotations: Vec<serde_json::Value>,
+    categories: std::collections::BTreeMap<usize, String>,
+}
+
+impl Writer {
+    fn new(
+        pipeline: &Pipeline,
+        input: &Input,
+        options: &RunOptions,
+        inputs_on_disk: BTreeSet<PathBuf>,
+        fps: f64,
+    ) -> Result<Self> {
+        let out = &pipeline.file.spec.output;
+        let results = if out.results {
+            let target = options.out_dir.join("results.jsonl");
+            let partial = partial_path(&target);
+            let f = std::fs::File::create(&partial).map_err(|cause| PipelineError::Io {
+                path: partial.clone(),
+                cause,
+            })?;
+            Some((BufWriter::new(f), target))
+        } else {
+            None
+        };
+        let video_target = match input {
+            Input::Video(v) if out.annotated => {
+                let stem = match v {
+                    VideoInput::File(p) => p
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "video".into()),
+                    VideoInput::Url(_) => "stream".into(),
+                    VideoInput::Camera(i) => format!("camera{i}"),
+                };
+                Some(options.out_dir.join(format!("{stem}_annotated.mp4")))
+            }
+            _ => None,
+        };
+        let coco = (matches!(input, Input::Images(_)) && out.coco).then(Coco::default);
+        Ok(Self {
+            out_dir: options.out_dir.clone(),
+            inputs_on_disk,
+            masks: out.masks,
+            results,
+            video: None,
+            video_target,
+            codec: out.video_codec.clone(),
+            fps,
+            coco,
+            used_names: HashMap::new(),
+            frames: 0,
+            failed: Vec::new(),
+            outputs: Vec::new(),
+        })
+    }
+
+    /// Refuses to write over an input file.
+    fn check_not_input(&self, target: &Path) -> Result<()> {
+        let resolved = target
+            .parent()
+            .and_then(|d| d.canonicalize().ok())
+            .and_then(|d| target.file_name().map(|n| d.join(n)));
+        if let Some(r) = resolved
+            && self.inputs_on_disk.contains(&r)
+        {
+            return Err(PipelineError::Output {
+                output: target.to_path_buf(),
+                message: "refusing to overwrite an input; choose another output folder".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A file name in the output folder not used yet in this run.
+    fn unique_name(&mut self, name: &str) -> String {
+        let n = self.used_names.entry(name.to_string()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            return name.to_string();
+        }
+        let p = Path::new(name);
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default();
+        match p.extension() {
+            Some(e) => format!("{stem}-{}.{}", *n - 1, e.to_string_lossy()),
+            None => format!("{stem}-{}", *n - 1),
+        }
+    }
+
+    fn write(&mut self, f: Finished) -> Result<()> {
+        let Finished {
+            item,
+            outputs,
+            annotated,
+        } = f;
+        let (w, h) = (item.frame.width, item.frame.height);
+        // Annotated image or video frame.
+        if let Some(img) = annotated {
+            if let Some(target) = self.video_target.clone() {
+                if self.video.is_none() {
+                    self.check_not_input(&target)?;
+                    let fps = if self.fps > 0.0 { self.fps } else { 25.0 };
+                    self.video = Some(VideoWriter::create(&target, &self.codec, fps, w, h)?);
+                }
+                let frame = Frame::new(w, h, img.into_raw())?;
+                if let Some(v) = self.video.as_mut() {
+                    v.write(&frame)?;
+                }
+            } else if let Some(src) = &item.source {
+                let name = src
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| format!("{:06}.png", item.index));
+                let name = self.unique_name(&name);
+                let target = self.out_dir.join(name);
+                self.check_not_input(&target)?;
+                let bytes = encode_like(image::DynamicImage::ImageRgb8(img), &target)?;
+                vpipe_core::output::write_atomic(&target, &bytes).map_err(|e| {
+                    PipelineError::Output {
+                        output: target.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                self.outputs.push(target);
+            }
+        }
+        // Masks and result lines.
+        let mut heads = Vec::with_capacity(outputs.len());
+        for o in &outputs {
+            let mut value = serde_json::to_value(o).unwrap_or_else(|_| json!({}));
+            if let HeadOutput::Segmentation {
+                width,
+                height,
+                mask,
+                ..
+            } = &o.output
+                && self.masks
+            {
+                let rel = format!("masks/{:06}_{}.png", item.index, sanitize(&o.head));
+                let target = self.out_dir.join(&rel);
+                let dir = self.out_dir.join("masks");
+                std::fs::create_dir_all(&dir).map_err(|cause| PipelineError::Io {
+                    path: dir.clone(),
+                    cause,
+                })?;
+                let img = image::GrayImage::from_raw(*width as u32, *height as u32, mask.clone())
+                    .ok_or_else(|| PipelineError::Output {
+                    output: target.clone(),
+                    message: "mask does not match its size".into(),
+                })?;
+                let bytes = encode_like(image::DynamicImage::ImageLuma8(img), &target)?;
+                vpipe_core::output::write_atomic(&target, &bytes).map_err(|e| {
+                    PipelineError::Output {
+                        output: target.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                value["mask"] = json!(rel);
+            }
+            if let (Some(coco), HeadOutput::Detection { detections }) =
+                (self.coco.as_mut(), &o.output)
+            {
+                coco.detection_heads = true;
+                for d in detections {
+                    let [x1, y1, x2, y2] = d.bbox;
+                    let id = coco.annotations.len() + 1;
+                    coco.categories.insert(d.class_id, d.label.clone());
+                    coco.annotations.push(json!({
+                        "id": id,
+                        "image_id": item.index + 1,
+                        "category_id": coco_category(d.class_id),
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": (x2 - x1) * (y2 - y1),
+                        "score": d.score,
+                        "head": o.head,
+                    }));
+                }
+            }
+            heads.push(value);
+        }
+        if let (Some(coco), Some(src)) = (self.coco.as_mut(), &item.source) {
+            coco.images.push(json!({
+                "id": item.index + 1,
+                "file_name": src.display().to_string(),
+                "width": w,
+                "height": h,
+            }));
+        }
+        if let Some((out, target)) = self.results.as_mut() {
+            let line = ResultLine {
+                frame: item.index,
+                timestamp_ms: item.timestamp_ms,
+                source: item.source.as_ref().map(|p| p.display().to_string()),
+                width: w,
+                height: h,
+                heads,
+            };
+            serde_json::to_writer(&mut *out, &line)
+                .map_err(std::io::Error::other)
+                .and_then(|_| out.write_all(b"\n"))
+                .map_err(|cause| PipelineError::Io {
+                    path: target.clone(),
+                    cause,
+                })?;
+        }
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Closes the video and results, moving them to their final names.
+    fn finish(mut self) -> Result<RunSummary> {
+        if let Some(v) = self.video.take() {
+            self.outputs.push(v.finish()?);
+        }
+        if let Some((out, target)) = self.results.take() {
+            let partial = partial_path(&target);
+            out.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .and_then(|_| std::fs::rename(&partial, &target))
+                .map_err(|cause| PipelineError::Io {
+                    path: target.clone(),
+                    cause,
+                })?;
+            self.outputs.push(target);
+        }
+        if let Some(coco) = self.coco.take()
+            && coco.detection_heads
+        {
+            let target = self.out_dir.join("detections_coco.json");
+            let doc = json!({
+                "images": coco.images,
+                "annotations": coco.annotations,
+                "categories": coco.categories.iter().map(|(id, name)| json!({
+                    "id": coco_category(*id),
+                    "name": name,
+                })).collect::<Vec<_>>(),
+            });
+            let bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+            vpipe_core::output::write_atomic(&target, &bytes).map_err(|e| {
+                PipelineError::Output {
+                    output: target.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            self.outputs.push(target);
+        }
+        Ok(RunSummary {
+            frames: self.frames,
+            failed: std::mem::take(&mut self.failed),
+            outputs: std::mem::take(&mut self.outputs),
+            ..RunSummary::default()
+        })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // A run that ended in an error leaves no partial results file behind.
+        if let Some((_, target)) = self.results.take() {
+            let _ = std::fs::remove_file(partial_path(&target));
+        }
+    }
+}
+
+fn partial_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// COCO's category id for a contiguous class id (1 to 80); other ids are kept.
+fn coco_category(class_id: usize) -> u32 {
+    class_id
+        .checked_sub(1)
+        .and_then(|i| COCO_CATEGORY_IDS.get(i))
+        .copied()
+        .unwrap_or(class_id as u32)
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Encodes an image in the format its target's extension names (PNG otherwise).
+fn encode_like(img: image::DynamicImage, target: &Path) -> Result<Vec<u8>> {
+    let format = image::ImageFormat::from_path(target).unwrap_or(image::ImageFormat::Png);
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, format)
+        .map_err(|e| PipelineError::Output {
+            output: target.to_path_buf(),
+            message: format!("cannot encode: {e}"),
+        })?;
+    Ok(bytes.into_inner())
+}

@@ -1,0 +1,510 @@
+//! The pipeline file format and its parsing.
+//!
+//! ```yaml
+//! backbones:
+//!   main:
+//!     weights: ../weights/reference/cvnets_mobilevit_xxs_ssd320.pt
+//!     output_stride: 32          # optional; 32, 16 or 8
+//!     preprocess: cvnets-ssd     # optional; default from the checkpoint
+//! heads:
+//!   - name: objects
+//!     type: ssd
+//!     backbone: main             # optional when there is one backbone
+//!     weights: other.pt          # optional; default: the backbone's file
+//!     options: {conf_threshold: 0.3}
+//! output:
+//!   annotated: true
+//!   results: true
+//!   coco: true
+//!   masks: false
+//! ```
+//!
+//! Every key is checked: unknown keys, wrong types and missing required keys are
+//! errors with the file, line and column, the key path, and a hint.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::{ConfigError, PipelineError, Result, closest};
+use crate::positions::{Position, Positions};
+
+/// A parsed pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// A name for logs and results (default: the file stem).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where the networks run: `cpu` (the default).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// CPU threads (`0` or absent: one per core).
+    #[serde(default)]
+    pub threads: usize,
+    /// Backbones by name.
+    pub backbones: BTreeMap<String, BackboneSpec>,
+    /// Heads, in the order their results are reported.
+    pub heads: Vec<HeadSpec>,
+    /// What to write.
+    #[serde(default)]
+    pub output: OutputSpec,
+    /// How frames move through the stages.
+    #[serde(default)]
+    pub runner: RunnerSpec,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// A backbone and where its weights come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneSpec {
+    /// Checkpoint file (ml-cvnets `.pt`, timm or Hugging Face safetensors / `.bin`),
+    /// relative to the pipeline file.
+    pub weights: String,
+    /// Output stride: 32 (classification and detection checkpoints), 16
+    /// (segmentation checkpoints) or 8.
+    #[serde(default)]
+    pub output_stride: Option<usize>,
+    /// Preprocessing preset (`timm`, `cvnets-cls`, `hf-cls`, `hf-seg`, `cvnets-ssd`,
+    /// `cvnets-seg`); default: the one the checkpoint was trained with.
+    #[serde(default)]
+    pub preprocess: Option<String>,
+}
+
+/// A head on a backbone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSpec {
+    /// Name, used in results and on the annotated output.
+    pub name: String,
+    /// Head type, as registered: `classification`, `ssd`, `deeplabv3`, or your own.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The backbone it reads (may be left out when there is only one).
+    #[serde(default)]
+    pub backbone: Option<String>,
+    /// Checkpoint holding the head's weights; default: the backbone's.
+    #[serde(default)]
+    pub weights: Option<String>,
+    /// Head options (see the README for each type's).
+    #[serde(default)]
+    pub options: Map<String, Value>,
+}
+
+/// What a run writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Annotated images (same name and size as the input) or video.
+    #[serde(default = "yes")]
+    pub annotated: bool,
+    /// `results.jsonl`, one line per frame.
+    #[serde(default = "yes")]
+    pub results: bool,
+    /// COCO-format detections (`detections_coco.json`) for image inputs.
+    #[serde(default = "yes")]
+    pub coco: bool,
+    /// Class-index mask PNGs per frame (`masks/`), for segmentation heads.
+    #[serde(default)]
+    pub masks: bool,
+    /// Opacity of the mask overlay, 0 to 1.
+    #[serde(default = "default_alpha")]
+    pub mask_alpha: f32,
+    /// FourCC of the annotated video (`mp4v` or `avc1`).
+    #[serde(default = "default_codec")]
+    pub video_codec: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_alpha() -> f32 {
+    0.5
+}
+
+fn default_codec() -> String {
+    "mp4v".into()
+}
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        Self {
+            annotated: true,
+            results: true,
+            coco: true,
+            masks: false,
+            mask_alpha: default_alpha(),
+            video_codec: default_codec(),
+        }
+    }
+}
+
+/// How frames move through the stages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerSpec {
+    /// Frames per forward pass.
+    #[serde(default = "one")]
+    pub batch: usize,
+    /// Frames each queue between stages holds.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// For live sources (streams, cameras): `drop_oldest` keeps latency bounded by
+    /// dropping the oldest waiting frame when the model falls behind; `block` waits.
+    #[serde(default)]
+    pub live: LivePolicy,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_queue() -> usize {
+    4
+}
+
+impl Default for RunnerSpec {
+    fn default() -> Self {
+        Self {
+            batch: 1,
+            queue: default_queue(),
+            live: LivePolicy::default(),
+        }
+    }
+}
+
+/// What happens to live frames when the model falls behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LivePolicy {
+    /// Drop the oldest waiting frame.
+    #[default]
+    DropOldest,
+    /// Wait (the source's own buffer fills up).
+    Block,
+}
+
+/// A pipeline file read and checked for form, with the positions of its keys.
+#[derive(Debug, Clone)]
+pub struct PipelineFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Its contents.
+    pub spec: PipelineSpec,
+    positions: Positions,
+}
+
+impl PipelineFile {
+    /// Reads and parses a pipeline file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|cause| PipelineError::Io {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses pipeline text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let positions = Positions::index(text).map_err(|(pos, message)| ConfigError {
+            file: path.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+            path: String::new(),
+            message: format!("not valid YAML: {message}"),
+            hint: None,
+        })?;
+        let de = serde_yaml::Deserializer::from_str(text);
+        let spec: PipelineSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key_path = e.path().to_string();
+            let key_path = if key_path == "." {
+                String::new()
+            } else {
+                key_path
+            };
+            let inner = e.into_inner();
+            let pos = inner
+                .location()
+                .map(|l| Position {
+                    line: l.line(),
+                    column: l.column(),
+                })
+                .unwrap_or_else(|| positions.locate(&key_path));
+            let raw = inner.to_string();
+            // serde_yaml starts its message with the key path, reported separately.
+            let raw = match raw.split_once(": ") {
+                Some((head, rest)) if !head.contains(' ') => rest.to_string(),
+                _ => raw,
+            };
+            let (message, hint) = describe_serde_error(&raw);
+            ConfigError {
+                file: path.to_path_buf(),
+                line: pos.line,
+                column: pos.column,
+                path: key_path,
+                message,
+                hint,
+            }
+        })?;
+        let file = Self {
+            path: path.to_path_buf(),
+            spec,
+            positions,
+        };
+        file.check_form()?;
+        Ok(file)
+    }
+
+    /// An error at key path `path`.
+    pub fn error(
+        &self,
+        path: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> ConfigError {
+        let pos = self.positions.locate(path);
+        ConfigError {
+            file: self.path.clone(),
+            line: pos.line,
+            column: pos.column,
+            path: path.to_string(),
+            message: message.into(),
+            hint,
+        }
+    }
+
+    /// Resolves a path written in the file against the file's folder.
+    pub fn resolve(&self, written: &str) -> PathBuf {
+        let p = Path::new(written);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        self.path
+            .parent()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|| p.to_path_buf())
+    }
+
+    /// The pipeline's name: its `name`, else the file stem.
+    pub fn name(&self) -> String {
+        self.spec.name.clone().unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "pipeline".into())
+        })
+    }
+
+    /// The backbone head `index` reads: its `backbone`, or the only one.
+    pub fn backbone_of(&self, index: usize) -> Result<&str> {
+        let head = &self.spec.heads[index];
+        let names: Vec<&str> = self.spec.backbones.keys().map(String::as_str).collect();
+        match &head.backbone {
+            Some(b) => self
+                .spec
+                .backbones
+                .get_key_value(b)
+                .map(|(k, _)| k.as_str())
+                .ok_or_else(|| {
+                    self.error(
+                        &format!("heads[{index}].backbone"),
+                        format!("no backbone named '{b}' (defined: {})", names.join(", ")),
+                        closest(b, names.iter().copied()).map(|c| format!("did you mean '{c}'?")),
+                    )
+                    .into()
+                }),
+            None if names.len() == 1 => Ok(names[0]),
+            None => Err(self
+                .error(
+                    &format!("heads[{index}]"),
+                    "this head does not say which backbone it reads",
+                    Some(format!("add `backbone:` with one of: {}", names.join(", "))),
+                )
+                .into()),
+        }
+    }
+
+    /// Checks what can be checked without reading any weights.
+    fn check_form(&self) -> Result<()> {
+        let s = &self.spec;
+        if s.device != "cpu" {
+            return Err(self
+                .error(
+                    "device",
+                    format!("unknown device '{}'", s.device),
+                    Some("this build runs on `cpu`".into()),
+                )
+                .into());
+        }
+        if s.backbones.is_empty() {
+            return Err(self
+                .error("backbones", "at least one backbone is needed", None)
+                .into());
+        }
+        if s.heads.is_empty() {
+            return Err(self
+                .error("heads", "at least one head is needed", None)
+                .into());
+        }
+        for (name, b) in &s.backbones {
+            let at = format!("backbones.{name}");
+            if let Some(os) = b.output_stride
+                && ![8, 16, 32].contains(&os)
+            {
+                return Err(self
+                    .error(
+                        &format!("{at}.output_stride"),
+                        format!("output stride {os} is not supported"),
+                        Some("use 32, 16 or 8".into()),
+                    )
+                    .into());
+            }
+            self.check_file(&format!("{at}.weights"), &b.weights)?;
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, h) in s.heads.iter().enumerate() {
+            if let Some(first) = seen.insert(h.name.as_str(), i) {
+                return Err(self
+                    .error(
+                        &format!("heads[{i}].name"),
+                        format!("head name '{}' is used twice (also heads[{first}])", h.name),
+                        Some("give each head its own name".into()),
+                    )
+                    .into());
+            }
+            self.backbone_of(i)?;
+            if let Some(w) = &h.weights {
+                self.check_file(&format!("heads[{i}].weights"), w)?;
+            }
+        }
+        let r = &s.runner;
+        if r.batch == 0 || r.queue == 0 {
+            let key = if r.batch == 0 { "batch" } else { "queue" };
+            return Err(self
+                .error(&format!("runner.{key}"), "must be at least 1", None)
+                .into());
+        }
+        if !(0.0..=1.0).contains(&s.output.mask_alpha) {
+            return Err(self
+                .error("output.mask_alpha", "must be between 0 and 1", None)
+                .into());
+        }
+        if s.output.video_codec.len() != 4 {
+            return Err(self
+                .error(
+                    "output.video_codec",
+                    format!("'{}' is not a four-character code", s.output.video_codec),
+                    Some("use mp4v or avc1".into()),
+                )
+                .into());
+        }
+        Ok(())
+    }
+
+    fn check_file(&self, at: &str, written: &str) -> Result<()> {
+        let p = self.resolve(written);
+        if !p.is_file() {
+            return Err(self
+                .error(
+                    at,
+                    format!(
+                        "weights file '{written}' not found (looked at {})",
+                        p.display()
+                    ),
+                    Some("paths are relative to the pipeline file's folder".into()),
+                )
+                .into());
+        }
+        Ok(())
+    }
+}
+
+/// Splits a serde_yaml message into a message without its position and a hint.
+fn describe_serde_error(raw: &str) -> (String, Option<String>) {
+    // serde_yaml appends " at line L column C"; the position is reported separately.
+    let message = match raw.find(" at line ") {
+        Some(i) => raw[..i].to_string(),
+        None => raw.to_string(),
+    };
+    let hint = unknown_name_hint(&message);
+    (message, hint)
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`" (or variant), a "did you mean" hint.
+fn unknown_name_hint(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (word, tail) = rest.split_once('`')?;
+    let known: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+    match closest(word, known.iter().copied()) {
+        Some(c) => Some(format!("did you mean `{c}`?")),
+        None if !known.is_empty() => Some(format!("valid keys: {}", known.join(", "))),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> std::result::Result<PipelineFile, ConfigError> {
+        PipelineFile::parse(Path::new("/nonexistent/p.yaml"), text).map_err(|e| match e {
+            PipelineError::Config(c) => *c,
+            other => panic!("not a config error: {other}"),
+        })
+    }
+
+    #[test]
+    fn unknown_keys_have_position_path_and_hint() {
+        let e = parse("backbones:\n  main:\n    weigths: a.pt\nheads: []\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 5), "{e}");
+        assert_eq!(e.path, "backbones.main.weigths");
+        assert!(e.message.contains("unknown field `weigths`"), "{e}");
+        assert_eq!(e.hint.as_deref(), Some("did you mean `weights`?"));
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("/nonexistent/p.yaml:3:5: backbones.main.weigths: "),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_missing_keys() {
+        let e = parse("backbones: {}\nheads:\n  - name: a\n    type: ssd\n    options: 3\n")
+            .unwrap_err();
+        assert_eq!(e.path, "heads[0].options", "{e}");
+        assert_eq!(e.line, 5, "{e}");
+        let e = parse("backbones: {}\nheads:\n  - type: ssd\n").unwrap_err();
+        assert!(e.message.contains("missing field `name`"), "{e}");
+        assert_eq!(e.path, "heads[0]", "{e}");
+        let e = parse("backbones: {}\nheads: []\nrunner:\n  live: drop_newest\n").unwrap_err();
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("did you mean `drop_oldest`?"),
+            "{e}"
+        );
+        let e = parse("backbones: [\n").unwrap_err();
+        assert!(e.message.starts_with("not valid YAML"), "{e}");
+    }
+
+    #[test]
+    fn missing_weights_and_unknown_backbones_are_located() {
+        let e =
+            parse("backbones:\n  main:\n    weights: nope.pt\nheads:\n  - {name: a, type: ssd}\n")
+                .unwrap_err();
+        assert_eq!(e.path, "backbones.main.weights");
+        assert_eq!((e.line, e.column), (3, 5));
+        assert!(
+            e.message.contains("nope.pt") && e.message.contains("not found"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! Pipelines end to end: the shipped files, strict validation, the shared backbone,
+//! and the runner over images, folders and videos with bad input among them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use vpipe_heads::HeadRegistry;
+use vpipe_media::{Frame, VideoInput, VideoReader, VideoWriter, load_image};
+use vpipe_pipeline::{
+    ConfigError, Input, Pipeline, PipelineError, PipelineFile, RunOptions, resolve_input, run,
+};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vpipe-pl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn compile(path: &Path) -> vpipe_pipeline::Result<Pipeline> {
+    let file = PipelineFile::read(path)?;
+    Pipeline::compile(
+        file,
+        &HeadRegistry::with_builtins(),
+        &vpipe_core::device::default_device(),
+    )
+}
+
+/// Writes a pipeline next to the reference weights' folder and compiles it.
+fn compile_text(dir: &Path, text: &str) -> vpipe_pipeline::Result<Pipeline> {
+    let p = dir.join("p.yaml");
+    let weights = root().join("weights/reference");
+    std::fs::write(&p, text.replace("$W", &weights.display().to_string())).unwrap();
+    compile(&p)
+}
+
+fn config_error(r: vpipe_pipeline::Result<Pipeline>) -> ConfigError {
+    match r {
+        Err(PipelineError::Config(c)) => *c,
+        Err(other) => panic!("not a config error: {other}"),
+        Ok(_) => panic!("the pipeline was accepted"),
+    }
+}
+
+fn options(out: &Path) -> RunOptions {
+    RunOptions {
+        out_dir: out.to_path_buf(),
+        progress: false,
+        stop: Arc::new(AtomicBool::new(false)),
+        max_frames: None,
+    }
+}
+
+#[test]
+fn shipped_pipelines_compile_and_describe_their_graph() {
+    for name in ["classify", "detect", "segment", "multitask"] {
+        let p = compile(&root().join(format!("pipelines/{name}.yaml")))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!p.head_names().is_empty());
+    }
+    let p = compile(&root().join("pipelines/multitask.yaml")).unwrap();
+    let text = p.describe();
+    assert_eq!(p.branches.len(), 1, "{text}");
+    assert!(
+        text.contains("runs once per frame, feeding 3 head(s)"),
+        "{text}"
+    );
+    assert!(text.contains("head 'objects': ssd on L4, L5"), "{text}");
+}
+
+#[test]
+fn the_shared_backbone_runs_once_per_frame_for_all_heads() {
+    let p = compile(&root().join("pipelines/multitask.yaml")).unwrap();
+    let frame = load_image(&root().join("assets/squirrel_cls.jpg")).unwrap();
+    let results = p.run(&[&frame, &frame]).unwrap();
+    assert_eq!(
+        p.backbone_runs(),
+        1,
+        "one batch of two frames: one backbone pass"
+    );
+    assert_eq!(results.len(), 2);
+    for per_frame in &results {
+        let tasks: Vec<&str> = per_frame.iter().map(|o| o.head.as_str()).collect();
+        assert_eq!(tasks, ["objects", "scene", "imagenet"]);
+    }
+    for _ in 0..3 {
+        p.run(&[&frame]).unwrap();
+    }
+    assert_eq!(p.backbone_runs(), 4);
+}
+
+#[test]
+fn validation_errors_name_the_place_and_suggest_a_fix() {
+    let dir = scratch("validate");
+    let e = config_error(compile_text(
+        &dir,
+        "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - name: d\n    type: sdd\n",
+    ));
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (6, 5, "heads[0].type"),
+        "{e}"
+    );
+    assert!(e.message.contains("unknown head type 'sdd'"), "{e}");
+    assert_eq!(e.hint.as_deref(), Some("did you mean 'ssd'?"));
+
+    let e = config_error(compile_text(
+        &dir,
+        "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - name: d\n    type: ssd\n    options:\n      conf_treshold: 0.5\n",
+    ));
+    assert_eq!(e.path, "heads[0].options.conf_treshold", "{e}");
+    assert_eq!((e.line, e.column), (8, 7), "{e}");
+    assert_eq!(e.hint.as_deref(), Some("did you mean 'conf_threshold'?"));
+
+    // DeepLab expects stride-16 features; this backbone gives 32.
+    let e = config_error(compile_text(
+        &dir,
+        "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - name: s\n    type: deeplabv3\n    backbone: main\n    weights: $W/cvnets_deeplabv3_mobilevit_xxs.pt\n",
+    ));
+    assert_eq!(e.path, "heads[0].backbone", "{e}");
+    assert!(
+        e.message.contains("layer 5 at output stride 16") && e.message.contains("gives stride 32"),
+        "{e}"
+    );
+    assert!(
+        e.hint.as_deref().unwrap_or("").contains("output_stride"),
+        "{e}"
+    );
+
+    let e = config_error(compile_text(
+        &dir,
+        "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\n    preprocess: cvnets_ssd\nheads:\n  - {name: d, type: ssd}\n",
+    ));
+    assert_eq!(e.path, "backbones.main.preprocess");
+    assert_eq!(e.hint.as_deref(), Some("did you mean 'cvnets-ssd'?"));
+
+    let e = config_error(compile_text(
+        &dir,
+        "backbones:\n  a:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\n  b:\n    weights: $W/cvnets_mobilevit_xxs.pt\nheads:\n  - {name: d, type: ssd, backbone: c}\n",
+    ));
+    assert_eq!(e.path, "heads[0].backbone");
+    assert!(e.message.contains("no backbone named 'c'"), "{e}");
+
+    // A file that is not a checkpoint.
+    let bogus = dir.join("bogus.pt");
+    std::fs::write(&bogus, b"not a checkpoint").unwrap();
+    let e = config_error(compile_text(
+        &dir,
+        &format!(
+            "backbones:\n  main:\n    weights: {}\nheads:\n  - {{name: d, type: ssd}}\n",
+            bogus.display()
+        ),
+    ));
+    assert_eq!(e.path, "backbones.main.weights", "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A short video of the test photo, shifted a little each frame.
+fn make_video(path: &Path, frames: usize) {
+    let photo = load_image(&root().join("tests/fixtures/image.png")).unwrap();
+    let (w, h) = (photo.width, photo.height);
+    let mut writer = VideoWriter::create(path, "MJPG", 10.0, w, h).unwrap();
+    for i in 0..frames {
+        let mut data = photo.data.clone();
+        data.rotate_left((i * 12) % (w * 3));
+        writer.write(&Frame::new(w, h, data).unwrap()).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+#[test]
+fn a_video_run_writes_a_playable_video_and_one_result_line_per_frame() {
+    let dir = scratch("video");
+    let video = dir.join("clip.avi");
+    make_video(&video, 6);
+    let p = compile(&root().join("pipelines/multitask.yaml")).unwrap();
+    let out = dir.join("out");
+    let input = resolve_input(video.to_str().unwrap()).unwrap();
+    assert!(matches!(input, Input::Video(VideoInput::File(_))));
+    let summary = run(&p, &input, &options(&out)).unwrap();
+    assert_eq!(summary.frames, 6);
+    assert_eq!(summary.backbone_runs, 6);
+    assert!(summary.failed.is_empty());
+    let mut r = VideoReader::open(&VideoInput::File(out.join("clip_annotated.mp4"))).unwrap();
+    let src = VideoReader::open(&VideoInput::File(video.clone())).unwrap();
+    assert_eq!(r.size(), src.size());
+    assert!((r.fps() - 10.0).abs() < 0.01);
+    let mut n = 0;
+    while r.next_frame().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 6);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[3]["frame"], 3);
+    assert_eq!(lines[3]["timestamp_ms"], 300.0);
+    let heads = lines[0]["heads"].as_array().unwrap();
+    assert_eq!(heads[0]["task"], "detection");
+    assert_eq!(heads[1]["task"], "segmentation");
+    assert!(heads[1]["areas"].as_array().is_some_and(|a| !a.is_empty()));
+    assert_eq!(heads[2]["task"], "classification");
+    assert_eq!(heads[2]["top_k"].as_array().unwrap().len(), 3);
+    // No temporary files are left behind.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "left over: {name}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_stopped_run_still_leaves_a_playable_video_of_the_frames_so_far() {
+    let dir = scratch("stop");
+    let video = dir.join("long.avi");
+    make_video(&video, 40);
+    let p = compile(&root().join("pipelines/detect.yaml")).unwrap();
+    let out = dir.join("out");
+    let opts = options(&out);
+    let stop = Arc::clone(&opts.stop);
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        stop.store(true, Ordering::SeqCst);
+    });
+    let input = Input::Video(VideoInput::File(video));
+    let summary = run(&p, &input, &opts).unwrap();
+    stopper.join().unwrap();
+    assert!(summary.frames > 0);
+    let mut r = VideoReader::open(&VideoInput::File(out.join("long_annotated.mp4"))).unwrap();
+    let mut n = 0;
+    while r.next_frame().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, summary.frames, "interrupted: {}", summary.interrupted);
+    let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert_eq!(lines.lines().count() as u64, summary.frames);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn image_folders_report_bad_files_and_never_overwrite_inputs() {
+    let dir = scratch("images");
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::copy(root().join("assets/squirrel_cls.jpg"), inputs.join("a.jpg")).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/image.png"),
+        inputs.join("b.png"),
+    )
+    .unwrap();
+    std::fs::write(inputs.join("c.jpg"), b"\xff\xd8\xff truncated jpeg").unwrap();
+    // A low threshold, so that the random test weights give some boxes.
+    let p = compile_text(
+        &dir,
+        "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - name: d\n    type: ssd\n    options: {conf_threshold: 0.001, max_detections: 3}\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let input = resolve_input(inputs.to_str().unwrap()).unwrap();
+    let summary = run(&p, &input, &options(&out)).unwrap();
+    assert_eq!(summary.frames, 2);
+    assert_eq!(summary.failed.len(), 1);
+    assert!(
+        summary.failed[0].0.ends_with("c.jpg"),
+        "{:?}",
+        summary.failed
+    );
+    // Annotated images keep the input's name and size.
+    for name in ["a.jpg", "b.png"] {
+        let a = image::image_dimensions(inputs.join(name)).unwrap();
+        let b = image::image_dimensions(out.join(name)).unwrap();
+        assert_eq!(a, b, "{name}");
+    }
+    let coco: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("detections_coco.json")).unwrap()).unwrap();
+    assert_eq!(coco["images"].as_array().unwrap().len(), 2);
+    let anns = coco["annotations"].as_array().unwrap();
+    assert_eq!(anns.len(), 6, "three boxes per image");
+    for a in anns {
+        let id = a["category_id"].as_u64().unwrap();
+        assert!((1..=90).contains(&id) && ![12, 26, 29, 30, 45, 66, 68, 69, 71, 83].contains(&id));
+        let b: Vec<f64> = a["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(b[2] >= 0.0 && b[3] >= 0.0, "[x, y, w, h]: {b:?}");
+    }
+    let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert!(first["source"].as_str().unwrap().ends_with("a.jpg"));
+    let det = &first["heads"][0]["detections"][0];
+    assert_eq!(det["bbox"].as_array().unwrap().len(), 4);
+    assert!(det["label"].is_string() && det["class_id"].is_u64() && det["score"].is_f64());
+
+    // Writing into the input folder would overwrite the inputs: refused, inputs intact.
+    let before = std::fs::read(inputs.join("a.jpg")).unwrap();
+    let err = run(&p, &input, &options(&inputs)).unwrap_err();
+    assert!(
+        err.to_string().contains("refusing to overwrite an input"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(inputs.join("a.jpg")).unwrap(), before);
+    let leftovers: Vec<String> = std::fs::read_dir(&inputs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Globs and missing inputs.
+    let glob = format!("{}/*.png", inputs.display());
+    assert_eq!(
+        resolve_input(&glob).unwrap(),
+        Input::Images(vec![inputs.join("b.png")])
+    );
+    assert!(resolve_input("/nonexistent/x.jpg").is_err());
+    assert_eq!(
+        resolve_input("0").unwrap(),
+        Input::Video(VideoInput::Camera(0))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
