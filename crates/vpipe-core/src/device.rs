@@ -18,9 +18,13 @@ pub fn default_device() -> Device {
 pub fn set_cpu_threads(threads: usize) -> bool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
+        .thread_name(|i| format!("{CPU_THREAD_PREFIX}{i}"))
         .build_global()
         .is_ok()
 }
+
+/// Name prefix of the CPU backend's worker threads (as `/proc` shows them).
+pub const CPU_THREAD_PREFIX: &str = "vpipe-cpu-";
 
 /// The number of threads the CPU backend uses.
 pub fn cpu_threads() -> usize {

@@ -324,7 +324,9 @@ impl VideoWriter {
             .data_bytes_mut()
             .map_err(|e| cv_err(&name, "frame buffer", e))?;
         for (d, s) in dst.chunks_exact_mut(3).zip(frame.data.chunks_exact(3)) {
-            d.copy_from_slice(&[s[2], s[1], s[0]]);
+            d[0] = s[2];
+            d[1] = s[1];
+            d[2] = s[0];
         }
         self.writer
             .write(&self.mat)

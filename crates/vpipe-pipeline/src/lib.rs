@@ -4,6 +4,7 @@
 //! streams and cameras through decoding, the model, annotation and encoding
 //! ([`runner`]).
 
+mod cpu_time;
 pub mod error;
 pub mod graph;
 pub mod positions;

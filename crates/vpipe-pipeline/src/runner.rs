@@ -22,6 +22,7 @@ use vpipe_annotate::{Annotator, Style};
 use vpipe_core::result::HeadOutput;
 use vpipe_media::{Frame, VideoInput, VideoReader, VideoWriter, load_image};
 
+use crate::cpu_time;
 use crate::error::{PipelineError, Result};
 use crate::graph::{NamedOutput, Pipeline, Prepared, RawOutputs};
 use crate::queue::BoundedQueue;
@@ -113,7 +114,11 @@ pub struct RunOptions {
     pub max_frames: Option<u64>,
 }
 
-/// Busy time of each stage, summed over the run.
+/// CPU time of each stage, summed over the run.
+///
+/// Each stage's thread measures its own CPU time. The model stage also gets the CPU
+/// time of the backend's worker threads, and decoding gets whatever other threads
+/// used (the video decoder's own threads).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct StageTimes {
     /// Reading and decoding frames.
@@ -201,11 +206,14 @@ struct Finished {
     annotated: Option<RgbImage>,
 }
 
-/// Adds the time `f` takes to `slot`.
+/// Adds the CPU time the calling thread spends in `f` to `slot`.
 fn timed<R>(slot: &AtomicU64, f: impl FnOnce() -> R) -> R {
-    let t = Instant::now();
+    let t = cpu_time::thread();
     let r = f();
-    slot.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    slot.fetch_add(
+        cpu_time::thread().saturating_sub(t).as_nanos() as u64,
+        Ordering::Relaxed,
+    );
     r
 }
 
@@ -240,6 +248,8 @@ impl Clocks {
 /// removing that output's partial file.
 pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
+    let process_cpu0 = cpu_time::process();
+    let workers_cpu0 = cpu_time::threads_named(vpipe_core::device::CPU_THREAD_PREFIX);
     let spec = &pipeline.file.spec;
     std::fs::create_dir_all(&options.out_dir).map_err(|cause| PipelineError::Io {
         path: options.out_dir.clone(),
@@ -499,7 +509,14 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
     let interrupted = options.stop.load(Ordering::Relaxed);
     let mut summary = writer.finish()?;
     summary.elapsed = started.elapsed();
-    summary.stages = clocks.times();
+    let mut stages = clocks.times();
+    stages.model +=
+        cpu_time::threads_named(vpipe_core::device::CPU_THREAD_PREFIX).saturating_sub(workers_cpu0);
+    let unattributed = cpu_time::process()
+        .saturating_sub(process_cpu0)
+        .saturating_sub(stages.total());
+    stages.decode += unattributed;
+    summary.stages = stages;
     summary.skipped_frames = skipped.load(Ordering::Relaxed);
     summary.dropped_frames = dropped.load(Ordering::Relaxed);
     summary.interrupted = interrupted;
