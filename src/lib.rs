@@ -5,10 +5,12 @@
 //! - [`backbone`]: the MobileViT v1 backbone;
 //! - [`heads`]: task heads and checkpoint loading;
 //! - [`media`]: image decoding and preprocessing;
-//! - [`annotate`]: drawing results on images.
+//! - [`annotate`]: drawing results on images;
+//! - [`pipeline`]: YAML pipelines, the shared-backbone graph and the runner.
 
 pub use vpipe_annotate as annotate;
 pub use vpipe_backbone as backbone;
 pub use vpipe_core as core;
 pub use vpipe_heads as heads;
 pub use vpipe_media as media;
+pub use vpipe_pipeline as pipeline;

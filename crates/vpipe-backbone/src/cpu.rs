@@ -15,6 +15,8 @@
 //! backend. Other devices use burn's tensor operations (see [`crate::layers`]).
 
 use burn::tensor::{Device, Tensor, TensorData};
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::activation::{exp_approx, silu_slice};
@@ -156,14 +158,26 @@ impl<'a> Epilogue<'a> {
         self
     }
 
-    /// Applies the epilogue to `row`, the columns `c0..` of output row `r`;
-    /// `res` is the matching slice of the residual.
-    fn apply(&self, row: &mut [f32], r: usize, c0: usize, res: Option<&[f32]>) {
-        match self.bias {
-            Bias::None => {}
-            Bias::Rows(b) => add_scalar(row, b[r]),
-            Bias::Cols(b) => add_slice(row, &b[c0..c0 + row.len()]),
+    /// Writes the bias of output row `r`, columns `c0..c0 + len`, at `dst`: the
+    /// product then accumulates onto it, so no separate zeroing or bias pass is
+    /// needed.
+    ///
+    /// # Safety
+    /// `dst` must be valid for `len` writes.
+    unsafe fn prefill(&self, dst: *mut f32, r: usize, c0: usize, len: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match self.bias {
+                Bias::None => std::ptr::write_bytes(dst, 0, len),
+                Bias::Rows(b) => fill(dst, len, b[r]),
+                Bias::Cols(b) => std::ptr::copy_nonoverlapping(b[c0..c0 + len].as_ptr(), dst, len),
+            }
         }
+    }
+
+    /// Applies the activation and residual to `row` (its bias is already in);
+    /// `res` is the matching slice of the residual.
+    fn apply(&self, row: &mut [f32], res: Option<&[f32]>) {
         match self.act {
             Activation::Identity => {}
             Activation::Relu => relu_slice(row),
@@ -175,10 +189,33 @@ impl<'a> Epilogue<'a> {
     }
 }
 
-crate::simd_fn! {
-    fn add_scalar(row: &mut [f32], b: f32) {
-        row.iter_mut().for_each(|v| *v += b);
+/// Writes `value` to `len` floats at `dst`.
+///
+/// # Safety
+/// `dst` must be valid for `len` writes.
+unsafe fn fill(dst: *mut f32, len: usize, value: f32) {
+    for i in 0..len {
+        // SAFETY: forwarded from the caller.
+        unsafe { dst.add(i).write(value) };
     }
+}
+
+/// An output buffer whose every element the kernel writes before reading it.
+fn output_buffer(len: usize) -> Vec<MaybeUninit<f32>> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` needs no initialisation.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The buffer as floats.
+///
+/// # Safety
+/// Every element must have been written.
+unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: same allocation, layout-compatible element type, all initialised.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
 }
 
 crate::simd_fn! {
@@ -202,12 +239,20 @@ fn split(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `dst[m x n] = scale * a[m x k] · b[k x n]` on one thread, `dst` row-major with
-/// row stride `ldd`.
+/// `dst[m x n] = scale * a[m x k] · b[k x n]` on one thread (added to `dst`'s
+/// contents when `accumulate`), `dst` row-major with row stride `ldd`.
 ///
 /// # Safety
 /// All three views must be valid for the sizes and strides given.
-unsafe fn product(dims: [usize; 3], dst: *mut f32, ldd: usize, a: MatPtr, b: MatPtr, scale: f32) {
+unsafe fn product(
+    dims: [usize; 3],
+    dst: *mut f32,
+    ldd: usize,
+    a: MatPtr,
+    b: MatPtr,
+    scale: f32,
+    accumulate: bool,
+) {
     let [m, n, k] = dims;
     // SAFETY: forwarded from the caller.
     unsafe {
@@ -218,14 +263,14 @@ unsafe fn product(dims: [usize; 3], dst: *mut f32, ldd: usize, a: MatPtr, b: Mat
             dst,
             1,
             ldd as isize,
-            false,
+            accumulate,
             a.ptr,
             a.cs,
             a.rs,
             b.ptr,
             b.cs,
             b.rs,
-            0.0,
+            1.0,
             scale,
             false,
             false,
@@ -252,7 +297,25 @@ unsafe fn finish_block(
         // SAFETY: forwarded from the caller.
         let row = unsafe { std::slice::from_raw_parts_mut(c.at(start), cols) };
         let res = ep.residual.map(|x| &x[start..start + cols]);
-        ep.apply(row, r, c0, res);
+        ep.apply(row, res);
+    }
+}
+
+/// Writes the bias of rows `r0..r1`, columns `c0..c0 + cols` of `c`.
+///
+/// # Safety
+/// As [`finish_block`].
+unsafe fn prefill_block(
+    ep: &Epilogue,
+    c: OutPtr,
+    ldc: usize,
+    (r0, r1): (usize, usize),
+    c0: usize,
+    cols: usize,
+) {
+    for r in r0..r1 {
+        // SAFETY: forwarded from the caller.
+        unsafe { ep.prefill(c.at(r * ldc + c0), r, c0, cols) };
     }
 }
 
@@ -301,6 +364,7 @@ unsafe fn matmul_raw(
                 ptr: b.at(0, c0),
                 ..b
             };
+            prefill_block(ep, c, ldc, (r0, r1), c0, cols);
             product(
                 [rows, cols, k],
                 c.at(r0 * ldc + c0),
@@ -308,6 +372,7 @@ unsafe fn matmul_raw(
                 a_tile,
                 b_tile,
                 1.0,
+                true,
             );
             finish_block(ep, c, ldc, (r0, r1), c0, cols);
         }
@@ -332,7 +397,7 @@ pub fn linear(
 ) -> Vec<f32> {
     let d_in = w.len() / d_out;
     assert_eq!(x.len(), rows * d_in, "linear: input is not [rows, {d_in}]");
-    let mut out = vec![0.0f32; rows * d_out];
+    let mut out = output_buffer(rows * d_out);
     let mut ep = Epilogue::cols(bias, act);
     if let Some(r) = residual {
         ep = ep.with_residual(r);
@@ -351,12 +416,13 @@ pub fn linear(
                 rs: 1,
                 cs: d_in as isize,
             },
-            OutPtr(out.as_mut_ptr()),
+            OutPtr(out.as_mut_ptr().cast()),
             d_out,
             &ep,
         );
+        // SAFETY: the tiles of matmul_raw cover the whole output.
+        assume_init(out)
     }
-    out
 }
 
 /// Geometry of a 2-D convolution with square kernel, stride, dilation and padding.
@@ -407,7 +473,8 @@ pub fn conv2d(
     let plane = oh * ow;
     let kk = c_in * g.kernel * g.kernel;
     assert_eq!(weight.len(), c_out * kk, "conv2d: weight size");
-    let mut out = HostArray::zeros([n, c_out, oh, ow]);
+    let dims = [n, c_out, oh, ow];
+    let mut out = output_buffer(n * c_out * plane);
     let wmat = MatPtr {
         ptr: weight.as_ptr(),
         rs: kk as isize,
@@ -416,7 +483,7 @@ pub fn conv2d(
     if g.kernel == 1 && g.stride == 1 && g.padding == 0 {
         for b in 0..n {
             let xb = &x.data[b * c_in * plane..(b + 1) * c_in * plane];
-            let ob = OutPtr(out.data[b * c_out * plane..].as_mut_ptr());
+            let ob = OutPtr(out[b * c_out * plane..].as_mut_ptr().cast());
             let ep = Epilogue {
                 residual: ep
                     .residual
@@ -439,7 +506,9 @@ pub fn conv2d(
                 );
             }
         }
-        return out;
+        // SAFETY: matmul_raw wrote every element of every image.
+        let data = unsafe { assume_init(out) };
+        return HostArray { data, dims };
     }
     // im2col over bands of output rows: each task unfolds its band and multiplies.
     let threads = rayon::current_num_threads();
@@ -453,7 +522,7 @@ pub fn conv2d(
                 .map(move |(y0, y1)| (b, y0, y1))
         })
         .collect();
-    let optr = OutPtr(out.data.as_mut_ptr());
+    let optr = OutPtr(out.as_mut_ptr().cast());
     tasks.par_iter().for_each(|&(b, y0, y1)| {
         let (p0, cols) = (y0 * ow, (y1 - y0) * ow);
         let mut col = vec![0.0f32; kk * cols];
@@ -492,7 +561,16 @@ pub fn conv2d(
                 cs: 1,
             };
             let image = OutPtr(optr.at(b * c_out * plane));
-            product([c_out, cols, kk], image.at(p0), plane, wmat, col_mat, 1.0);
+            prefill_block(ep, image, plane, (0, c_out), p0, cols);
+            product(
+                [c_out, cols, kk],
+                image.at(p0),
+                plane,
+                wmat,
+                col_mat,
+                1.0,
+                true,
+            );
             let ep = Epilogue {
                 residual: ep
                     .residual
@@ -502,7 +580,9 @@ pub fn conv2d(
             finish_block(&ep, image, plane, (0, c_out), p0, cols);
         }
     });
-    out
+    // SAFETY: the bands cover every output row of every image and channel.
+    let data = unsafe { assume_init(out) };
+    HostArray { data, dims }
 }
 
 /// A depthwise convolution (`groups = channels`) of `x` `[n, c, h, w]` with `w` `[c, 1, k, k]`,
@@ -518,25 +598,30 @@ pub fn depthwise_conv2d(
     let kk = g.kernel * g.kernel;
     assert_eq!(weight.len(), c * kk, "depthwise conv: weight size");
     assert!(ep.residual.is_none(), "depthwise conv: no residual");
-    let mut out = HostArray::zeros([n, c, oh, ow]);
-    out.data
-        .par_chunks_mut(oh * ow)
+    let mut out = output_buffer(n * c * oh * ow);
+    out.par_chunks_mut(oh * ow)
         .enumerate()
         .for_each(|(plane_index, dst)| {
             let ch = plane_index % c;
+            // SAFETY: the plane is `oh * ow` floats, all written here.
+            unsafe { ep.prefill(dst.as_mut_ptr().cast(), ch, 0, dst.len()) };
+            // SAFETY: initialised just above.
+            let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
             let src = &x.data[plane_index * h * w..(plane_index + 1) * h * w];
             let taps = &weight[ch * kk..(ch + 1) * kk];
             depthwise_plane(src, dst, taps, h, w, oh, ow, g);
-            for oy in 0..oh {
-                let row = &mut dst[oy * ow..(oy + 1) * ow];
-                ep.apply(row, ch, 0, None);
-            }
+            ep.apply(dst, None);
         });
-    out
+    // SAFETY: every plane was prefilled.
+    let data = unsafe { assume_init(out) };
+    HostArray {
+        data,
+        dims: [n, c, oh, ow],
+    }
 }
 
 crate::simd_fn! {
-/// Accumulates one channel's depthwise convolution into `dst` (zeroed).
+/// Accumulates one channel's depthwise convolution into `dst` (holding the bias).
 fn depthwise_plane(
     src: &[f32],
     dst: &mut [f32],
@@ -549,41 +634,37 @@ fn depthwise_plane(
 ) {
     let k = g.kernel;
     let s = g.stride;
-    // For strides above 1, split each input row into `s` phases so that every tap
-    // reads contiguous memory: phase `q` holds columns `q, q + s, q + 2s, ...`.
-    let wq = w.div_ceil(s);
-    let phases: Vec<f32> = if s > 1 {
-        let mut ph = vec![0.0f32; s * h * wq];
-        for q in 0..s {
-            for y in 0..h {
-                let row = &src[y * w + q..(y + 1) * w];
-                let dst = &mut ph[(q * h + y) * wq..(q * h + y + 1) * wq];
-                dst.iter_mut()
-                    .zip(row.iter().step_by(s))
-                    .for_each(|(d, v)| *d = *v);
-            }
-        }
-        ph
-    } else {
-        Vec::new()
-    };
-    for ky in 0..k {
-        let (y0, y1) = g.valid(ky, h, oh);
-        for kx in 0..k {
-            let (x0, x1) = g.valid(kx, w, ow);
-            if x0 >= x1 {
+    let pad = g.padding;
+    // A zero-padded copy of the input, split into `s` phases by column (phase `q`
+    // holds padded columns `q, q + s, q + 2s, ...`), so that every tap of every
+    // output row reads one contiguous run of `ow` values: no bounds, no remainders.
+    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+    let wq = wp.div_ceil(s);
+    let mut buf = vec![0.0f32; s * hp * wq];
+    for q in 0..s {
+        // Padded columns q + j*s that hold input column x = q + j*s - pad.
+        let j0 = pad.saturating_sub(q).div_ceil(s);
+        for y in 0..h {
+            let row = &mut buf[(q * hp + y + pad) * wq..(q * hp + y + pad + 1) * wq];
+            let first = q + j0 * s - pad;
+            if first >= w {
                 continue;
             }
-            let tap = taps[ky * k + kx];
-            let ix0 = x0 * g.stride + kx * g.dilation - g.padding;
-            for oy in y0..y1 {
-                let iy = oy * g.stride + ky * g.dilation - g.padding;
-                let out = &mut dst[oy * ow + x0..oy * ow + x1];
-                let inp = if s == 1 {
-                    &src[iy * w + ix0..][..x1 - x0]
-                } else {
-                    &phases[((ix0 % s) * h + iy) * wq + ix0 / s..][..x1 - x0]
-                };
+            let src_row = &src[y * w + first..(y + 1) * w];
+            row[j0..]
+                .iter_mut()
+                .zip(src_row.iter().step_by(s))
+                .for_each(|(d, v)| *d = *v);
+        }
+    }
+    for oy in 0..oh {
+        let out = &mut dst[oy * ow..(oy + 1) * ow];
+        for ky in 0..k {
+            let iy = oy * s + ky * g.dilation;
+            for kx in 0..k {
+                let xp = kx * g.dilation;
+                let inp = &buf[((xp % s) * hp + iy) * wq + xp / s..][..ow];
+                let tap = taps[ky * k + kx];
                 out.iter_mut().zip(inp).for_each(|(o, i)| *o += tap * i);
             }
         }
@@ -668,6 +749,7 @@ pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize
                 q,
                 k_t,
                 scale,
+                false,
             );
             for r in scores.chunks_mut(tokens) {
                 softmax(r);
@@ -678,7 +760,7 @@ pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize
                 cs: 1,
             };
             let dst = optr.at(s * tokens * d + hh * hd);
-            product([tokens, hd, tokens], dst, d, s_mat, v, 1.0);
+            product([tokens, hd, tokens], dst, d, s_mat, v, 1.0, false);
         }
     });
     out
