@@ -189,10 +189,25 @@ impl VideoReader {
             };
             failures += 1;
             if !more || failures >= MAX_FAILED_READS {
+                self.count_missing();
                 return Ok(None);
             }
             self.skipped += 1;
             tracing::warn!(input = %self.name, frame = position, "skipping a frame that failed to decode");
+        }
+    }
+}
+
+impl VideoReader {
+    /// At the end of a file: frames the container announced but that never decoded
+    /// (the decoder drops packets it cannot decode) count as skipped.
+    fn count_missing(&mut self) {
+        if let Some(n) = self.frame_count {
+            let missing = n.saturating_sub(self.decoded + self.skipped);
+            if missing > 0 {
+                tracing::warn!(input = %self.name, missing, "frames the file announces failed to decode");
+                self.skipped += missing;
+            }
         }
     }
 }

@@ -330,3 +330,78 @@ fn image_folders_report_bad_files_and_never_overwrite_inputs() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Serves one file over HTTP/1.0 on a local port, for as many requests as come.
+fn serve_file(path: PathBuf) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let body = std::fs::read(&path).unwrap();
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: video/x-msvideo\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://{addr}/clip.avi")
+}
+
+#[test]
+fn a_stream_url_is_read_as_a_live_source() {
+    let dir = scratch("stream");
+    let video = dir.join("clip.avi");
+    make_video(&video, 8);
+    let url = serve_file(video);
+    let input = resolve_input(&url).unwrap();
+    assert_eq!(input, Input::Video(VideoInput::Url(url.clone())));
+    let p = compile(&root().join("pipelines/detect.yaml")).unwrap();
+    let out = dir.join("out");
+    let summary = run(&p, &input, &options(&out)).unwrap();
+    // Live sources drop the oldest waiting frames when the model falls behind.
+    assert_eq!(summary.frames + summary.dropped_frames, 8, "{summary:?}");
+    assert!(summary.frames >= 1);
+    let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert_eq!(lines.lines().count() as u64, summary.frames);
+    assert!(out.join("stream_annotated.mp4").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn corrupt_video_frames_are_skipped_and_counted() {
+    let dir = scratch("corrupt");
+    let video = dir.join("clip.avi");
+    make_video(&video, 10);
+    // Replace the start of the 5th frame's JPEG data (after its AVI chunk header)
+    // with garbage, so that the decoder cannot decode that frame at all.
+    let mut bytes = std::fs::read(&video).unwrap();
+    let chunks: Vec<usize> = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| w == b"00dc")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(chunks.len() >= 10, "{} frame chunks", chunks.len());
+    let start = chunks[4] + 8;
+    for b in &mut bytes[start..start + 600] {
+        *b = 0x5a;
+    }
+    std::fs::write(&video, &bytes).unwrap();
+    let p = compile(&root().join("pipelines/detect.yaml")).unwrap();
+    let out = dir.join("out");
+    let summary = run(&p, &Input::Video(VideoInput::File(video)), &options(&out)).unwrap();
+    eprintln!(
+        "corrupt video: {} frames, {} skipped",
+        summary.frames, summary.skipped_frames
+    );
+    assert!(summary.frames >= 5, "{summary:?}");
+    assert!(summary.skipped_frames >= 1, "{summary:?}");
+    assert_eq!(summary.frames + summary.skipped_frames, 10, "{summary:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
