@@ -262,3 +262,67 @@ fn infer_writes_detection_and_segmentation_outputs() {
     assert_eq!(mask.shape, vec![1, 512, 512]);
     assert!(mask.to_u8("mask").expect("u8").iter().all(|&c| c < 21));
 }
+
+#[test]
+fn validate_inspect_and_run_pipelines() {
+    let dir = temp_dir("pipelines");
+    // A misspelt option: located error with a hint, non-zero exit.
+    let bad = dir.join("bad.yaml");
+    let weights = root().join("weights/reference/cvnets_ssd_mobilevit_xxs.pt");
+    std::fs::write(
+        &bad,
+        format!(
+            "backbones:\n  main:\n    weights: {}\nheads:\n  - name: d\n    type: ssd\n    options:\n      conf_treshold: 0.5\n",
+            weights.display()
+        ),
+    )
+    .unwrap();
+    let out = vpipe(&["validate", bad.to_str().unwrap()]);
+    assert_clean_failure(
+        &out,
+        "bad.yaml:8:7: heads[0].options.conf_treshold: unknown option 'conf_treshold' for a ssd head (hint: did you mean 'conf_threshold'?)",
+    );
+    let out = vpipe(&["validate", "pipelines/multitask.yaml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vpipe(&["inspect", "pipelines/multitask.yaml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("runs once per frame, feeding 3 head(s)"),
+        "{text}"
+    );
+    assert_clean_failure(&vpipe(&["validate", "pipelines/nope.yaml"]), "nope.yaml");
+
+    // A folder with one unreadable image: the good one is written, the run fails.
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::copy(
+        root().join("assets/squirrel_cls.jpg"),
+        inputs.join("good.jpg"),
+    )
+    .unwrap();
+    std::fs::write(inputs.join("bad.png"), b"not a png").unwrap();
+    let out_dir = dir.join("out");
+    let out = vpipe(&[
+        "run",
+        "pipelines/classify.yaml",
+        "--input",
+        inputs.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_clean_failure(&out, "1 of the inputs failed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.png"), "{err}");
+    let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(figures["frames"], 1);
+    assert_eq!(figures["failed"], 1);
+    assert_eq!(figures["backbone_runs"], 1);
+    assert!(out_dir.join("good.jpg").is_file());
+    assert!(out_dir.join("results.jsonl").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

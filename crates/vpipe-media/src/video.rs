@@ -241,12 +241,16 @@ fn mat_to_frame(mat: &Mat) -> Result<Frame> {
             "frame buffer does not match its size".into(),
         ));
     }
-    let mut rgb = Vec::with_capacity(w * h * 3);
-    for px in bytes.chunks_exact(channels) {
-        match channels {
-            1 => rgb.extend_from_slice(&[px[0], px[0], px[0]]),
-            _ => rgb.extend_from_slice(&[px[2], px[1], px[0]]),
-        }
+    let mut rgb = vec![0u8; w * h * 3];
+    let pixels = rgb.chunks_exact_mut(3).zip(bytes.chunks_exact(channels));
+    if channels == 1 {
+        pixels.for_each(|(d, s)| d.fill(s[0]));
+    } else {
+        pixels.for_each(|(d, s)| {
+            d[0] = s[2];
+            d[1] = s[1];
+            d[2] = s[0];
+        });
     }
     Frame::new(w, h, rgb)
 }
