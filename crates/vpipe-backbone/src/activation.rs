@@ -29,14 +29,68 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_data(data, &device)
 }
 
+/// SiLU in place over a slice, with the widest vector unit available.
+pub fn silu_slice(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::Level::Avx512 {
+        // SAFETY: the processor has AVX-512F, checked by `level`.
+        unsafe { silu_avx512(values) };
+        return;
+    }
+    silu_portable(values);
+}
+
 crate::simd_fn! {
-    /// SiLU in place over a slice, with the widest vector unit available.
-    pub fn silu_slice(values: &mut [f32]) {
+    /// SiLU in place, in plain code that the compiler vectorises.
+    fn silu_portable(values: &mut [f32]) {
         for v in values.iter_mut() {
             let x = *v;
             *v = x / (1.0 + exp_approx(-x));
         }
     }
+}
+
+/// SiLU with AVX-512 instructions the compiler does not pick by itself: `scalef`
+/// for the `2^n` of `exp`, and a reciprocal estimate refined by one Newton step
+/// (relative error about 1e-7) instead of a division.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn silu_avx512(values: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n16 = values.len() / 16 * 16;
+    let (head, tail) = values.split_at_mut(n16);
+    let ptr = head.as_mut_ptr();
+    let splat = _mm512_set1_ps;
+    for i in (0..n16).step_by(16) {
+        // SAFETY: i + 16 <= n16, inside `head`.
+        unsafe {
+            let x = _mm512_loadu_ps(ptr.add(i));
+            // exp(-x), as exp_approx.
+            let t = _mm512_min_ps(
+                _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), x), splat(-87.336_55)),
+                splat(88.376_26),
+            );
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
+                _mm512_fmadd_ps(t, splat(std::f32::consts::LOG2_E), splat(0.5)),
+            );
+            let r = _mm512_fnmadd_ps(n, splat(0.693_359_4), t);
+            let r = _mm512_fnmadd_ps(n, splat(-2.121_944_4e-4), r);
+            let mut p = splat(1.987_569_1e-4);
+            p = _mm512_fmadd_ps(p, r, splat(1.398_199_9e-3));
+            p = _mm512_fmadd_ps(p, r, splat(8.333_452e-3));
+            p = _mm512_fmadd_ps(p, r, splat(4.166_579_6e-2));
+            p = _mm512_fmadd_ps(p, r, splat(1.666_666_5e-1));
+            p = _mm512_fmadd_ps(p, r, splat(0.5));
+            let e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), splat(1.0));
+            let e = _mm512_scalef_ps(e, n);
+            // x / (1 + e) with one Newton step on the reciprocal.
+            let d = _mm512_add_ps(e, splat(1.0));
+            let rc = _mm512_rcp14_ps(d);
+            let rc = _mm512_mul_ps(rc, _mm512_fnmadd_ps(d, rc, splat(2.0)));
+            _mm512_storeu_ps(ptr.add(i), _mm512_mul_ps(x, rc));
+        }
+    }
+    silu_portable(tail);
 }
 
 /// `exp(x)` for `f32` after Cephes' `expf`: range reduction by `ln 2` in two parts
@@ -89,6 +143,17 @@ mod tests {
         silu_slice(&mut v);
         for (g, w) in v.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
+        }
+        // Every vector path against f64, on 16-wide blocks and a tail.
+        let xs: Vec<f32> = (-4000..4003).map(|i| i as f32 * 0.02).collect();
+        let mut got = xs.clone();
+        silu_slice(&mut got);
+        for (x, g) in xs.iter().zip(&got) {
+            let w = *x as f64 / (1.0 + (-*x as f64).exp());
+            assert!(
+                (*g as f64 - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "silu({x}) = {g}, want {w}"
+            );
         }
     }
 }
