@@ -62,6 +62,9 @@ pub struct TensorFile {
     /// The float tensors by name. Integer bookkeeping tensors such as BatchNorm's
     /// `num_batches_tracked` are left out.
     pub tensors: BTreeMap<String, HostTensor>,
+    /// The string metadata of a safetensors file (its `__metadata__` header entry);
+    /// empty for PyTorch files. vpipe's own weights format keeps its description here.
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Detects the container format from the first bytes of a file.
@@ -103,6 +106,10 @@ impl TensorFile {
     /// Reads every float tensor of a checkpoint file.
     pub fn read(path: &Path) -> Result<Self> {
         let format = sniff_format(path)?;
+        let metadata = match format {
+            FileFormat::Safetensors => safetensors_metadata(path)?,
+            FileFormat::Pytorch => BTreeMap::new(),
+        };
         let raw: Vec<(String, TensorData)> = match format {
             FileFormat::Safetensors => {
                 let mut store = SafetensorsStore::from_file(path).map_indices_contiguous(false);
@@ -138,8 +145,37 @@ impl TensorFile {
             path: path.to_path_buf(),
             format,
             tensors,
+            metadata,
         })
     }
+}
+
+/// The `__metadata__` entry of a safetensors file's header (string keys and values),
+/// read without loading any tensor.
+pub fn safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| CoreError::io(path, e))?;
+    let len = u64::from_le_bytes(len);
+    let file_len = f.metadata().map_err(|e| CoreError::io(path, e))?.len();
+    if len.saturating_add(8) > file_len {
+        return Err(CoreError::format(path, "truncated safetensors header"));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| CoreError::io(path, e))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| CoreError::format(path, format!("safetensors header is not JSON: {e}")))?;
+    Ok(header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 fn collect<S: ModuleStore>(store: &mut S, path: &Path) -> Result<Vec<(String, TensorData)>> {
