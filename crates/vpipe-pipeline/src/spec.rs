@@ -537,4 +537,20 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn misspelt_registry_names_get_a_hint() {
+        let e = parse(
+            "backbones:\n  main:\n    weights: cvnets/mobilvit_xxs\nheads:\n  - {name: a, type: ssd}\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "backbones.main.weights");
+        assert_eq!((e.line, e.column), (3, 5));
+        assert!(e.message.contains("not a registry name"), "{e}");
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("did you mean the registry name 'cvnets/mobilevit_xxs'?"),
+            "{e}"
+        );
+    }
 }

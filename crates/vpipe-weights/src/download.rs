@@ -93,7 +93,6 @@ pub fn verify_cached(entry: &Entry, config: &CacheConfig) -> Result<Verified> {
             expected,
             found,
             origin,
-            url: entry.url.clone(),
         }),
         None => {
             let size = std::fs::metadata(&path)
@@ -204,7 +203,6 @@ pub fn fetch(entry: &Entry, config: &CacheConfig) -> Result<PathBuf> {
             expected,
             found,
             origin,
-            url: entry.url.clone(),
         });
     }
     std::fs::rename(&partial, &path).map_err(|e| WeightsError::io(&path, e))?;

@@ -42,7 +42,7 @@ pub enum WeightsError {
         path: PathBuf,
     },
     /// The downloaded or cached file does not have the expected sha256.
-    #[error("{name}: {} has sha256 {found}, expected {expected} ({origin}); the file was not kept under that name — download it again (`vpipe weights fetch {name}`) or get {url} and put it at {}", path.display(), path.display())]
+    #[error("{name}: {} has sha256 {found}, expected {expected} ({origin}); the file was not kept under that name — download it again (`vpipe weights fetch {name}`) or put a good copy at {}", path.display(), path.display())]
     Checksum {
         /// Registry name.
         name: String,
@@ -54,8 +54,6 @@ pub enum WeightsError {
         found: String,
         /// Where the expected hash comes from (pinned in the registry, or recorded).
         origin: &'static str,
-        /// Where the file is published.
-        url: String,
     },
     /// A file could not be read or written.
     #[error("{}: {cause}", path.display())]
