@@ -30,6 +30,13 @@ pub enum SourceLayout {
 }
 
 impl SourceLayout {
+    /// Every layout.
+    pub const ALL: [SourceLayout; 3] = [
+        SourceLayout::Cvnets,
+        SourceLayout::Timm,
+        SourceLayout::HuggingFace,
+    ];
+
     /// Short name used in configs and messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -38,7 +45,18 @@ impl SourceLayout {
             SourceLayout::HuggingFace => "huggingface",
         }
     }
+
+    /// The layout called `name` (see [`SourceLayout::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
 }
+
+/// The safetensors metadata key under which a file in canonical naming (vpipe's own
+/// weights format) records the layout its tensors were converted from. The source's
+/// conventions (DeepLab upsampling, default preprocessing) follow that layout, not
+/// the naming.
+pub const SOURCE_METADATA_KEY: &str = "vpipe.source";
 
 impl fmt::Display for SourceLayout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,7 +114,7 @@ impl CheckpointLayout {
     /// Recognises the layout, task and size of a checkpoint from its tensor names and shapes.
     pub fn detect(file: &TensorFile) -> Result<Self> {
         let canonical = to_canonical(file)?;
-        let source = detect_source(file).ok_or_else(|| unrecognised(file))?;
+        let source = canonical.source;
         let t = &canonical.tensors;
         let has = |prefix: &str| t.keys().any(|k| k.starts_with(prefix));
         let task = if has("ssd_heads.") {
@@ -164,6 +182,22 @@ fn wrapper(file: &TensorFile) -> &'static str {
         .unwrap_or("")
 }
 
+/// The layout a canonical-naming file declares in its metadata, if any.
+fn declared_source(file: &TensorFile) -> Result<Option<SourceLayout>> {
+    match file.metadata.get(SOURCE_METADATA_KEY) {
+        None => Ok(None),
+        Some(name) => SourceLayout::from_name(name)
+            .map(Some)
+            .ok_or_else(|| BackboneError::Unrecognised {
+                file: file.path.display().to_string(),
+                reason: format!(
+                    "its metadata names an unknown source layout '{name}' (known: cvnets, timm, huggingface)"
+                ),
+            }),
+    }
+}
+
+/// The layout whose naming the tensor names follow.
 fn detect_source(file: &TensorFile) -> Option<SourceLayout> {
     let w = wrapper(file);
     let has = |k: &str| file.tensors.contains_key(&format!("{w}{k}"));
@@ -181,9 +215,12 @@ fn detect_source(file: &TensorFile) -> Option<SourceLayout> {
 /// Renames every tensor of `file` to the canonical naming.
 ///
 /// Names that no rule matches are kept as they are, so that building a model
-/// reports them as unexpected tensors under their own names.
+/// reports them as unexpected tensors under their own names. The returned
+/// [`CanonicalTensors::source`] is the layout the file declares in its metadata
+/// ([`SOURCE_METADATA_KEY`]) if it does, else the one its names follow.
 pub fn to_canonical(file: &TensorFile) -> Result<CanonicalTensors> {
     let source = detect_source(file).ok_or_else(|| unrecognised(file))?;
+    let declared = declared_source(file)?;
     let wrap = wrapper(file);
     let rules = rules(source);
     let mut tensors = BTreeMap::new();
@@ -218,7 +255,7 @@ pub fn to_canonical(file: &TensorFile) -> Result<CanonicalTensors> {
     Ok(CanonicalTensors {
         tensors,
         source_names,
-        source,
+        source: declared.unwrap_or(source),
     })
 }
 

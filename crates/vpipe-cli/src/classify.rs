@@ -16,9 +16,10 @@ use crate::infer::refuse_overwriting_input;
 /// Arguments of `vpipe classify`.
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
-    /// Classification checkpoint (ml-cvnets .pt, timm or Hugging Face .safetensors / .bin).
+    /// Classification checkpoint (ml-cvnets .pt, timm or Hugging Face .safetensors / .bin,
+    /// vpipe weights), or a weights registry name (fetched into the cache on first use).
     #[arg(long)]
-    weights: PathBuf,
+    weights: String,
     /// Images to classify.
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -74,14 +75,26 @@ fn save_annotated(dir: &Path, input: &Path, frame: Frame, outputs: &[HeadOutput]
 pub fn run(args: ClassifyArgs) -> Result<()> {
     device::set_cpu_threads(args.threads);
     let device = device::default_device();
-    let loaded = LoadedModel::load(&args.weights, &device)?;
+    let weights = vpipe_weights::locate(
+        &args.weights,
+        Path::new(""),
+        &vpipe_weights::CacheConfig::from_env(),
+    )?;
+    let loaded = LoadedModel::load(&weights, &device)?;
     let Model::Classifier { backbone, head } = &loaded.model else {
         bail!(
             "{}: a {} checkpoint, not a classification one",
-            args.weights.display(),
+            weights.display(),
             loaded.layout.task
         );
     };
+    let note = vpipe_weights::weights_note(&weights)?;
+    if let Some(note) = note {
+        eprintln!(
+            "warning: {}: {note}; its classes carry no meaning",
+            weights.display()
+        );
+    }
     let preset = args
         .preset
         .unwrap_or_else(|| default_preset(loaded.layout.source));
@@ -110,11 +123,14 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
                         continue;
                     };
                     if args.json {
-                        let line = serde_json::json!({
+                        let mut line = serde_json::json!({
                             "image": path.display().to_string(),
                             "preset": preset.name(),
                             "top_k": top_k,
                         });
+                        if let Some(note) = note {
+                            line["weights_note"] = note.into();
+                        }
                         println!("{line}");
                     } else {
                         println!("{}", path.display());

@@ -4,6 +4,7 @@ mod bench;
 mod classify;
 mod infer;
 mod pipeline;
+mod weights;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,8 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Measure inference latency and throughput.
     Bench(bench::BenchArgs),
+    /// The weights registry and cache: list, fetch, import, verify.
+    Weights(weights::WeightsArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Infer(a) => infer::run(a),
         Command::Classify(a) => classify::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Weights(a) => weights::run(a),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

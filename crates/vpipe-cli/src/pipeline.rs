@@ -45,11 +45,18 @@ pub struct CheckArgs {
 fn compile(path: &Path, threads: usize) -> Result<Pipeline> {
     device::set_cpu_threads(threads);
     let file = PipelineFile::read(path)?;
-    Ok(Pipeline::compile(
+    let pipeline = Pipeline::compile(
         file,
         &HeadRegistry::with_builtins(),
         &device::default_device(),
-    )?)
+    )?;
+    if let Some(note) = pipeline.weights_note {
+        eprintln!(
+            "warning: {}: {note}; its outputs carry no meaning",
+            path.display()
+        );
+    }
+    Ok(pipeline)
 }
 
 /// `vpipe validate`: reads the file, loads every weight file and builds every head,

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::store::{ModuleStore, PytorchStore, SafetensorsStore};
+use burn::store::{ModuleStore, PytorchStore};
 use burn::tensor::{DType, TensorData};
 
 use crate::error::{CoreError, Result};
@@ -62,6 +62,9 @@ pub struct TensorFile {
     /// The float tensors by name. Integer bookkeeping tensors such as BatchNorm's
     /// `num_batches_tracked` are left out.
     pub tensors: BTreeMap<String, HostTensor>,
+    /// The string metadata of a safetensors file (its `__metadata__` header entry);
+    /// empty for PyTorch files. vpipe's own weights format keeps its description here.
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Detects the container format from the first bytes of a file.
@@ -103,10 +106,27 @@ impl TensorFile {
     /// Reads every float tensor of a checkpoint file.
     pub fn read(path: &Path) -> Result<Self> {
         let format = sniff_format(path)?;
+        let metadata = match format {
+            FileFormat::Safetensors => safetensors_metadata(path)?,
+            FileFormat::Pytorch => BTreeMap::new(),
+        };
         let raw: Vec<(String, TensorData)> = match format {
             FileFormat::Safetensors => {
-                let mut store = SafetensorsStore::from_file(path).map_indices_contiguous(false);
-                collect(&mut store, path)?
+                // Read directly: a safetensors file is a header and raw little-endian
+                // arrays, which need no more than a copy (burn's store is ~10x slower).
+                let tensors = read_safetensors(path)?;
+                if tensors.is_empty() {
+                    return Err(CoreError::format(
+                        path,
+                        "the checkpoint holds no float tensors",
+                    ));
+                }
+                return Ok(Self {
+                    path: path.to_path_buf(),
+                    format,
+                    tensors,
+                    metadata,
+                });
             }
             FileFormat::Pytorch => {
                 let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
@@ -138,8 +158,70 @@ impl TensorFile {
             path: path.to_path_buf(),
             format,
             tensors,
+            metadata,
         })
     }
+}
+
+/// Every float tensor of a safetensors file, converted to `f32`.
+fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+    use safetensors::Dtype;
+    let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| CoreError::format(path, format!("cannot read the checkpoint: {e}")))?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default()) as f32)
+                .collect(),
+            _ => continue,
+        };
+        tensors.insert(name, HostTensor::new(view.shape().to_vec(), data));
+    }
+    Ok(tensors)
+}
+
+/// The `__metadata__` entry of a safetensors file's header (string keys and values),
+/// read without loading any tensor.
+pub fn safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| CoreError::io(path, e))?;
+    let len = u64::from_le_bytes(len);
+    let file_len = f.metadata().map_err(|e| CoreError::io(path, e))?.len();
+    if len.saturating_add(8) > file_len {
+        return Err(CoreError::format(path, "truncated safetensors header"));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| CoreError::io(path, e))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| CoreError::format(path, format!("safetensors header is not JSON: {e}")))?;
+    Ok(header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 fn collect<S: ModuleStore>(store: &mut S, path: &Path) -> Result<Vec<(String, TensorData)>> {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use burn::tensor::Device;
 use serde::Serialize;
 use vpipe_backbone::layout::{CheckpointTask, to_canonical};
-use vpipe_backbone::{CheckpointLayout, MobileVit, MobileVitConfig, Params, SourceLayout};
+use vpipe_backbone::{CheckpointLayout, MobileVit, MobileVitConfig, Params};
 use vpipe_core::TensorFile;
 use vpipe_core::result::HeadOutput;
 use vpipe_heads::{Head, HeadContext, HeadRegistry};
@@ -18,17 +18,7 @@ use vpipe_media::{Frame, Preprocess, PreprocessPreset};
 use crate::error::{PipelineError, Result, closest};
 use crate::spec::PipelineFile;
 
-/// The preprocessing a checkpoint was trained with.
-pub fn default_preset(layout: &CheckpointLayout) -> PreprocessPreset {
-    match (layout.source, layout.task) {
-        (SourceLayout::Timm, _) => PreprocessPreset::Timm,
-        (SourceLayout::HuggingFace, CheckpointTask::Segmentation) => PreprocessPreset::HfSeg,
-        (SourceLayout::HuggingFace, _) => PreprocessPreset::HfCls,
-        (SourceLayout::Cvnets, CheckpointTask::Classification) => PreprocessPreset::CvnetsCls,
-        (SourceLayout::Cvnets, CheckpointTask::Detection) => PreprocessPreset::CvnetsSsd,
-        (SourceLayout::Cvnets, CheckpointTask::Segmentation) => PreprocessPreset::CvnetsSeg,
-    }
-}
+pub use vpipe_weights::default_preset;
 
 /// A head attached to a backbone.
 #[derive(Debug)]
@@ -105,6 +95,10 @@ pub struct Pipeline {
     /// Heads in file order: (branch index, head index in the branch).
     order: Vec<(usize, usize)>,
     backbone_runs: AtomicUsize,
+    /// Set when any of its weights are random-initialised reference weights
+    /// ([`vpipe_weights::RANDOM_INIT_NOTE`]): shown on the terminal and written into
+    /// every results line.
+    pub weights_note: Option<&'static str>,
 }
 
 impl Pipeline {
@@ -116,7 +110,7 @@ impl Pipeline {
         let mut branches = Vec::new();
         for (name, b) in &spec.backbones {
             let at = format!("backbones.{name}");
-            let path = file.resolve(&b.weights);
+            let path = file.weights_path(&b.weights);
             let (layout, params) = open_checkpoint(&mut checkpoints, &path, device)
                 .map_err(|e| file.error(&format!("{at}.weights"), e.to_string(), None))?;
             let layout = *layout;
@@ -160,7 +154,7 @@ impl Pipeline {
                 .position(|b| b.name == bname)
                 .unwrap_or_else(|| unreachable!("backbone_of checked the name"));
             let path = match &h.weights {
-                Some(w) => file.resolve(w),
+                Some(w) => file.weights_path(w),
                 None => branches[bi].weights.clone(),
             };
             let (layout, params) = open_checkpoint(&mut checkpoints, &path, device)
@@ -241,6 +235,18 @@ impl Pipeline {
                 head,
             });
         }
+        let mut weights_note = None;
+        for path in branches
+            .iter()
+            .flat_map(|b| std::iter::once(&b.weights).chain(b.heads.iter().map(|h| &h.weights)))
+        {
+            weights_note = weights_note.or(vpipe_weights::weights_note(path).map_err(|e| {
+                PipelineError::Input {
+                    input: path.display().to_string(),
+                    message: e.to_string(),
+                }
+            })?);
+        }
         Ok(Self {
             name: file.name(),
             file,
@@ -248,6 +254,7 @@ impl Pipeline {
             branches,
             order,
             backbone_runs: AtomicUsize::new(0),
+            weights_note,
         })
     }
 

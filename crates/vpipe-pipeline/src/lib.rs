@@ -12,7 +12,7 @@ pub mod queue;
 pub mod runner;
 pub mod spec;
 
-pub use error::{ConfigError, PipelineError, Result};
+pub use error::{ConfigError, PipelineError, Result, closest};
 pub use graph::{NamedOutput, Pipeline, default_preset};
 pub use runner::{Input, RunOptions, RunSummary, StageTimes, resolve_input, run};
 pub use spec::{PipelineFile, PipelineSpec};

@@ -585,6 +585,8 @@ struct ResultLine {
     width: usize,
     height: usize,
     heads: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weights_note: Option<&'static str>,
 }
 
 /// The standard COCO category id of each of the 80 contiguous detection classes.
@@ -611,6 +613,7 @@ struct Writer {
     frames: u64,
     failed: Vec<(String, String)>,
     outputs: Vec<PathBuf>,
+    weights_note: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -670,6 +673,7 @@ impl Writer {
             frames: 0,
             failed: Vec::new(),
             outputs: Vec::new(),
+            weights_note: pipeline.weights_note,
         })
     }
 
@@ -815,6 +819,7 @@ impl Writer {
                 width: w,
                 height: h,
                 heads,
+                weights_note: self.weights_note,
             };
             serde_json::to_writer(&mut *out, &line)
                 .map_err(std::io::Error::other)

@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use vpipe_weights::{CacheConfig, Registry, WeightsError};
+
 use crate::error::{ConfigError, PipelineError, Result, closest};
 use crate::positions::{Position, Positions};
 
@@ -64,8 +66,9 @@ fn default_device() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackboneSpec {
-    /// Checkpoint file (ml-cvnets `.pt`, timm or Hugging Face safetensors / `.bin`),
-    /// relative to the pipeline file.
+    /// Checkpoint file (ml-cvnets `.pt`, timm or Hugging Face safetensors / `.bin`,
+    /// vpipe weights), relative to the pipeline file, or a weights registry name
+    /// (`vpipe weights list`), fetched into the cache on first use.
     pub weights: String,
     /// Output stride: 32 (classification and detection checkpoints), 16
     /// (segmentation checkpoints) or 8.
@@ -89,7 +92,8 @@ pub struct HeadSpec {
     /// The backbone it reads (may be left out when there is only one).
     #[serde(default)]
     pub backbone: Option<String>,
-    /// Checkpoint holding the head's weights; default: the backbone's.
+    /// Checkpoint holding the head's weights (a path or a registry name); default:
+    /// the backbone's.
     #[serde(default)]
     pub weights: Option<String>,
     /// Head options (see the README for each type's).
@@ -199,6 +203,8 @@ pub struct PipelineFile {
     /// Its contents.
     pub spec: PipelineSpec,
     positions: Positions,
+    /// The file each `weights:` value names (registry names resolved to the cache).
+    weights: BTreeMap<String, PathBuf>,
 }
 
 impl PipelineFile {
@@ -253,12 +259,13 @@ impl PipelineFile {
                 hint,
             }
         })?;
-        let file = Self {
+        let mut file = Self {
             path: path.to_path_buf(),
             spec,
             positions,
+            weights: BTreeMap::new(),
         };
-        file.check_form()?;
+        file.weights = file.check_form()?;
         Ok(file)
     }
 
@@ -290,6 +297,15 @@ impl PipelineFile {
             .parent()
             .map(|d| d.join(p))
             .unwrap_or_else(|| p.to_path_buf())
+    }
+
+    /// The weights file a `weights:` value of this pipeline names: the file it
+    /// resolves to, or the cached file of a registry name.
+    pub fn weights_path(&self, written: &str) -> PathBuf {
+        self.weights
+            .get(written)
+            .cloned()
+            .unwrap_or_else(|| self.resolve(written))
     }
 
     /// The pipeline's name: its `name`, else the file stem.
@@ -331,8 +347,10 @@ impl PipelineFile {
         }
     }
 
-    /// Checks what can be checked without reading any weights.
-    fn check_form(&self) -> Result<()> {
+    /// Checks what can be checked without reading any weights, and finds (or
+    /// fetches) every weights file.
+    fn check_form(&self) -> Result<BTreeMap<String, PathBuf>> {
+        let mut weights = BTreeMap::new();
         let s = &self.spec;
         if s.device != "cpu" {
             return Err(self
@@ -366,7 +384,8 @@ impl PipelineFile {
                     )
                     .into());
             }
-            self.check_file(&format!("{at}.weights"), &b.weights)?;
+            let found = self.locate_weights(&format!("{at}.weights"), &b.weights)?;
+            weights.insert(b.weights.clone(), found);
         }
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, h) in s.heads.iter().enumerate() {
@@ -381,7 +400,8 @@ impl PipelineFile {
             }
             self.backbone_of(i)?;
             if let Some(w) = &h.weights {
-                self.check_file(&format!("heads[{i}].weights"), w)?;
+                let found = self.locate_weights(&format!("heads[{i}].weights"), w)?;
+                weights.insert(w.clone(), found);
             }
         }
         let r = &s.runner;
@@ -405,24 +425,34 @@ impl PipelineFile {
                 )
                 .into());
         }
-        Ok(())
+        Ok(weights)
     }
 
-    fn check_file(&self, at: &str, written: &str) -> Result<()> {
-        let p = self.resolve(written);
-        if !p.is_file() {
-            return Err(self
-                .error(
+    /// The file a `weights:` value names: a path relative to the pipeline file, or a
+    /// registry name, fetched into the cache on first use.
+    fn locate_weights(&self, at: &str, written: &str) -> Result<PathBuf> {
+        let base = self.path.parent().unwrap_or(Path::new(""));
+        vpipe_weights::locate(written, base, &CacheConfig::from_env()).map_err(|e| match e {
+            WeightsError::NotFound { looked_at, .. } => {
+                let names = Registry::builtin().names();
+                let hint = closest(written, names.iter().copied())
+                    .map(|c| format!("did you mean the registry name '{c}'?"))
+                    .unwrap_or_else(|| {
+                        "paths are relative to the pipeline file's folder; registry names: `vpipe weights list`"
+                            .into()
+                    });
+                self.error(
                     at,
                     format!(
-                        "weights file '{written}' not found (looked at {})",
-                        p.display()
+                        "weights file '{written}' not found (looked at {}) and not a registry name",
+                        looked_at.display()
                     ),
-                    Some("paths are relative to the pipeline file's folder".into()),
+                    Some(hint),
                 )
-                .into());
-        }
-        Ok(())
+                .into()
+            }
+            other => self.error(at, other.to_string(), None).into(),
+        })
     }
 }
 
@@ -504,6 +534,22 @@ mod tests {
         assert_eq!((e.line, e.column), (3, 5));
         assert!(
             e.message.contains("nope.pt") && e.message.contains("not found"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn misspelt_registry_names_get_a_hint() {
+        let e = parse(
+            "backbones:\n  main:\n    weights: cvnets/mobilvit_xxs\nheads:\n  - {name: a, type: ssd}\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "backbones.main.weights");
+        assert_eq!((e.line, e.column), (3, 5));
+        assert!(e.message.contains("not a registry name"), "{e}");
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("did you mean the registry name 'cvnets/mobilevit_xxs'?"),
             "{e}"
         );
     }
