@@ -767,8 +767,9 @@ pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize
 }
 
 crate::simd_fn! {
-    /// Softmax of one row, in place.
-    fn softmax(row: &mut [f32]) {
+    /// Softmax of one row, in place, in `f32` with the vectorised `exp` (relative
+    /// error below 2e-7).
+    pub fn softmax(row: &mut [f32]) {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         row.iter_mut().for_each(|v| *v = exp_approx(*v - max));
         let inv = 1.0 / sum(row);

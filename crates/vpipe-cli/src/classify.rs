@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use vpipe_annotate::Annotator;
-use vpipe_backbone::SourceLayout;
 use vpipe_core::result::HeadOutput;
 use vpipe_core::{device, output};
 use vpipe_heads::{LoadedModel, Model};
@@ -38,15 +37,6 @@ pub struct ClassifyArgs {
     /// CPU threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-}
-
-/// The preset matching a classification checkpoint's source.
-pub fn default_preset(source: SourceLayout) -> PreprocessPreset {
-    match source {
-        SourceLayout::Cvnets => PreprocessPreset::CvnetsCls,
-        SourceLayout::Timm => PreprocessPreset::Timm,
-        SourceLayout::HuggingFace => PreprocessPreset::HfCls,
-    }
 }
 
 /// Writes `frame` with the results drawn on it to `dir`, under the input's file name.
@@ -97,7 +87,7 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
     }
     let preset = args
         .preset
-        .unwrap_or_else(|| default_preset(loaded.layout.source));
+        .unwrap_or_else(|| vpipe_weights::default_preset(&loaded.layout));
     let recipe = preset.recipe();
     let mut failed = 0;
     for path in &args.images {

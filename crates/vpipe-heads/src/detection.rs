@@ -349,7 +349,9 @@ impl SsdHead {
         let c = self.num_classes;
         let boxes = self.decode(loc, anchors);
         let mut probs = conf_logits.to_vec();
-        probs.chunks_exact_mut(c).for_each(softmax_in_place);
+        probs
+            .chunks_exact_mut(c)
+            .for_each(vpipe_backbone::cpu::softmax);
         let mut candidates: Vec<(usize, usize, f32)> = Vec::new(); // (anchor, class, score)
         for class in 1..c {
             let mut kept: Vec<(usize, f32)> = (0..boxes.len())
@@ -451,17 +453,5 @@ mod tests {
         let cands = [(0, 1, 0.5), (1, 1, 0.9), (2, 2, 0.7)];
         assert_eq!(nms(&cands, &boxes, 0.5), vec![1, 2]);
         assert!(nms(&[], &boxes, 0.5).is_empty());
-    }
-}
-
-vpipe_backbone::simd_fn! {
-    /// Softmax of one anchor's class logits, in place, in `f32` with the vectorised
-    /// `exp` of the backbone (relative error below 2e-7).
-    fn softmax_in_place(row: &mut [f32]) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        row.iter_mut()
-            .for_each(|v| *v = vpipe_backbone::activation::exp_approx(*v - max));
-        let sum: f32 = row.iter().sum();
-        row.iter_mut().for_each(|v| *v /= sum);
     }
 }

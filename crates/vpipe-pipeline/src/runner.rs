@@ -739,13 +739,7 @@ impl Writer {
                 let name = self.unique_name(&name);
                 let target = self.out_dir.join(name);
                 self.check_not_input(&target)?;
-                let bytes = encode_like(image::DynamicImage::ImageRgb8(img), &target)?;
-                vpipe_core::output::write_atomic(&target, &bytes).map_err(|e| {
-                    PipelineError::Output {
-                        output: target.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
+                write_image(image::DynamicImage::ImageRgb8(img), &target)?;
                 self.outputs.push(target);
             }
         }
@@ -773,13 +767,7 @@ impl Writer {
                     output: target.clone(),
                     message: "mask does not match its size".into(),
                 })?;
-                let bytes = encode_like(image::DynamicImage::ImageLuma8(img), &target)?;
-                vpipe_core::output::write_atomic(&target, &bytes).map_err(|e| {
-                    PipelineError::Output {
-                        output: target.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
+                write_image(image::DynamicImage::ImageLuma8(img), &target)?;
                 value["mask"] = json!(rel);
             }
             if let (Some(coco), HeadOutput::Detection { detections }) =
@@ -862,13 +850,10 @@ impl Writer {
                     "name": name,
                 })).collect::<Vec<_>>(),
             });
-            let bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-            vpipe_core::output::write_atomic(&target, &bytes).map_err(|e| {
-                PipelineError::Output {
-                    output: target.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+            write_output(
+                &target,
+                &serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+            )?;
             self.outputs.push(target);
         }
         Ok(RunSummary {
@@ -916,6 +901,20 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Writes `bytes` to `target` atomically.
+fn write_output(target: &Path, bytes: &[u8]) -> Result<()> {
+    vpipe_core::output::write_atomic(target, bytes).map_err(|e| PipelineError::Output {
+        output: target.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Encodes an image in the format its target's extension names (PNG otherwise)
+/// and writes it atomically.
+fn write_image(img: image::DynamicImage, target: &Path) -> Result<()> {
+    write_output(target, &encode_like(img, target)?)
 }
 
 /// Encodes an image in the format its target's extension names (PNG otherwise).
