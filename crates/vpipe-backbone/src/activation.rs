@@ -4,7 +4,7 @@
 //! library's `expf`; in MobileViT it took about half of the CPU inference time. On
 //! the CPU backend, [`silu`] instead runs one fused pass with a polynomial `exp`
 //! (Cephes' `expf`, relative error below 2e-7) that the compiler vectorises, using
-//! AVX-512 or AVX2 where the processor has them (see [`crate::simd`]). Other backends use burn's own.
+//! AVX-512 or AVX2 where the processor has them (see [`vpipe_core::simd`]). Other backends use burn's own.
 
 use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
@@ -20,7 +20,9 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
     let mut data = x.into_data();
     match data.as_mut_slice::<f32>() {
-        Ok(values) => values.par_chunks_mut(CHUNK).for_each(silu_slice),
+        Ok(values) => values
+            .par_chunks_mut(CHUNK)
+            .for_each(|v| silu_slice(v, 0.0)),
         Err(_) => {
             // Not f32: leave it to burn.
             return burn::tensor::activation::silu(Tensor::from_data(data, &device));
@@ -29,22 +31,23 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_data(data, &device)
 }
 
-/// SiLU in place over a slice, with the widest vector unit available.
-pub fn silu_slice(values: &mut [f32]) {
+/// `silu(v + offset)` in place over a slice, with the widest vector unit available
+/// (the offset folds a convolution's bias into the same pass).
+pub fn silu_slice(values: &mut [f32], offset: f32) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() == crate::simd::Level::Avx512 {
+    if vpipe_core::simd::level() == vpipe_core::simd::Level::Avx512 {
         // SAFETY: the processor has AVX-512F, checked by `level`.
-        unsafe { silu_avx512(values) };
+        unsafe { silu_avx512(values, offset) };
         return;
     }
-    silu_portable(values);
+    silu_portable(values, offset);
 }
 
-crate::simd_fn! {
+vpipe_core::simd_fn! {
     /// SiLU in place, in plain code that the compiler vectorises.
-    fn silu_portable(values: &mut [f32]) {
+    fn silu_portable(values: &mut [f32], offset: f32) {
         for v in values.iter_mut() {
-            let x = *v;
+            let x = *v + offset;
             *v = x / (1.0 + exp_approx(-x));
         }
     }
@@ -55,7 +58,7 @@ crate::simd_fn! {
 /// (relative error about 1e-7) instead of a division.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn silu_avx512(values: &mut [f32]) {
+unsafe fn silu_avx512(values: &mut [f32], offset: f32) {
     use std::arch::x86_64::*;
     let n16 = values.len() / 16 * 16;
     let (head, tail) = values.split_at_mut(n16);
@@ -64,7 +67,7 @@ unsafe fn silu_avx512(values: &mut [f32]) {
     for i in (0..n16).step_by(16) {
         // SAFETY: i + 16 <= n16, inside `head`.
         unsafe {
-            let x = _mm512_loadu_ps(ptr.add(i));
+            let x = _mm512_add_ps(_mm512_loadu_ps(ptr.add(i)), splat(offset));
             // exp(-x), as exp_approx.
             let t = _mm512_min_ps(
                 _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), x), splat(-87.336_55)),
@@ -90,7 +93,7 @@ unsafe fn silu_avx512(values: &mut [f32]) {
             _mm512_storeu_ps(ptr.add(i), _mm512_mul_ps(x, rc));
         }
     }
-    silu_portable(tail);
+    silu_portable(tail, offset);
 }
 
 /// `exp(x)` for `f32` after Cephes' `expf`: range reduction by `ln 2` in two parts
@@ -140,14 +143,14 @@ mod tests {
             .iter()
             .map(|&x| (x as f64 / (1.0 + (-x as f64).exp())) as f32)
             .collect();
-        silu_slice(&mut v);
+        silu_slice(&mut v, 0.0);
         for (g, w) in v.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
         }
         // Every vector path against f64, on 16-wide blocks and a tail.
         let xs: Vec<f32> = (-4000..4003).map(|i| i as f32 * 0.02).collect();
         let mut got = xs.clone();
-        silu_slice(&mut got);
+        silu_slice(&mut got, 0.0);
         for (x, g) in xs.iter().zip(&got) {
             let w = *x as f64 / (1.0 + (-*x as f64).exp());
             assert!(

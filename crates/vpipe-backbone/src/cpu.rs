@@ -28,6 +28,13 @@ const SERIAL_WORK: usize = 1 << 18;
 /// than threads.
 const IM2COL_BAND_FLOATS: usize = 4 << 20;
 
+thread_local! {
+    /// Each thread's im2col buffer, kept between convolutions.
+    static IM2COL_BUFFER: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's attention score buffer, kept between heads and layers.
+    static SCORES_BUFFER: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Whether tensors on `device` are run by these kernels.
 pub fn is_cpu(device: &Device) -> bool {
     *device == Device::flex()
@@ -43,14 +50,6 @@ pub struct HostArray<const D: usize> {
 }
 
 impl<const D: usize> HostArray<D> {
-    /// A zero-filled array.
-    pub fn zeros(dims: [usize; D]) -> Self {
-        Self {
-            data: vec![0.0; dims.iter().product()],
-            dims,
-        }
-    }
-
     /// Takes a tensor's data; no copy when the tensor is contiguous and unshared.
     pub fn from_tensor(x: Tensor<D>) -> Self {
         let dims = x.dims();
@@ -175,17 +174,31 @@ impl<'a> Epilogue<'a> {
         }
     }
 
-    /// Applies the activation and residual to `row` (its bias is already in);
-    /// `res` is the matching slice of the residual.
-    fn apply(&self, row: &mut [f32], res: Option<&[f32]>) {
+    /// `row = act(row + offset) + res`, in one pass per step; `res` is the matching
+    /// slice of the residual.
+    fn apply(&self, row: &mut [f32], offset: f32, res: Option<&[f32]>) {
         match self.act {
-            Activation::Identity => {}
-            Activation::Relu => relu_slice(row),
-            Activation::Silu => silu_slice(row),
+            Activation::Identity => add_offset(row, offset, res.unwrap_or(&[])),
+            Activation::Relu => relu_slice(row, offset),
+            Activation::Silu => silu_slice(row, offset),
         }
-        if let Some(res) = res {
-            add_slice(row, res);
+        if let (Some(res), Activation::Relu | Activation::Silu) = (res, self.act) {
+            add_offset(row, 0.0, res);
         }
+    }
+
+    /// Adds the bias of output row `r`, columns `c0..`, to `row`, then applies
+    /// the activation and residual.
+    fn finish(&self, row: &mut [f32], r: usize, c0: usize, res: Option<&[f32]>) {
+        let offset = match self.bias {
+            Bias::None => 0.0,
+            Bias::Rows(b) => b[r],
+            Bias::Cols(b) => {
+                add_offset(row, 0.0, &b[c0..c0 + row.len()]);
+                0.0
+            }
+        };
+        self.apply(row, offset, res);
     }
 }
 
@@ -218,15 +231,22 @@ unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
 }
 
-crate::simd_fn! {
-    fn add_slice(row: &mut [f32], other: &[f32]) {
-        row.iter_mut().zip(other).for_each(|(v, o)| *v += o);
+vpipe_core::simd_fn! {
+    /// `row += offset`, plus `other` element by element when it is not empty.
+    fn add_offset(row: &mut [f32], offset: f32, other: &[f32]) {
+        if other.is_empty() {
+            if offset != 0.0 {
+                row.iter_mut().for_each(|v| *v += offset);
+            }
+        } else {
+            row.iter_mut().zip(other).for_each(|(v, o)| *v = *v + offset + o);
+        }
     }
 }
 
-crate::simd_fn! {
-    fn relu_slice(row: &mut [f32]) {
-        row.iter_mut().for_each(|v| *v = v.max(0.0));
+vpipe_core::simd_fn! {
+    fn relu_slice(row: &mut [f32], offset: f32) {
+        row.iter_mut().for_each(|v| *v = (*v + offset).max(0.0));
     }
 }
 
@@ -280,42 +300,48 @@ unsafe fn product(
     }
 }
 
-/// Applies `ep` to rows `r0..r1`, columns `c0..c0 + cols` of `c` (row stride `ldc`).
+/// `c[r0..r1, c0..c1] = a[r0..r1, :] · b[:, c0..c1]`, then `ep` on that block.
 ///
 /// # Safety
-/// The block must lie inside `c` and belong to the calling task alone.
-unsafe fn finish_block(
-    ep: &Epilogue,
+/// `a` must be valid for rows `r0..r1` and `k` columns, `b` for `k` rows and
+/// columns `c0..c1`; the block of `c` (row stride `ldc`) must lie inside it and
+/// belong to the calling task alone.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_product(
+    a: MatPtr,
+    b: MatPtr,
+    k: usize,
     c: OutPtr,
     ldc: usize,
     (r0, r1): (usize, usize),
-    c0: usize,
-    cols: usize,
+    (c0, c1): (usize, usize),
+    ep: &Epilogue,
 ) {
+    let cols = c1 - c0;
+    // SAFETY: the block lies inside the matrices (caller's contract).
+    unsafe {
+        product(
+            [r1 - r0, cols, k],
+            c.at(r0 * ldc + c0),
+            ldc,
+            MatPtr {
+                ptr: a.at(r0, 0),
+                ..a
+            },
+            MatPtr {
+                ptr: b.at(0, c0),
+                ..b
+            },
+            1.0,
+            false,
+        );
+    }
     for r in r0..r1 {
         let start = r * ldc + c0;
-        // SAFETY: forwarded from the caller.
+        // SAFETY: as above; the product has just written the row.
         let row = unsafe { std::slice::from_raw_parts_mut(c.at(start), cols) };
         let res = ep.residual.map(|x| &x[start..start + cols]);
-        ep.apply(row, res);
-    }
-}
-
-/// Writes the bias of rows `r0..r1`, columns `c0..c0 + cols` of `c`.
-///
-/// # Safety
-/// As [`finish_block`].
-unsafe fn prefill_block(
-    ep: &Epilogue,
-    c: OutPtr,
-    ldc: usize,
-    (r0, r1): (usize, usize),
-    c0: usize,
-    cols: usize,
-) {
-    for r in r0..r1 {
-        // SAFETY: forwarded from the caller.
-        unsafe { ep.prefill(c.at(r * ldc + c0), r, c0, cols) };
+        ep.finish(row, r, c0, res);
     }
 }
 
@@ -352,30 +378,9 @@ unsafe fn matmul_raw(
             .map(|rows| (rows, (0, n)))
             .collect()
     };
-    let run = |&((r0, r1), (c0, c1)): &((usize, usize), (usize, usize))| {
-        let (rows, cols) = (r1 - r0, c1 - c0);
+    let run = |&(rows, cols): &((usize, usize), (usize, usize))| {
         // SAFETY: the tile lies inside the matrices (caller's contract); tiles are disjoint.
-        unsafe {
-            let a_tile = MatPtr {
-                ptr: a.at(r0, 0),
-                ..a
-            };
-            let b_tile = MatPtr {
-                ptr: b.at(0, c0),
-                ..b
-            };
-            prefill_block(ep, c, ldc, (r0, r1), c0, cols);
-            product(
-                [rows, cols, k],
-                c.at(r0 * ldc + c0),
-                ldc,
-                a_tile,
-                b_tile,
-                1.0,
-                true,
-            );
-            finish_block(ep, c, ldc, (r0, r1), c0, cols);
-        }
+        unsafe { tile_product(a, b, k, c, ldc, rows, cols, ep) };
     };
     if tiles.len() == 1 {
         run(&tiles[0]);
@@ -525,22 +530,32 @@ pub fn conv2d(
     let optr = OutPtr(out.as_mut_ptr().cast());
     tasks.par_iter().for_each(|&(b, y0, y1)| {
         let (p0, cols) = (y0 * ow, (y1 - y0) * ow);
-        let mut col = vec![0.0f32; kk * cols];
+        // Every element of the band's columns is written below (input values, or
+        // zeros where the tap falls in the padding), so the per-thread buffer is
+        // reused without clearing.
+        let mut col = IM2COL_BUFFER.take();
+        col.resize(kk * cols, 0.0);
         let xb = &x.data[b * c_in * h * w..(b + 1) * c_in * h * w];
         for ci in 0..c_in {
             let src = &xb[ci * h * w..(ci + 1) * h * w];
             for ky in 0..g.kernel {
                 let (vy0, vy1) = g.valid(ky, h, oh);
+                let (vy0, vy1) = (vy0.clamp(y0, y1), vy1.clamp(y0, y1).max(vy0.clamp(y0, y1)));
                 for kx in 0..g.kernel {
                     let (vx0, vx1) = g.valid(kx, w, ow);
-                    if vx0 >= vx1 {
-                        continue;
-                    }
-                    let ix0 = vx0 * g.stride + kx * g.dilation - g.padding;
                     let rows = &mut col[((ci * g.kernel + ky) * g.kernel + kx) * cols..][..cols];
-                    for oy in y0.max(vy0)..y1.min(vy1) {
+                    rows[..(vy0 - y0) * ow].fill(0.0);
+                    rows[(vy1 - y0) * ow..].fill(0.0);
+                    for oy in vy0..vy1 {
+                        let dst = &mut rows[(oy - y0) * ow..(oy - y0 + 1) * ow];
+                        dst[..vx0].fill(0.0);
+                        dst[vx1..].fill(0.0);
+                        if vx0 >= vx1 {
+                            continue;
+                        }
+                        let ix0 = vx0 * g.stride + kx * g.dilation - g.padding;
                         let iy = oy * g.stride + ky * g.dilation - g.padding;
-                        let dst = &mut rows[(oy - y0) * ow + vx0..(oy - y0) * ow + vx1];
+                        let dst = &mut dst[vx0..vx1];
                         let srow = &src[iy * w + ix0..];
                         if g.stride == 1 {
                             dst.copy_from_slice(&srow[..vx1 - vx0]);
@@ -560,25 +575,15 @@ pub fn conv2d(
                 rs: cols as isize,
                 cs: 1,
             };
-            let image = OutPtr(optr.at(b * c_out * plane));
-            prefill_block(ep, image, plane, (0, c_out), p0, cols);
-            product(
-                [c_out, cols, kk],
-                image.at(p0),
-                plane,
-                wmat,
-                col_mat,
-                1.0,
-                true,
-            );
+            // Columns of the band, counted from its first output pixel.
+            let band = OutPtr(optr.at(b * c_out * plane + p0));
             let ep = Epilogue {
-                residual: ep
-                    .residual
-                    .map(|r| &r[b * c_out * plane..(b + 1) * c_out * plane]),
+                residual: ep.residual.map(|r| &r[b * c_out * plane + p0..]),
                 ..*ep
             };
-            finish_block(&ep, image, plane, (0, c_out), p0, cols);
+            tile_product(wmat, col_mat, kk, band, plane, (0, c_out), (0, cols), &ep);
         }
+        IM2COL_BUFFER.set(col);
     });
     // SAFETY: the bands cover every output row of every image and channel.
     let data = unsafe { assume_init(out) };
@@ -610,7 +615,7 @@ pub fn depthwise_conv2d(
             let src = &x.data[plane_index * h * w..(plane_index + 1) * h * w];
             let taps = &weight[ch * kk..(ch + 1) * kk];
             depthwise_plane(src, dst, taps, h, w, oh, ow, g);
-            ep.apply(dst, None);
+            ep.apply(dst, 0.0, None);
         });
     // SAFETY: every plane was prefilled.
     let data = unsafe { assume_init(out) };
@@ -620,8 +625,8 @@ pub fn depthwise_conv2d(
     }
 }
 
-crate::simd_fn! {
 /// Accumulates one channel's depthwise convolution into `dst` (holding the bias).
+#[allow(clippy::too_many_arguments)]
 fn depthwise_plane(
     src: &[f32],
     dst: &mut [f32],
@@ -651,25 +656,120 @@ fn depthwise_plane(
                 continue;
             }
             let src_row = &src[y * w + first..(y + 1) * w];
-            row[j0..]
-                .iter_mut()
-                .zip(src_row.iter().step_by(s))
-                .for_each(|(d, v)| *d = *v);
-        }
-    }
-    for oy in 0..oh {
-        let out = &mut dst[oy * ow..(oy + 1) * ow];
-        for ky in 0..k {
-            let iy = oy * s + ky * g.dilation;
-            for kx in 0..k {
-                let xp = kx * g.dilation;
-                let inp = &buf[((xp % s) * hp + iy) * wq + xp / s..][..ow];
-                let tap = taps[ky * k + kx];
-                out.iter_mut().zip(inp).for_each(|(o, i)| *o += tap * i);
+            if s == 1 {
+                row[j0..j0 + src_row.len()].copy_from_slice(src_row);
+            } else {
+                row[j0..]
+                    .iter_mut()
+                    .zip(src_row.iter().step_by(s))
+                    .for_each(|(d, v)| *d = *v);
             }
         }
     }
+    // Where tap (ky, kx) of output row 0 starts in `buf`; output row `oy` reads
+    // `s * wq * oy` further on.
+    let offsets: Vec<usize> = (0..k * k)
+        .map(|t| {
+            let xp = (t % k) * g.dilation;
+            ((xp % s) * hp + (t / k) * g.dilation) * wq + xp / s
+        })
+        .collect();
+    let row_step = s * wq;
+    assert!(
+        offsets
+            .iter()
+            .all(|&o| (oh - 1) * row_step + o + ow <= buf.len()),
+        "depthwise conv: taps inside the padded input"
+    );
+    assert_eq!(dst.len(), oh * ow, "depthwise conv: output plane");
+    #[cfg(target_arch = "x86_64")]
+    if let (Ok(offsets), Ok(taps), vpipe_core::simd::Level::Avx512) = (
+        <&[usize; 9]>::try_from(&offsets[..]),
+        <&[f32; 9]>::try_from(taps),
+        vpipe_core::simd::level(),
+    ) {
+        // SAFETY: AVX-512F is present (checked by `level`); every read stays in `buf`
+        // and every write in `dst` (asserted above).
+        unsafe { depthwise3x3_avx512(&buf, offsets, taps, dst, ow, row_step) };
+        return;
+    }
+    accumulate_taps(&buf, &offsets, taps, dst, ow, row_step);
 }
+
+vpipe_core::simd_fn! {
+/// Adds every tap's shifted input row to each output row, one tap at a time.
+fn accumulate_taps(
+    buf: &[f32],
+    offsets: &[usize],
+    taps: &[f32],
+    dst: &mut [f32],
+    ow: usize,
+    row_step: usize,
+) {
+    for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
+        for (&offset, &tap) in offsets.iter().zip(taps) {
+            let inp = &buf[oy * row_step + offset..][..ow];
+            out.iter_mut().zip(inp).for_each(|(o, i)| *o += tap * i);
+        }
+    }
+}
+}
+
+/// [`accumulate_taps`] for a 3x3 kernel with AVX-512: runs of 64 outputs stay in
+/// four registers while all nine taps are added, so each output is loaded and stored
+/// once rather than once per tap. Each tap is a multiply then an add, rounded twice
+/// like [`accumulate_taps`]: a fused multiply-add is faster but moved the DeepLabv3
+/// parity test's logits enough to flip one near-tie mask pixel.
+///
+/// # Safety
+/// The processor must have AVX-512F; for every output row `oy` and tap `t`,
+/// `oy * row_step + offsets[t] + ow <= buf.len()`, and `dst.len()` is a multiple of `ow`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn depthwise3x3_avx512(
+    buf: &[f32],
+    offsets: &[usize; 9],
+    taps: &[f32; 9],
+    dst: &mut [f32],
+    ow: usize,
+    row_step: usize,
+) {
+    use std::arch::x86_64::*;
+    let t = taps.map(|v| _mm512_set1_ps(v));
+    let oh = dst.len() / ow;
+    for oy in 0..oh {
+        // SAFETY (whole loop): reads stay below `oy * row_step + offsets[t] + ow`,
+        // writes below `(oy + 1) * ow`, per the contract; masked lanes are not touched.
+        unsafe {
+            let out = dst.as_mut_ptr().add(oy * ow);
+            let inp = buf.as_ptr().add(oy * row_step);
+            let mut x = 0;
+            while x + 64 <= ow {
+                let mut acc = [0, 16, 32, 48].map(|j| _mm512_loadu_ps(out.add(x + j)));
+                for (tap, &offset) in t.iter().zip(offsets) {
+                    let p = inp.add(offset + x);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_add_ps(_mm512_mul_ps(*tap, _mm512_loadu_ps(p.add(16 * j))), *a);
+                    }
+                }
+                for (j, a) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(out.add(x + 16 * j), *a);
+                }
+                x += 64;
+            }
+            while x < ow {
+                let n = (ow - x).min(16);
+                let mask = ((1u32 << n) - 1) as __mmask16;
+                let mut acc = _mm512_maskz_loadu_ps(mask, out.add(x));
+                for (tap, &offset) in t.iter().zip(offsets) {
+                    let v = _mm512_maskz_loadu_ps(mask, inp.add(offset + x));
+                    acc = _mm512_add_ps(_mm512_mul_ps(*tap, v), acc);
+                }
+                _mm512_mask_storeu_ps(out.add(x), mask, acc);
+                x += 16;
+            }
+        }
+    }
 }
 
 /// Layer normalisation over the last dimension (`d`) of `x`, in place.
@@ -681,7 +781,7 @@ pub fn layer_norm(x: &mut [f32], d: usize, gamma: &[f32], beta: &[f32], eps: f32
     });
 }
 
-crate::simd_fn! {
+vpipe_core::simd_fn! {
     fn normalise_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         let d = row.len() as f32;
         let mean = sum(row) / d;
@@ -721,13 +821,16 @@ fn sum(x: &[f32]) -> f32 {
 pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize) -> Vec<f32> {
     let hd = d / heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut out = vec![0.0f32; seqs * tokens * d];
-    let optr = OutPtr(out.as_mut_ptr());
+    let mut out = output_buffer(seqs * tokens * d);
+    let optr = OutPtr(out.as_mut_ptr().cast());
     let row = 3 * d;
     (0..seqs * heads).into_par_iter().for_each(|task| {
         let (s, hh) = (task / heads, task % heads);
         let base = qkv[s * tokens * row..].as_ptr();
-        let mut scores = vec![0.0f32; tokens * tokens];
+        // The product below overwrites every score, so the thread's buffer is
+        // reused without clearing.
+        let mut scores = SCORES_BUFFER.take();
+        scores.resize(tokens * tokens, 0.0);
         // SAFETY: q, k, v are [tokens, hd] views with row stride 3d inside qkv[s];
         // the output view is columns hh*hd.. of out[s], disjoint between tasks.
         unsafe {
@@ -762,17 +865,36 @@ pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize
             let dst = optr.at(s * tokens * d + hh * hd);
             product([tokens, hd, tokens], dst, d, s_mat, v, 1.0, false);
         }
+        SCORES_BUFFER.set(scores);
     });
-    out
+    // SAFETY: each (sequence, head) task wrote its columns of every token.
+    unsafe { assume_init(out) }
 }
 
-crate::simd_fn! {
+vpipe_core::simd_fn! {
     /// Softmax of one row, in place, in `f32` with the vectorised `exp` (relative
     /// error below 2e-7).
     pub fn softmax(row: &mut [f32]) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        row.iter_mut().for_each(|v| *v = exp_approx(*v - max));
-        let inv = 1.0 / sum(row);
+        // Maximum, exponentials and their sum in 16 interleaved lanes (the same
+        // summation order as `sum`), so that every pass vectorises.
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        let (chunks, tail) = row.as_chunks::<16>();
+        for c in chunks {
+            for (m, v) in lanes.iter_mut().zip(c) {
+                *m = m.max(*v);
+            }
+        }
+        let max = tail.iter().fold(lanes.into_iter().fold(f32::NEG_INFINITY, f32::max), |m, &v| m.max(v));
+        let mut acc = [0.0f32; 16];
+        let (chunks, tail) = row.as_chunks_mut::<16>();
+        for c in chunks {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *v = exp_approx(*v - max);
+                *a += *v;
+            }
+        }
+        tail.iter_mut().for_each(|v| *v = exp_approx(*v - max));
+        let inv = 1.0 / (acc.iter().sum::<f32>() + tail.iter().sum::<f32>());
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
@@ -782,9 +904,9 @@ crate::simd_fn! {
 pub fn unfold_patches(x: &HostArray<4>, p: usize) -> HostArray<3> {
     let [n, d, h, w] = x.dims;
     let (nh, nw) = (h / p, w / p);
-    let mut out = HostArray::zeros([n * p * p, nh * nw, d]);
-    out.data
-        .par_chunks_mut(nh * nw * d)
+    let dims = [n * p * p, nh * nw, d];
+    let mut out = output_buffer(dims.iter().product());
+    out.par_chunks_mut(nh * nw * d)
         .enumerate()
         .for_each(|(seq, dst)| {
             let (b, py, px) = (seq / (p * p), (seq / p) % p, seq % p);
@@ -793,12 +915,14 @@ pub fn unfold_patches(x: &HostArray<4>, p: usize) -> HostArray<3> {
                 for iy in 0..nh {
                     let srow = &src[(iy * p + py) * w + px..];
                     for ix in 0..nw {
-                        dst[(iy * nw + ix) * d + c] = srow[ix * p];
+                        dst[(iy * nw + ix) * d + c].write(srow[ix * p]);
                     }
                 }
             }
         });
-    out
+    // SAFETY: every (token, channel) of every sequence was written.
+    let data = unsafe { assume_init(out) };
+    HostArray { data, dims }
 }
 
 /// The inverse of [`unfold_patches`]: `[n * p * p, nh * nw, d]` back to
@@ -807,9 +931,9 @@ pub fn fold_patches(x: &HostArray<3>, p: usize, nh: usize, nw: usize) -> HostArr
     let [seqs, _, d] = x.dims;
     let n = seqs / (p * p);
     let (h, w) = (nh * p, nw * p);
-    let mut out = HostArray::zeros([n, d, h, w]);
-    out.data
-        .par_chunks_mut(h * w)
+    let dims = [n, d, h, w];
+    let mut out = output_buffer(dims.iter().product());
+    out.par_chunks_mut(h * w)
         .enumerate()
         .for_each(|(plane, dst)| {
             let (b, c) = (plane / d, plane % d);
@@ -818,11 +942,13 @@ pub fn fold_patches(x: &HostArray<3>, p: usize, nh: usize, nw: usize) -> HostArr
                 for xx in 0..w {
                     let (ix, px) = (xx / p, xx % p);
                     let seq = (b * p + py) * p + px;
-                    dst[y * w + xx] = x.data[(seq * nh * nw + iy * nw + ix) * d + c];
+                    dst[y * w + xx].write(x.data[(seq * nh * nw + iy * nw + ix) * d + c]);
                 }
             }
         });
-    out
+    // SAFETY: every pixel of every plane was written.
+    let data = unsafe { assume_init(out) };
+    HostArray { data, dims }
 }
 
 /// Concatenates two `[n, _, h, w]` arrays along the channels.
@@ -857,7 +983,10 @@ mod tests {
         let (oh, ow) = (g.out_size(h), g.out_size(wd));
         let cpg = c_in / groups;
         let opg = c_out / groups;
-        let mut out = HostArray::zeros([n, c_out, oh, ow]);
+        let mut out = HostArray {
+            data: vec![0.0; n * c_out * oh * ow],
+            dims: [n, c_out, oh, ow],
+        };
         for b in 0..n {
             for co in 0..c_out {
                 let grp = co / opg;

@@ -17,7 +17,6 @@ pub mod layers;
 pub mod layout;
 pub mod mobilevit;
 pub mod params;
-pub mod simd;
 
 pub use config::{MobileVitConfig, MobileVitSize};
 pub use error::{BackboneError, Result};

@@ -66,9 +66,20 @@ fn infer_writes_logits_matching_the_reference() {
     assert!(diff <= 1e-4, "max |diff| {diff}");
 }
 
-/// `vpipe infer` with the timm reference weights on `tensor`, writing into `out`.
+/// `vpipe infer` with `weights` on `tensor`, writing into `out`.
 fn infer(weights: &str, tensor: &str, out: &std::path::Path) -> Output {
-    vpipe(&[
+    infer_at_level(weights, tensor, out, None)
+}
+
+/// [`infer`] with the CPU kernels' vector unit capped at `simd` (`VPIPE_SIMD`).
+fn infer_at_level(
+    weights: &str,
+    tensor: &str,
+    out: &std::path::Path,
+    simd: Option<&str>,
+) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vpipe"));
+    cmd.args([
         "infer",
         "--weights",
         weights,
@@ -77,6 +88,86 @@ fn infer(weights: &str, tensor: &str, out: &std::path::Path) -> Output {
         "--out",
         out.to_str().expect("utf8"),
     ])
+    .current_dir(root());
+    if let Some(level) = simd {
+        cmd.env(vpipe_core::simd::SIMD_ENV, level);
+    }
+    cmd.output().expect("run vpipe")
+}
+
+/// Largest absolute difference between two `.npy` float arrays of the same shape.
+fn max_diff(a: &std::path::Path, b: &std::path::Path) -> f32 {
+    let (a, b) = (
+        vpipe_core::npy::read(a).expect("npy"),
+        vpipe_core::npy::read(b).expect("npy"),
+    );
+    assert_eq!(a.shape, b.shape);
+    let (a, b) = (a.to_f32("a").expect("f32"), b.to_f32("b").expect("f32"));
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
+/// The AVX2 and baseline versions of the CPU kernels (this machine's widest runs in
+/// the other tests) give the reference logits too: cvnets classification against its
+/// reference, and DeepLabv3 (dilated convolutions) against the widest version.
+#[test]
+fn narrower_vector_units_give_the_same_outputs() {
+    let dir = temp_dir("simd");
+    let frame = vpipe_media::load_image(&root().join("tests/fixtures/image.png")).expect("decode");
+    let (planar, t) = vpipe_media::PreprocessPreset::HfSeg
+        .recipe()
+        .apply(&frame)
+        .expect("preprocess");
+    let seg_input = dir.join("seg_input.npy");
+    let (w, h) = t.input_size;
+    std::fs::write(
+        &seg_input,
+        vpipe_core::npy::encode_f32(&[1, 3, h, w], &planar),
+    )
+    .expect("write");
+    let seg_weights = "weights/reference/hf_deeplabv3_mobilevit_xxs.safetensors";
+    let widest = dir.join("widest");
+    let out = infer(seg_weights, seg_input.to_str().expect("utf8"), &widest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for level in ["avx2", "baseline"] {
+        let cls = dir.join(format!("cls-{level}"));
+        let out = infer_at_level(
+            "weights/reference/cvnets_mobilevit_xxs.pt",
+            "tests/fixtures/cvnets_xxs_cls_input.npy",
+            &cls,
+            Some(level),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let diff = max_diff(
+            &cls.join("logits.npy"),
+            &root().join("tests/fixtures/cvnets_xxs_cls_logits.npy"),
+        );
+        assert!(diff <= 1e-4, "{level}: classification max |diff| {diff}");
+        let seg = dir.join(format!("seg-{level}"));
+        let out = infer_at_level(
+            seg_weights,
+            seg_input.to_str().expect("utf8"),
+            &seg,
+            Some(level),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let diff = max_diff(&seg.join("logits.npy"), &widest.join("logits.npy"));
+        assert!(diff <= 1e-4, "{level}: segmentation max |diff| {diff}");
+    }
 }
 
 #[test]

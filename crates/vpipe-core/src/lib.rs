@@ -17,6 +17,7 @@ pub mod labels;
 pub mod npy;
 pub mod output;
 pub mod result;
+pub mod simd;
 
 pub use checkpoint::{HostTensor, TensorFile};
 pub use error::{CoreError, Result};

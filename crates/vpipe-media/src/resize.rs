@@ -16,7 +16,8 @@
 //!   per-axis `weights_precision`, horizontal pass then vertical pass with a
 //!   uint8 intermediate.
 //!
-//! Everything is plain safe Rust using only `std`.
+//! Everything is plain safe Rust; the inner loops are compiled for AVX-512, AVX2
+//! and the baseline target and picked at run time (`vpipe_core::simd_fn!`).
 
 use std::ops::Range;
 
@@ -358,7 +359,7 @@ fn resample_separable(
         }
         let horiz = compute_coeffs(w, out_w, filter, kernel)?;
         let mut out = try_zeroed::<u8>(out_h.checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
-        horizontal_pass(&tmp, w, 0..out_h, &horiz, &mut out);
+        horizontal_pass(&tmp, w, 0..out_h, &horiz, &mut out)?;
         return Some(out);
     }
 
@@ -378,7 +379,7 @@ fn resample_separable(
     let (vin, vin_w, row_offset): (&[u8], usize, usize) = if need_horizontal {
         let horiz = compute_coeffs(w, out_w, filter, kernel)?;
         let mut buf = try_zeroed::<u8>(rows.len().checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
-        horizontal_pass(src, w, rows.clone(), &horiz, &mut buf);
+        horizontal_pass(src, w, rows.clone(), &horiz, &mut buf)?;
         if !need_vertical {
             return Some(buf);
         }
@@ -412,35 +413,45 @@ fn pillow_vertical_first(w: usize, h: usize, out_w: usize, out_h: usize) -> bool
 
 /// Horizontal pass: filters source rows `rows` of `src` (width `src_w`) into
 /// `dst` (one output row per source row, width `coeffs.start.len()`).
+///
+/// Filtering along a row is filtering down a column of the transposed image, so
+/// this transposes the rows, runs [`vertical_pass`] (whose inner loop runs along
+/// contiguous rows and vectorises) and transposes back. The integer sums are the
+/// same, so the output is identical to filtering pixel by pixel.
 fn horizontal_pass(
     src: &[u8],
     src_w: usize,
     rows: Range<usize>,
     coeffs: &AxisCoeffs,
     dst: &mut [u8],
-) {
-    let in_stride = src_w * CHANNELS;
-    let out_stride = coeffs.start.len() * CHANNELS;
-    let precision = coeffs.precision;
-    let init = 1i32 << (precision - 1);
-    let src_rows = src
-        .chunks_exact(in_stride)
-        .skip(rows.start)
-        .take(rows.len());
-    for (in_row, out_row) in src_rows.zip(dst.chunks_exact_mut(out_stride)) {
-        for (xx, out_px) in out_row.chunks_exact_mut(CHANNELS).enumerate() {
-            let k = coeffs.taps(xx);
-            let first = coeffs.start[xx] * CHANNELS;
-            let px = &in_row[first..first + k.len() * CHANNELS];
-            let (mut s0, mut s1, mut s2) = (init, init, init);
-            for (p, &wt) in px.chunks_exact(CHANNELS).zip(k) {
-                s0 = s0.wrapping_add(i32::from(p[0]).wrapping_mul(wt));
-                s1 = s1.wrapping_add(i32::from(p[1]).wrapping_mul(wt));
-                s2 = s2.wrapping_add(i32::from(p[2]).wrapping_mul(wt));
+) -> Option<()> {
+    let n = rows.len();
+    let out_w = coeffs.start.len();
+    let stride = src_w.checked_mul(CHANNELS)?;
+    let band = src.get(rows.start.checked_mul(stride)?..rows.end.checked_mul(stride)?)?;
+    let mut columns = try_zeroed::<u8>(band.len())?;
+    transpose_rgb(band, src_w, n, &mut columns);
+    let mut filtered = try_zeroed::<u8>(out_w.checked_mul(n)?.checked_mul(CHANNELS)?)?;
+    vertical_pass(&columns, n, 0, coeffs, &mut filtered)?;
+    transpose_rgb(&filtered, n, out_w, dst.get_mut(..filtered.len())?);
+    Some(())
+}
+
+/// Transposes `src` (`h` rows of `w` RGB pixels) into `dst` (`w` rows of `h`
+/// pixels), in square blocks that stay in cache.
+fn transpose_rgb(src: &[u8], w: usize, h: usize, dst: &mut [u8]) {
+    const BLOCK: usize = 32;
+    let (src, _) = src.as_chunks::<CHANNELS>();
+    let (dst, _) = dst.as_chunks_mut::<CHANNELS>();
+    for y0 in (0..h).step_by(BLOCK) {
+        let y1 = (y0 + BLOCK).min(h);
+        for x0 in (0..w).step_by(BLOCK) {
+            let x1 = (x0 + BLOCK).min(w);
+            for y in y0..y1 {
+                for (x, px) in (x0..x1).zip(&src[y * w + x0..y * w + x1]) {
+                    dst[x * h + y] = *px;
+                }
             }
-            out_px[0] = clip8(s0, precision);
-            out_px[1] = clip8(s1, precision);
-            out_px[2] = clip8(s2, precision);
         }
     }
 }
@@ -466,15 +477,29 @@ fn vertical_pass(
             let row = src.get(begin..begin + stride)?;
             // Integer (wrapping) sums are order independent, so accumulating
             // row by row gives the same result as the per-pixel tap loop.
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a = a.wrapping_add(i32::from(p).wrapping_mul(wt));
-            }
+            accumulate_row(&mut acc, row, wt);
         }
-        for (o, &a) in out_row.iter_mut().zip(&acc) {
+        finish_row(out_row, &acc, precision);
+    }
+    Some(())
+}
+
+vpipe_core::simd_fn! {
+    /// `acc += row * weight`, element by element, in wrapping `i32` arithmetic.
+    fn accumulate_row(acc: &mut [i32], row: &[u8], weight: i32) {
+        for (a, &p) in acc.iter_mut().zip(row) {
+            *a = a.wrapping_add(i32::from(p).wrapping_mul(weight));
+        }
+    }
+}
+
+vpipe_core::simd_fn! {
+    /// Rounds the fixed-point sums of one output row to `u8`.
+    fn finish_row(out: &mut [u8], acc: &[i32], precision: u32) {
+        for (o, &a) in out.iter_mut().zip(acc) {
             *o = clip8(a, precision);
         }
     }
-    Some(())
 }
 
 // ---------------------------------------------------------------------------

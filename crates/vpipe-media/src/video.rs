@@ -215,11 +215,15 @@ impl VideoReader {
 /// Converts an 8-bit OpenCV image (BGR, gray or BGRA) into an RGB frame.
 fn mat_to_frame(mat: &Mat) -> Result<Frame> {
     let (w, h) = (mat.cols() as usize, mat.rows() as usize);
+    // Decoded frames are continuous; anything else is copied into one buffer first.
+    let copy;
     let mat = if mat.is_continuous() {
-        mat.clone()
+        mat
     } else {
-        mat.try_clone()
-            .map_err(|e| MediaError::Video(format!("cannot copy a frame: {}", e.message)))?
+        copy = mat
+            .try_clone()
+            .map_err(|e| MediaError::Video(format!("cannot copy a frame: {}", e.message)))?;
+        &copy
     };
     let bytes = mat
         .data_bytes()
@@ -242,17 +246,22 @@ fn mat_to_frame(mat: &Mat) -> Result<Frame> {
         ));
     }
     let mut rgb = vec![0u8; w * h * 3];
-    let pixels = rgb.chunks_exact_mut(3).zip(bytes.chunks_exact(channels));
     if channels == 1 {
-        pixels.for_each(|(d, s)| d.fill(s[0]));
+        rgb.chunks_exact_mut(3)
+            .zip(bytes)
+            .for_each(|(d, s)| d.fill(*s));
     } else {
-        pixels.for_each(|(d, s)| {
-            d[0] = s[2];
-            d[1] = s[1];
-            d[2] = s[0];
-        });
+        swap_red_blue(&mut rgb, bytes, channels);
     }
     Frame::new(w, h, rgb)
+}
+
+/// Copies pixels of `src_channels` channels (3 or 4) from `src` into the
+/// 3-channel `dst`, first and third channels swapped: BGR(A) to RGB and back.
+fn swap_red_blue(dst: &mut [u8], src: &[u8], src_channels: usize) {
+    for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(src_channels)) {
+        d.copy_from_slice(&[s[2], s[1], s[0]]);
+    }
 }
 
 /// Writes RGB frames into a video file.
@@ -342,11 +351,7 @@ impl VideoWriter {
             .mat
             .data_bytes_mut()
             .map_err(|e| cv_err(&name, "frame buffer", e))?;
-        for (d, s) in dst.chunks_exact_mut(3).zip(frame.data.chunks_exact(3)) {
-            d[0] = s[2];
-            d[1] = s[1];
-            d[2] = s[0];
-        }
+        swap_red_blue(dst, &frame.data, 3);
         self.writer
             .write(&self.mat)
             .map_err(|e| cv_err(&name, "cannot write a frame", e))?;

@@ -5,19 +5,38 @@
 //! runs the widest version the processor supports, so plain loops over slices
 //! vectorise at 16, 8 or 4 lanes without unsafe intrinsics in the kernels.
 
-/// Vector units the processor offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Vector units the processor offers, narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    /// AVX-512 (F, VL, DQ, BW) with FMA.
-    Avx512,
-    /// AVX2 with FMA.
-    Avx2,
     /// The baseline target.
     Baseline,
+    /// AVX2 with FMA.
+    Avx2,
+    /// AVX-512 (F, VL, DQ, BW) with FMA.
+    Avx512,
 }
 
-/// The widest vector unit of this processor.
+/// Environment variable that caps the vector unit the kernels use (`avx2` or
+/// `baseline`), to test and compare the narrower code paths on a wider processor.
+/// It can only lower the level the processor offers.
+pub const SIMD_ENV: &str = "VPIPE_SIMD";
+
+/// The widest vector unit of this processor, capped by [`SIMD_ENV`] when set.
+/// Decided once per process.
 pub fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var(SIMD_ENV).as_deref() {
+            Ok("baseline") => Level::Baseline,
+            Ok("avx2") => Level::Avx2,
+            _ => Level::Avx512,
+        };
+        detect().min(cap)
+    })
+}
+
+/// What the processor supports.
+fn detect() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
