@@ -256,11 +256,18 @@ fn mat_to_frame(mat: &Mat) -> Result<Frame> {
     Frame::new(w, h, rgb)
 }
 
-/// Copies pixels of `src_channels` channels (3 or 4) from `src` into the
-/// 3-channel `dst`, first and third channels swapped: BGR(A) to RGB and back.
-fn swap_red_blue(dst: &mut [u8], src: &[u8], src_channels: usize) {
-    for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(src_channels)) {
-        d.copy_from_slice(&[s[2], s[1], s[0]]);
+vpipe_core::simd_fn! {
+    /// Copies pixels of `src_channels` channels (3 or 4) from `src` into the
+    /// 3-channel `dst`, first and third channels swapped: BGR(A) to RGB and back.
+    fn swap_red_blue(dst: &mut [u8], src: &[u8], src_channels: usize) {
+        let (dst, _) = dst.as_chunks_mut::<3>();
+        if src_channels == 4 {
+            let (src, _) = src.as_chunks::<4>();
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d = [s[2], s[1], s[0]]);
+        } else {
+            let (src, _) = src.as_chunks::<3>();
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d = [s[2], s[1], s[0]]);
+        }
     }
 }
 
