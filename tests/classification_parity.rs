@@ -22,7 +22,7 @@ fn check_logits(
     source: SourceLayout,
     top5: [usize; 5],
 ) {
-    let device = vpipe::core::device::default_device();
+    let device = test_device();
     let loaded = LoadedModel::load(&weights(weights_file), &device).expect("load");
     assert_eq!(loaded.layout.source, source);
     assert_eq!(loaded.layout.size, MobileVitSize::Xxs);
@@ -36,6 +36,7 @@ fn check_logits(
     let (shape, want) = read_f32(&fixture(expected));
     assert_eq!(shape, logits.shape);
     let diff = max_abs_diff(&logits.data, &want);
+    eprintln!("{weights_file}: logits max |diff| {diff:e}");
     assert!(
         diff <= LOGIT_TOL,
         "{weights_file}: max |diff| {diff} > {LOGIT_TOL}"
@@ -101,7 +102,7 @@ fn cvnets_pt_logits_match() {
 
 #[test]
 fn cvnets_intermediate_features_match() {
-    let device = vpipe::core::device::default_device();
+    let device = test_device();
     let loaded = LoadedModel::load(&weights("cvnets_mobilevit_xxs.pt"), &device).expect("load");
     let Model::Classifier { backbone, head } = &loaded.model else {
         panic!("not a classifier");
@@ -124,6 +125,7 @@ fn cvnets_intermediate_features_match() {
         let (shape, want) = read_f32(&fixture(&format!("cvnets_xxs_cls_feat_{name}.npy")));
         assert_eq!(dims, shape, "{name}: shape");
         let diff = max_abs_diff(&got, &want);
+        eprintln!("cvnets {name}: max |diff| {diff:e}");
         assert!(
             diff <= FEATURE_TOL,
             "{name}: max |diff| {diff} > {FEATURE_TOL}"
@@ -138,7 +140,7 @@ fn cvnets_safetensors_copy_loads_like_the_pt() {
     let dir = temp_dir("cvnets-st");
     let st = dir.join("cvnets_mobilevit_xxs.safetensors");
     write_safetensors(&st, &file.tensors);
-    let device = vpipe::core::device::default_device();
+    let device = test_device();
     let a = LoadedModel::load(&st, &device).expect("load safetensors");
     let b = LoadedModel::load(&weights("cvnets_mobilevit_xxs.pt"), &device).expect("load pt");
     let x = input_tensor("cvnets_xxs_cls_input.npy");

@@ -34,14 +34,11 @@ fn input(preset: PreprocessPreset, reference_hash: u64) -> Tensor<4> {
         "{preset}: input differs from the reference"
     );
     let (w, h) = t.input_size;
-    Tensor::from_data(
-        TensorData::new(planar, [1, 3, h, w]),
-        &vpipe::core::device::default_device(),
-    )
+    Tensor::from_data(TensorData::new(planar, [1, 3, h, w]), &test_device())
 }
 
 fn load(name: &str) -> LoadedModel {
-    LoadedModel::load(&weights(name), &vpipe::core::device::default_device()).expect("load")
+    LoadedModel::load(&weights(name), &test_device()).expect("load")
 }
 
 /// An XXS backbone at `output_stride` built from checkpoint `name`, with the
@@ -55,7 +52,7 @@ fn backbone_with_head_params(
     vpipe::backbone::MobileVitConfig,
 ) {
     use vpipe::backbone::{MobileVit, MobileVitConfig, MobileVitSize, Params};
-    let device = vpipe::core::device::default_device();
+    let device = test_device();
     let file = vpipe::core::TensorFile::read(&weights(name)).expect("read");
     let canonical = vpipe::backbone::layout::to_canonical(&file).expect("canonical");
     let mut params = Params::new(name, canonical, &device);
@@ -67,6 +64,7 @@ fn backbone_with_head_params(
 fn check_close(name: &str, got: &[f32], fixture_name: &str, tol: f32) {
     let (_, want) = read_f32(&fixture(fixture_name));
     let d = max_abs_diff(got, &want);
+    eprintln!("{name}: max |diff| {d:e}");
     assert!(d <= tol, "{name}: max |diff| {d} > {tol}");
 }
 
@@ -138,10 +136,8 @@ fn mask_mismatch(
     reference_mask: &str,
 ) -> (usize, usize) {
     let (s, l) = read_f32(&fixture(reference_logits));
-    let logits = Tensor::<4>::from_data(
-        TensorData::new(l, [s[0], s[1], s[2], s[3]]),
-        &vpipe::core::device::default_device(),
-    );
+    let logits =
+        Tensor::<4>::from_data(TensorData::new(l, [s[0], s[1], s[2], s[3]]), &test_device());
     let up = head.upsample(logits, [512, 512]);
     let [_, c, h, w] = up.dims();
     let upv = up.into_data().try_to_vec::<f32>().expect("f32");
@@ -201,7 +197,7 @@ fn deeplabv3_matches_cvnets() {
     let up = head.upsample(
         Tensor::<4>::from_data(
             TensorData::new(logits.data.clone(), [1, 21, 32, 32]),
-            &vpipe::core::device::default_device(),
+            &test_device(),
         ),
         [512, 512],
     );
@@ -263,7 +259,7 @@ fn heads_built_through_the_registry_map_boxes_to_the_original_image() {
     use vpipe::backbone::Params;
     use vpipe::heads::{HeadContext, HeadRegistry};
 
-    let device = vpipe::core::device::default_device();
+    let device = test_device();
     let (backbone, mut params, config) =
         backbone_with_head_params("cvnets_ssd_mobilevit_xxs.pt", 32);
     let registry = HeadRegistry::with_builtins();
@@ -316,7 +312,7 @@ fn odd_images_and_empty_results_are_handled() {
     let Model::Detector { head, .. } = &loaded.model else {
         panic!("not a detector");
     };
-    let device = vpipe::core::device::default_device();
+    let device = test_device();
     let recipe = PreprocessPreset::CvnetsSsd.recipe();
     // A single pixel, and an image far from the model's square aspect ratio.
     let frames = [
@@ -388,7 +384,7 @@ fn odd_images_and_empty_results_are_handled() {
 fn segmentation_masks_come_back_at_the_original_size() {
     use vpipe::heads::{HeadContext, HeadRegistry};
 
-    let device = vpipe::core::device::default_device();
+    let device = test_device();
     let (backbone, mut params, config) =
         backbone_with_head_params("hf_deeplabv3_mobilevit_xxs.safetensors", 16);
     let mut options = serde_json::Map::new();
@@ -441,7 +437,7 @@ fn segmentation_masks_come_back_at_the_original_size() {
 
 #[test]
 fn deeplabv3_at_output_stride_8_matches_huggingface() {
-    let device = vpipe::core::device::default_device();
+    let device = test_device();
     let options = vpipe::heads::LoadOptions {
         output_stride: Some(8),
     };

@@ -4,8 +4,20 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
+use vpipe::core::device::DeviceSpec;
 use vpipe::core::{HostTensor, npy};
+
+/// The device the parity tests run on: `VPIPE_TEST_DEVICE` (`cpu`, `vulkan`,
+/// `cuda:0`, ...; the backend's cargo feature must be on), else the CPU. On a
+/// device other than the CPU the layers take burn's tensor ops instead of the
+/// fused CPU kernels, so the same tests check that path against the references.
+pub fn test_device() -> Device {
+    let name = std::env::var("VPIPE_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    name.parse::<DeviceSpec>()
+        .and_then(DeviceSpec::device)
+        .unwrap_or_else(|e| panic!("VPIPE_TEST_DEVICE: {e}"))
+}
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -32,10 +44,7 @@ pub fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
 /// Reads an NCHW input fixture as a tensor.
 pub fn input_tensor(name: &str) -> Tensor<4> {
     let (s, d) = read_f32(&fixture(name));
-    Tensor::from_data(
-        TensorData::new(d, [s[0], s[1], s[2], s[3]]),
-        &vpipe::core::device::default_device(),
-    )
+    Tensor::from_data(TensorData::new(d, [s[0], s[1], s[2], s[3]]), &test_device())
 }
 
 /// Largest absolute difference.

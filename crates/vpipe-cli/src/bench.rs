@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use vpipe_backbone::MobileVitSize;
 use vpipe_backbone::layout::CheckpointTask;
-use vpipe_core::device;
+use vpipe_core::device::{self, DeviceSpec};
 use vpipe_heads::{LoadedModel, Model};
 
 /// Arguments of `vpipe bench`.
@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// CPU threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Device: cpu (default), vulkan, vulkan:N, wgpu, cuda or cuda:N (GPU devices need
+    /// vpipe built with their cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
     /// Untimed runs first.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
@@ -75,6 +79,8 @@ pub struct BenchReport {
     pub task: String,
     /// Input `[batch, 3, size, size]`.
     pub input: [usize; 4],
+    /// Device the network ran on (`cpu`, `vulkan`, `cuda:0`, ...).
+    pub device: String,
     /// Threads the CPU backend used.
     pub threads: usize,
     /// Timed runs.
@@ -98,7 +104,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--size must be at least 32");
     }
     device::set_cpu_threads(args.threads);
-    let device = device::default_device();
+    let device = args.device.device()?;
     let (model, arch, task) = match &args.weights {
         Some(path) => {
             let l = LoadedModel::load(path, &device)?;
@@ -116,10 +122,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
         .collect();
     let input = Tensor::<4>::from_data(TensorData::new(data, shape), &device);
+    // The input is uploaded once, outside the timed runs.
+    device.sync()?;
     let run_once = || -> Result<f64> {
         let t0 = Instant::now();
-        // Reading the outputs back waits for the whole computation.
+        // Reading the outputs back waits for the whole computation; the sync makes
+        // sure nothing queued on an asynchronous (GPU) device is left running.
         let out = model.forward_raw(input.clone())?;
+        device.sync()?;
         std::hint::black_box(&out);
         Ok(t0.elapsed().as_secs_f64() * 1e3)
     };
@@ -136,6 +146,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         arch: arch.arch_name().to_string(),
         task,
         input: shape,
+        device: args.device.to_string(),
         threads: device::cpu_threads(),
         iters: args.iters,
         median_ms: median,
@@ -147,10 +158,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} {} {:?} threads={}: median {:.2} ms, p90 {:.2} ms, mean {:.2} ms, {:.1} images/s ({} runs)",
+            "{} {} {:?} device={} threads={}: median {:.2} ms, p90 {:.2} ms, mean {:.2} ms, {:.1} images/s ({} runs)",
             report.arch,
             report.task,
             report.input,
+            report.device,
             report.threads,
             report.median_ms,
             report.p90_ms,

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use vpipe_annotate::Annotator;
+use vpipe_core::device::{self, DeviceSpec};
+use vpipe_core::output;
 use vpipe_core::result::HeadOutput;
-use vpipe_core::{device, output};
 use vpipe_heads::{LoadedModel, Model};
 use vpipe_media::{Frame, PreprocessPreset, load_image};
 
@@ -37,6 +38,10 @@ pub struct ClassifyArgs {
     /// CPU threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Device: cpu (default), vulkan, vulkan:N, wgpu, cuda or cuda:N (GPU devices need
+    /// vpipe built with their cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
 }
 
 /// Writes `frame` with the results drawn on it to `dir`, under the input's file name.
@@ -64,7 +69,7 @@ fn save_annotated(dir: &Path, input: &Path, frame: Frame, outputs: &[HeadOutput]
 /// Runs the command.
 pub fn run(args: ClassifyArgs) -> Result<()> {
     device::set_cpu_threads(args.threads);
-    let device = device::default_device();
+    let device = args.device.device()?;
     let weights = vpipe_weights::locate(
         &args.weights,
         Path::new(""),

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
+use vpipe_core::device::{self, DeviceSpec};
 use vpipe_core::geometry::InputTransform;
-use vpipe_core::{device, npy, output};
+use vpipe_core::{npy, output};
 use vpipe_heads::model::ModelOutput;
 use vpipe_heads::{Head, LoadOptions, LoadedModel, Model, SsdHead};
 
@@ -28,6 +29,10 @@ pub struct InferArgs {
     /// CPU threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Device: cpu (default), vulkan, vulkan:N, wgpu, cuda or cuda:N (GPU devices need
+    /// vpipe built with their cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
 }
 
 /// Reads an NCHW float32 tensor from an .npy file, checking its shape.
@@ -47,7 +52,7 @@ pub fn read_input(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 /// Runs the command.
 pub fn run(args: InferArgs) -> Result<()> {
     device::set_cpu_threads(args.threads);
-    let device = device::default_device();
+    let device = args.device.device()?;
     let (shape, data) = read_input(&args.tensor)?;
     let options = LoadOptions {
         output_stride: args.output_stride,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use vpipe_core::device;
+use vpipe_core::device::{self, DeviceSpec};
 use vpipe_heads::HeadRegistry;
 use vpipe_pipeline::{Pipeline, PipelineFile, RunOptions, resolve_input};
 
@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// CPU threads (default: the pipeline's `threads`, else one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Device: cpu, vulkan, vulkan:N, wgpu, cuda or cuda:N (default: the pipeline's
+    /// `device`; GPU devices need vpipe built with their cargo feature).
+    #[arg(long)]
+    device: Option<DeviceSpec>,
     /// Do not draw the progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -42,14 +46,13 @@ pub struct CheckArgs {
     pipeline: PathBuf,
 }
 
-fn compile(path: &Path, threads: usize) -> Result<Pipeline> {
+/// Reads and compiles a pipeline; `device` (the `--device` flag) replaces the
+/// file's `device:` key.
+fn compile(path: &Path, threads: usize, device: Option<DeviceSpec>) -> Result<Pipeline> {
     device::set_cpu_threads(threads);
-    let file = PipelineFile::read(path)?;
-    let pipeline = Pipeline::compile(
-        file,
-        &HeadRegistry::with_builtins(),
-        &device::default_device(),
-    )?;
+    let file = PipelineFile::read_with_device(path, device)?;
+    let device = file.device().device()?;
+    let pipeline = Pipeline::compile(file, &HeadRegistry::with_builtins(), &device)?;
     if let Some(note) = pipeline.weights_note {
         eprintln!(
             "warning: {}: {note}; its outputs carry no meaning",
@@ -62,7 +65,7 @@ fn compile(path: &Path, threads: usize) -> Result<Pipeline> {
 /// `vpipe validate`: reads the file, loads every weight file and builds every head,
 /// without running anything.
 pub fn validate(args: CheckArgs) -> Result<()> {
-    let p = compile(&args.pipeline, 0)?;
+    let p = compile(&args.pipeline, 0, None)?;
     println!(
         "{}: valid ({} backbone(s), {} head(s): {})",
         args.pipeline.display(),
@@ -75,17 +78,22 @@ pub fn validate(args: CheckArgs) -> Result<()> {
 
 /// `vpipe inspect`: prints the compiled graph.
 pub fn inspect(args: CheckArgs) -> Result<()> {
-    let p = compile(&args.pipeline, 0)?;
+    let p = compile(&args.pipeline, 0, None)?;
     print!("{}", p.describe());
     Ok(())
 }
 
 /// `vpipe run`.
 pub fn run(args: RunArgs) -> Result<()> {
-    let spec_threads = PipelineFile::read(&args.pipeline)
+    let spec_threads = PipelineFile::read_with_device(&args.pipeline, args.device)
         .map(|f| f.spec.threads)
         .unwrap_or(0);
-    let pipeline = compile(&args.pipeline, args.threads.unwrap_or(spec_threads))?;
+    let pipeline = compile(
+        &args.pipeline,
+        args.threads.unwrap_or(spec_threads),
+        args.device,
+    )?;
+    let device_name = pipeline.file.device().to_string();
     let input = resolve_input(&args.input)?;
     let out_dir = args
         .out
@@ -126,6 +134,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "pipeline": pipeline.name,
+                "device": device_name,
                 "frames": summary.frames,
                 "seconds": secs,
                 "fps": fps,
@@ -140,7 +149,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     } else {
         eprintln!(
-            "{} frame(s) in {secs:.1} s ({fps:.1} fps, {} thread(s)); outputs in {}",
+            "{} frame(s) in {secs:.1} s ({fps:.1} fps, {device_name}, {} thread(s)); outputs in {}",
             summary.frames,
             device::cpu_threads(),
             out_dir.display()

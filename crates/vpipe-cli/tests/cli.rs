@@ -32,6 +32,14 @@ fn assert_clean_failure(out: &Output, needle: &str) {
     );
 }
 
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn infer_writes_logits_matching_the_reference() {
     let out_dir = temp_dir("infer");
@@ -290,6 +298,8 @@ fn bench_reports_json() {
         "1",
         "--iters",
         "2",
+        "--device",
+        "cpu",
         "--json",
     ]);
     assert!(
@@ -300,6 +310,7 @@ fn bench_reports_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["arch"], "mobilevit_xxs");
     assert_eq!(v["threads"], 1);
+    assert_eq!(v["device"], "cpu");
     assert!(v["median_ms"].as_f64().expect("median") > 0.0);
 }
 
@@ -415,5 +426,82 @@ fn validate_inspect_and_run_pipelines() {
     assert_eq!(figures["backbone_runs"], 1);
     assert!(out_dir.join("good.jpg").is_file());
     assert!(out_dir.join("results.jsonl").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn device_flag_selects_the_backend_and_names_missing_features() {
+    let dir = temp_dir("device");
+    // `--device cpu` through infer and classify.
+    let out = vpipe(&[
+        "infer",
+        "--weights",
+        "weights/reference/timm_mobilevit_xxs.safetensors",
+        "--tensor",
+        "tests/fixtures/timm_xxs_input.npy",
+        "--out",
+        dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert_ok(&out);
+    assert!(dir.join("logits.npy").is_file());
+    let out = vpipe(&[
+        "classify",
+        "--weights",
+        "weights/reference/cvnets_mobilevit_xxs.pt",
+        "--device",
+        "cpu",
+        "--json",
+        "assets/squirrel_cls.jpg",
+    ]);
+    assert_ok(&out);
+    // Unknown names are refused by the argument parser.
+    let out = vpipe(&["bench", "--device", "gpu", "--iters", "1"]);
+    assert_clean_failure(&out, "unknown device 'gpu'");
+    // A backend this build lacks: the error names the feature.
+    if !cfg!(feature = "cuda") {
+        let out = vpipe(&["bench", "--device", "cuda:0", "--iters", "1"]);
+        assert_clean_failure(
+            &out,
+            "device 'cuda:0' needs vpipe built with --features cuda",
+        );
+    }
+    // A pipeline asking for a GPU this build lacks: located error, unless
+    // `--device cpu` overrides the key.
+    let yaml = dir.join("gpu.yaml");
+    let weights = root().join("weights/reference/cvnets_mobilevit_xxs.pt");
+    std::fs::write(
+        &yaml,
+        format!(
+            "device: cuda\nbackbones:\n  main:\n    weights: {}\nheads:\n  - {{name: c, type: classification}}\n",
+            weights.display()
+        ),
+    )
+    .unwrap();
+    if !cfg!(feature = "cuda") {
+        let out = vpipe(&["validate", yaml.to_str().unwrap()]);
+        assert_clean_failure(
+            &out,
+            "gpu.yaml:1:1: device: device 'cuda' needs vpipe built with --features cuda",
+        );
+    }
+    let out_dir = dir.join("out");
+    let out = vpipe(&[
+        "run",
+        yaml.to_str().unwrap(),
+        "--input",
+        "assets/squirrel_cls.jpg",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--json",
+    ]);
+    assert_ok(&out);
+    let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(figures["device"], "cpu");
+    assert_eq!(figures["frames"], 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }

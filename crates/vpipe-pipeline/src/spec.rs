@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use vpipe_core::device::{DeviceError, DeviceSpec};
 use vpipe_weights::{CacheConfig, Registry, WeightsError};
 
 use crate::error::{ConfigError, PipelineError, Result, closest};
@@ -40,7 +41,8 @@ pub struct PipelineSpec {
     /// A name for logs and results (default: the file stem).
     #[serde(default)]
     pub name: Option<String>,
-    /// Where the networks run: `cpu` (the default).
+    /// Where the networks run: `cpu` (the default), `vulkan`, `vulkan:N`, `wgpu`,
+    /// `cuda` or `cuda:N` (GPU devices need vpipe built with their cargo feature).
     #[serde(default = "default_device")]
     pub device: String,
     /// CPU threads (`0` or absent: one per core).
@@ -203,6 +205,8 @@ pub struct PipelineFile {
     /// Its contents.
     pub spec: PipelineSpec,
     positions: Positions,
+    /// The device the networks run on (the `device:` key, or the override).
+    device: DeviceSpec,
     /// The file each `weights:` value names (registry names resolved to the cache).
     weights: BTreeMap<String, PathBuf>,
 }
@@ -210,15 +214,27 @@ pub struct PipelineFile {
 impl PipelineFile {
     /// Reads and parses a pipeline file.
     pub fn read(path: &Path) -> Result<Self> {
+        Self::read_with_device(path, None)
+    }
+
+    /// Reads and parses a pipeline file; a `device` given (the CLI's `--device`)
+    /// replaces the file's `device:` key, which is then not checked.
+    pub fn read_with_device(path: &Path, device: Option<DeviceSpec>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|cause| PipelineError::Io {
             path: path.to_path_buf(),
             cause,
         })?;
-        Self::parse(path, &text)
+        Self::parse_with_device(path, &text, device)
     }
 
     /// Parses pipeline text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        Self::parse_with_device(path, text, None)
+    }
+
+    /// Parses pipeline text as [`parse`](Self::parse) does; a `device` given
+    /// replaces the file's `device:` key, which is then not checked.
+    pub fn parse_with_device(path: &Path, text: &str, device: Option<DeviceSpec>) -> Result<Self> {
         let positions = Positions::index(text).map_err(|(pos, message)| ConfigError {
             file: path.to_path_buf(),
             line: pos.line,
@@ -263,10 +279,42 @@ impl PipelineFile {
             path: path.to_path_buf(),
             spec,
             positions,
+            device: DeviceSpec::Cpu,
             weights: BTreeMap::new(),
+        };
+        file.device = match device {
+            Some(d) => {
+                file.spec.device = d.to_string();
+                d
+            }
+            None => file.check_device()?,
         };
         file.weights = file.check_form()?;
         Ok(file)
+    }
+
+    /// The device the networks run on: the `device:` key (checked: known, and
+    /// compiled into this build) or the override it was read with.
+    pub fn device(&self) -> DeviceSpec {
+        self.device
+    }
+
+    /// Parses the `device:` key and checks that this build has its backend.
+    fn check_device(&self) -> Result<DeviceSpec> {
+        let written = &self.spec.device;
+        let spec = written
+            .parse::<DeviceSpec>()
+            .and_then(|d| d.device().map(|_| d));
+        spec.map_err(|e| {
+            let hint = match &e {
+                DeviceError::Unknown(_) => closest(written, ["cpu", "vulkan", "wgpu", "cuda"])
+                    .map(|c| format!("did you mean '{c}'?")),
+                DeviceError::NotCompiled { .. } => {
+                    Some("or run on the CPU: `device: cpu` or `--device cpu`".into())
+                }
+            };
+            self.error("device", e.to_string(), hint).into()
+        })
     }
 
     /// An error at key path `path`.
@@ -352,15 +400,6 @@ impl PipelineFile {
     fn check_form(&self) -> Result<BTreeMap<String, PathBuf>> {
         let mut weights = BTreeMap::new();
         let s = &self.spec;
-        if s.device != "cpu" {
-            return Err(self
-                .error(
-                    "device",
-                    format!("unknown device '{}'", s.device),
-                    Some("this build runs on `cpu`".into()),
-                )
-                .into());
-        }
         if s.backbones.is_empty() {
             return Err(self
                 .error("backbones", "at least one backbone is needed", None)
@@ -536,6 +575,32 @@ mod tests {
             e.message.contains("nope.pt") && e.message.contains("not found"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn devices_are_checked_where_written() {
+        let e = parse("device: gpu\nbackbones: {}\nheads: []\n").unwrap_err();
+        assert_eq!((e.path.as_str(), e.line, e.column), ("device", 1, 1), "{e}");
+        assert!(e.message.contains("unknown device 'gpu'"), "{e}");
+        let e = parse("device: vulkn\nbackbones: {}\nheads: []\n").unwrap_err();
+        assert_eq!(e.hint.as_deref(), Some("did you mean 'vulkan'?"), "{e}");
+        // `cuda` is never in CI's build; the message names the feature to enable.
+        if !DeviceSpec::Cuda(None).is_compiled() {
+            let e = parse("name: p\ndevice: cuda:1\nbackbones: {}\nheads: []\n").unwrap_err();
+            assert_eq!((e.line, e.column), (2, 1), "{e}");
+            assert_eq!(
+                e.message,
+                "device 'cuda:1' needs vpipe built with --features cuda"
+            );
+        }
+        // An override replaces the key without checking it.
+        let f = PipelineFile::parse_with_device(
+            Path::new("/nonexistent/p.yaml"),
+            "device: nope\nbackbones: {}\nheads: []\n",
+            Some(DeviceSpec::Cpu),
+        )
+        .unwrap_err();
+        assert!(f.to_string().contains("at least one backbone"), "{f}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use vpipe_core::device::DeviceSpec;
 use vpipe_heads::HeadRegistry;
 use vpipe_media::{Frame, VideoInput, VideoReader, VideoWriter, load_image};
 use vpipe_pipeline::{
@@ -71,6 +72,40 @@ fn shipped_pipelines_compile_and_describe_their_graph() {
         "{text}"
     );
     assert!(text.contains("head 'objects': ssd on L4, L5"), "{text}");
+}
+
+#[test]
+fn the_device_key_is_checked_where_written_and_an_override_replaces_it() {
+    let dir = scratch("device");
+    let text = "device: vulkan\nbackbones:\n  main:\n    weights: $W/cvnets_mobilevit_xxs.pt\nheads:\n  - {name: c, type: classification}\n";
+    let path = dir.join("p.yaml");
+    if !DeviceSpec::Vulkan(None).is_compiled() {
+        // CI's build: a GPU device is a located error naming the feature.
+        let e = config_error(compile_text(&dir, text));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:1:1: device: device 'vulkan' needs vpipe built with --features vulkan (hint: or run on the CPU: `device: cpu` or `--device cpu`)",
+                path.display()
+            )
+        );
+    }
+    let e = config_error(compile_text(&dir, &text.replace("vulkan", "vulcan")));
+    assert_eq!((e.path.as_str(), e.line, e.column), ("device", 1, 1), "{e}");
+    assert_eq!(e.hint.as_deref(), Some("did you mean 'vulkan'?"), "{e}");
+    // `--device cpu` replaces the key, whatever it says.
+    let file = PipelineFile::read_with_device(&path, Some(DeviceSpec::Cpu)).unwrap();
+    assert_eq!(file.device(), DeviceSpec::Cpu);
+    assert_eq!(file.spec.device, "cpu");
+    let p = Pipeline::compile(
+        file,
+        &HeadRegistry::with_builtins(),
+        &DeviceSpec::Cpu.device().unwrap(),
+    )
+    .unwrap();
+    let frame = load_image(&root().join("assets/squirrel_cls.jpg")).unwrap();
+    assert_eq!(p.run(&[&frame]).unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
