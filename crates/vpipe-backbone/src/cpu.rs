@@ -157,20 +157,11 @@ impl<'a> Epilogue<'a> {
         self
     }
 
-    /// Writes the bias of output row `r`, columns `c0..c0 + len`, at `dst`: the
-    /// product then accumulates onto it, so no separate zeroing or bias pass is
-    /// needed.
-    ///
-    /// # Safety
-    /// `dst` must be valid for `len` writes.
-    unsafe fn prefill(&self, dst: *mut f32, r: usize, c0: usize, len: usize) {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            match self.bias {
-                Bias::None => std::ptr::write_bytes(dst, 0, len),
-                Bias::Rows(b) => fill(dst, len, b[r]),
-                Bias::Cols(b) => std::ptr::copy_nonoverlapping(b[c0..c0 + len].as_ptr(), dst, len),
-            }
+    /// The bias that output row `r` adds to every column (0 unless the bias is per row).
+    fn row_offset(&self, r: usize) -> f32 {
+        match self.bias {
+            Bias::Rows(b) => b[r],
+            Bias::None | Bias::Cols(_) => 0.0,
         }
     }
 
@@ -178,11 +169,11 @@ impl<'a> Epilogue<'a> {
     /// slice of the residual.
     fn apply(&self, row: &mut [f32], offset: f32, res: Option<&[f32]>) {
         match self.act {
-            Activation::Identity => add_offset(row, offset, res.unwrap_or(&[])),
+            Activation::Identity => add_offset(row, offset, res),
             Activation::Relu => relu_slice(row, offset),
             Activation::Silu => silu_slice(row, offset),
         }
-        if let (Some(res), Activation::Relu | Activation::Silu) = (res, self.act) {
+        if let (Some(_), Activation::Relu | Activation::Silu) = (res, self.act) {
             add_offset(row, 0.0, res);
         }
     }
@@ -190,26 +181,10 @@ impl<'a> Epilogue<'a> {
     /// Adds the bias of output row `r`, columns `c0..`, to `row`, then applies
     /// the activation and residual.
     fn finish(&self, row: &mut [f32], r: usize, c0: usize, res: Option<&[f32]>) {
-        let offset = match self.bias {
-            Bias::None => 0.0,
-            Bias::Rows(b) => b[r],
-            Bias::Cols(b) => {
-                add_offset(row, 0.0, &b[c0..c0 + row.len()]);
-                0.0
-            }
-        };
-        self.apply(row, offset, res);
-    }
-}
-
-/// Writes `value` to `len` floats at `dst`.
-///
-/// # Safety
-/// `dst` must be valid for `len` writes.
-unsafe fn fill(dst: *mut f32, len: usize, value: f32) {
-    for i in 0..len {
-        // SAFETY: forwarded from the caller.
-        unsafe { dst.add(i).write(value) };
+        if let Bias::Cols(b) = self.bias {
+            add_offset(row, 0.0, Some(&b[c0..c0 + row.len()]));
+        }
+        self.apply(row, self.row_offset(r), res);
     }
 }
 
@@ -232,14 +207,12 @@ unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
 }
 
 vpipe_core::simd_fn! {
-    /// `row += offset`, plus `other` element by element when it is not empty.
-    fn add_offset(row: &mut [f32], offset: f32, other: &[f32]) {
-        if other.is_empty() {
-            if offset != 0.0 {
-                row.iter_mut().for_each(|v| *v += offset);
-            }
-        } else {
-            row.iter_mut().zip(other).for_each(|(v, o)| *v = *v + offset + o);
+    /// `row += offset`, plus `other` element by element when given.
+    fn add_offset(row: &mut [f32], offset: f32, other: Option<&[f32]>) {
+        match other {
+            Some(other) => row.iter_mut().zip(other).for_each(|(v, o)| *v = *v + offset + o),
+            None if offset != 0.0 => row.iter_mut().for_each(|v| *v += offset),
+            None => {}
         }
     }
 }
@@ -540,7 +513,8 @@ pub fn conv2d(
             let src = &xb[ci * h * w..(ci + 1) * h * w];
             for ky in 0..g.kernel {
                 let (vy0, vy1) = g.valid(ky, h, oh);
-                let (vy0, vy1) = (vy0.clamp(y0, y1), vy1.clamp(y0, y1).max(vy0.clamp(y0, y1)));
+                let vy0 = vy0.clamp(y0, y1);
+                let vy1 = vy1.clamp(vy0, y1);
                 for kx in 0..g.kernel {
                     let (vx0, vx1) = g.valid(kx, w, ow);
                     let rows = &mut col[((ci * g.kernel + ky) * g.kernel + kx) * cols..][..cols];
@@ -603,13 +577,20 @@ pub fn depthwise_conv2d(
     let kk = g.kernel * g.kernel;
     assert_eq!(weight.len(), c * kk, "depthwise conv: weight size");
     assert!(ep.residual.is_none(), "depthwise conv: no residual");
+    assert!(
+        !matches!(ep.bias, Bias::Cols(_)),
+        "depthwise conv: bias per channel"
+    );
     let mut out = output_buffer(n * c * oh * ow);
     out.par_chunks_mut(oh * ow)
         .enumerate()
         .for_each(|(plane_index, dst)| {
             let ch = plane_index % c;
-            // SAFETY: the plane is `oh * ow` floats, all written here.
-            unsafe { ep.prefill(dst.as_mut_ptr().cast(), ch, 0, dst.len()) };
+            // The taps accumulate onto the channel's bias.
+            let bias = ep.row_offset(ch);
+            dst.iter_mut().for_each(|d| {
+                d.write(bias);
+            });
             // SAFETY: initialised just above.
             let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
             let src = &x.data[plane_index * h * w..(plane_index + 1) * h * w];

@@ -47,10 +47,11 @@ pub struct CheckArgs {
 }
 
 /// Reads and compiles a pipeline; `device` (the `--device` flag) replaces the
-/// file's `device:` key.
-fn compile(path: &Path, threads: usize, device: Option<DeviceSpec>) -> Result<Pipeline> {
-    device::set_cpu_threads(threads);
+/// file's `device:` key, and `threads` its `threads:` key.
+fn compile(path: &Path, threads: Option<usize>, device: Option<DeviceSpec>) -> Result<Pipeline> {
     let file = PipelineFile::read_with_device(path, device)?;
+    // Before any tensor exists: the CPU backend's thread pool starts with the first.
+    device::set_cpu_threads(threads.unwrap_or(file.spec.threads));
     let device = file.device().device()?;
     let pipeline = Pipeline::compile(file, &HeadRegistry::with_builtins(), &device)?;
     if let Some(note) = pipeline.weights_note {
@@ -65,7 +66,7 @@ fn compile(path: &Path, threads: usize, device: Option<DeviceSpec>) -> Result<Pi
 /// `vpipe validate`: reads the file, loads every weight file and builds every head,
 /// without running anything.
 pub fn validate(args: CheckArgs) -> Result<()> {
-    let p = compile(&args.pipeline, 0, None)?;
+    let p = compile(&args.pipeline, Some(0), None)?;
     println!(
         "{}: valid ({} backbone(s), {} head(s): {})",
         args.pipeline.display(),
@@ -78,21 +79,14 @@ pub fn validate(args: CheckArgs) -> Result<()> {
 
 /// `vpipe inspect`: prints the compiled graph.
 pub fn inspect(args: CheckArgs) -> Result<()> {
-    let p = compile(&args.pipeline, 0, None)?;
+    let p = compile(&args.pipeline, Some(0), None)?;
     print!("{}", p.describe());
     Ok(())
 }
 
 /// `vpipe run`.
 pub fn run(args: RunArgs) -> Result<()> {
-    let spec_threads = PipelineFile::read_with_device(&args.pipeline, args.device)
-        .map(|f| f.spec.threads)
-        .unwrap_or(0);
-    let pipeline = compile(
-        &args.pipeline,
-        args.threads.unwrap_or(spec_threads),
-        args.device,
-    )?;
+    let pipeline = compile(&args.pipeline, args.threads, args.device)?;
     let device_name = pipeline.file.device().to_string();
     let input = resolve_input(&args.input)?;
     let out_dir = args

@@ -49,11 +49,7 @@ fn infer_writes_logits_matching_the_reference() {
         &out_dir,
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(
         stdout.contains("timm layout, mobilevit_xxs classification"),
         "{stdout}"
@@ -138,11 +134,7 @@ fn narrower_vector_units_give_the_same_outputs() {
     let seg_weights = "weights/reference/hf_deeplabv3_mobilevit_xxs.safetensors";
     let widest = dir.join("widest");
     let out = infer(seg_weights, seg_input.to_str().expect("utf8"), &widest);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     for level in ["avx2", "baseline"] {
         let cls = dir.join(format!("cls-{level}"));
         let out = infer_at_level(
@@ -151,11 +143,7 @@ fn narrower_vector_units_give_the_same_outputs() {
             &cls,
             Some(level),
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let diff = max_diff(
             &cls.join("logits.npy"),
             &root().join("tests/fixtures/cvnets_xxs_cls_logits.npy"),
@@ -168,11 +156,7 @@ fn narrower_vector_units_give_the_same_outputs() {
             &seg,
             Some(level),
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let diff = max_diff(&seg.join("logits.npy"), &widest.join("logits.npy"));
         assert!(diff <= 1e-4, "{level}: segmentation max |diff| {diff}");
     }
@@ -249,11 +233,7 @@ fn classify_saves_annotated_copies_and_never_overwrites_inputs() {
         out_dir.to_str().expect("utf8"),
         photo.to_str().expect("utf8"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let saved = image::open(out_dir.join("photo.png"))
         .expect("annotated image")
         .to_rgb8();
@@ -302,11 +282,7 @@ fn bench_reports_json() {
         "cpu",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["arch"], "mobilevit_xxs");
     assert_eq!(v["threads"], 1);
@@ -341,11 +317,7 @@ fn infer_writes_detection_and_segmentation_outputs() {
         std::fs::write(&input, vpipe_core::npy::encode_f32(&[1, 3, h, w], &planar)).expect("write");
         let out_dir = dir.join(preset.name());
         let out = infer(weights, input.to_str().expect("utf8"), &out_dir);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         for f in files {
             assert!(out_dir.join(f).is_file(), "{weights}: {f} not written");
         }
@@ -385,11 +357,7 @@ fn validate_inspect_and_run_pipelines() {
         "bad.yaml:8:7: heads[0].options.conf_treshold: unknown option 'conf_treshold' for a ssd head (hint: did you mean 'conf_threshold'?)",
     );
     let out = vpipe(&["validate", "pipelines/multitask.yaml"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let out = vpipe(&["inspect", "pipelines/multitask.yaml"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -81,11 +81,6 @@ impl DeviceSpec {
         }
     }
 
-    /// Whether this is the CPU.
-    pub fn is_cpu(self) -> bool {
-        self == DeviceSpec::Cpu
-    }
-
     /// The burn device, or [`DeviceError::NotCompiled`] when the backend's
     /// feature is off in this build. Creating a GPU device is lazy: a missing
     /// driver or adapter shows at the first tensor operation.

@@ -262,13 +262,20 @@ vpipe_core::simd_fn! {
     fn swap_red_blue(dst: &mut [u8], src: &[u8], src_channels: usize) {
         let (dst, _) = dst.as_chunks_mut::<3>();
         if src_channels == 4 {
-            let (src, _) = src.as_chunks::<4>();
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d = [s[2], s[1], s[0]]);
+            swap_pixels::<4>(dst, src);
         } else {
-            let (src, _) = src.as_chunks::<3>();
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d = [s[2], s[1], s[0]]);
+            swap_pixels::<3>(dst, src);
         }
     }
+}
+
+/// [`swap_red_blue`] for `N`-channel source pixels (a constant, so that it vectorises).
+#[inline(always)]
+fn swap_pixels<const N: usize>(dst: &mut [[u8; 3]], src: &[u8]) {
+    let (src, _) = src.as_chunks::<N>();
+    dst.iter_mut()
+        .zip(src)
+        .for_each(|(d, s)| *d = [s[2], s[1], s[0]]);
 }
 
 /// Writes RGB frames into a video file.
