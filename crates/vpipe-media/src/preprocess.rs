@@ -275,30 +275,38 @@ impl Preprocess {
     /// Converts an RGB8 network image into planar floats `[3 * h * w]` in network
     /// channel order, scaled and normalised.
     pub fn to_planar(&self, rgb: &[u8], width: usize, height: usize) -> Vec<f32> {
-        let plane = width * height;
-        let mut out = vec![0.0f32; 3 * plane];
-        let recip = 1.0f32 / 255.0;
-        for c in 0..3 {
-            let src_c = match self.channels {
-                ChannelOrder::Rgb => c,
-                ChannelOrder::Bgr => 2 - c,
-            };
-            let (mean, std) = (self.mean[c], self.std[c]);
-            let dst = &mut out[c * plane..(c + 1) * plane];
-            for (i, d) in dst.iter_mut().enumerate() {
-                let v = rgb[i * 3 + src_c] as f32;
-                let s = match self.scaling {
-                    Scaling::Divide255 => v / 255.0,
-                    Scaling::MultiplyReciprocal => v * recip,
-                };
-                *d = if mean == 0.0 && std == 1.0 {
-                    s
-                } else {
-                    (s - mean) / std
-                };
-            }
-        }
+        let mut out = Vec::with_capacity(3 * width * height);
+        self.append_planar(rgb, width, height, &mut out);
         out
+    }
+
+    /// [`Preprocess::to_planar`], appended to `out` (so that a batch is built in
+    /// place).
+    fn append_planar(&self, rgb: &[u8], width: usize, height: usize, out: &mut Vec<f32>) {
+        let plane = width * height;
+        let start = out.len();
+        out.resize(start + 3 * plane, 0.0);
+        let (first, rest) = out[start..].split_at_mut(plane);
+        let (second, third) = rest.split_at_mut(plane);
+        let order = match self.channels {
+            ChannelOrder::Rgb => [0, 1, 2],
+            ChannelOrder::Bgr => [2, 1, 0],
+        };
+        // Per channel `(v * scale - mean) / std`, where `v * scale` is `v / 255`
+        // or `v * (1 / 255)` exactly as the reference computes it.
+        let (scale, divide) = match self.scaling {
+            Scaling::Divide255 => (255.0, true),
+            Scaling::MultiplyReciprocal => (1.0f32 / 255.0, false),
+        };
+        deinterleave_scaled(
+            [first, second, third],
+            &rgb[..3 * plane],
+            order,
+            scale,
+            divide,
+            self.mean,
+            self.std,
+        );
     }
 
     /// The whole recipe: frame in, planar network input and its geometry out.
@@ -317,7 +325,7 @@ impl Preprocess {
         let mut data = Vec::new();
         let mut transforms = Vec::with_capacity(frames.len());
         for f in frames {
-            let (planar, t) = self.apply(f)?;
+            let (rgb, t) = self.resize_and_crop(f)?;
             if let Some(first) = transforms.first().map(|t: &InputTransform| t.input_size)
                 && first != t.input_size
             {
@@ -326,7 +334,10 @@ impl Preprocess {
                     t.input_size
                 )));
             }
-            data.extend_from_slice(&planar);
+            if data.is_empty() {
+                data.reserve_exact(frames.len() * 3 * t.input_size.0 * t.input_size.1);
+            }
+            self.append_planar(&rgb, t.input_size.0, t.input_size.1, &mut data);
             transforms.push(t);
         }
         let (w, h) = transforms
@@ -335,6 +346,38 @@ impl Preprocess {
             .ok_or_else(|| MediaError::Preprocess("empty batch".into()))?;
         let tensor = Tensor::from_data(TensorData::new(data, [frames.len(), 3, h, w]), device);
         Ok((tensor, transforms))
+    }
+}
+
+vpipe_core::simd_fn! {
+    /// Splits interleaved 8-bit pixels into three float planes: plane `c` takes
+    /// source channel `order[c]`, as `(v / scale - mean[c]) / std[c]` when
+    /// `divide`, else `(v * scale - mean[c]) / std[c]` (the normalisation is
+    /// skipped for a channel with mean 0 and std 1, as in the references).
+    fn deinterleave_scaled(
+        planes: [&mut [f32]; 3],
+        pixels: &[u8],
+        order: [usize; 3],
+        scale: f32,
+        divide: bool,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) {
+        for (c, plane) in planes.into_iter().enumerate() {
+            let src = order[c];
+            let values = plane.iter_mut().zip(pixels.chunks_exact(3));
+            let (m, s) = (mean[c], std[c]);
+            match (divide, m == 0.0 && s == 1.0) {
+                (true, true) => values.for_each(|(d, p)| *d = f32::from(p[src]) / scale),
+                (false, true) => values.for_each(|(d, p)| *d = f32::from(p[src]) * scale),
+                (true, false) => {
+                    values.for_each(|(d, p)| *d = (f32::from(p[src]) / scale - m) / s)
+                }
+                (false, false) => {
+                    values.for_each(|(d, p)| *d = (f32::from(p[src]) * scale - m) / s)
+                }
+            }
+        }
     }
 }
 

@@ -16,9 +16,12 @@
 //!   per-axis `weights_precision`, horizontal pass then vertical pass with a
 //!   uint8 intermediate.
 //!
-//! Everything is plain safe Rust; the inner loops are compiled for AVX-512, AVX2
-//! and the baseline target and picked at run time (`vpipe_core::simd_fn!`).
+//! The inner loops are plain safe Rust compiled for AVX-512, AVX2 and the
+//! baseline target and picked at run time (`vpipe_core::simd_fn!`), except the
+//! horizontal pass on processors with AVX-512 VBMI, which uses byte-permute
+//! intrinsics (module `permute`); a test checks it against the portable pass.
 
+use std::cell::Cell;
 use std::ops::Range;
 
 /// Interpolation filter.
@@ -352,14 +355,18 @@ fn resample_separable(
         // Pillow, height reduced much more than width: vertical pass over
         // the full source width, then (if needed) the horizontal pass.
         let vert = compute_coeffs(h, out_h, filter, kernel)?;
-        let mut tmp = try_zeroed::<u8>(out_h.checked_mul(w)?.checked_mul(CHANNELS)?)?;
-        vertical_pass(src, w, 0, &vert, &mut tmp)?;
+        let tmp_len = out_h.checked_mul(w)?.checked_mul(CHANNELS)?;
         if !need_horizontal {
-            return Some(tmp);
+            let mut out = try_zeroed::<u8>(tmp_len)?;
+            vertical_pass(src, w, 0, &vert, &mut out)?;
+            return Some(out);
         }
         let horiz = compute_coeffs(w, out_w, filter, kernel)?;
         let mut out = try_zeroed::<u8>(out_h.checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
-        horizontal_pass(&tmp, w, 0..out_h, &horiz, &mut out)?;
+        with_scratch(&INTERMEDIATE, tmp_len, |tmp| {
+            vertical_pass(src, w, 0, &vert, tmp)?;
+            horizontal_pass(tmp, w, 0..out_h, &horiz, &mut out)
+        })??;
         return Some(out);
     }
 
@@ -374,24 +381,24 @@ fn resample_separable(
         Some(v) => v.source_range(),
         None => 0..h,
     };
-
-    let tmp;
-    let (vin, vin_w, row_offset): (&[u8], usize, usize) = if need_horizontal {
+    let Some(vert) = vert else {
+        // Width only.
         let horiz = compute_coeffs(w, out_w, filter, kernel)?;
-        let mut buf = try_zeroed::<u8>(rows.len().checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
-        horizontal_pass(src, w, rows.clone(), &horiz, &mut buf)?;
-        if !need_vertical {
-            return Some(buf);
-        }
-        tmp = buf;
-        (&tmp, out_w, rows.start)
-    } else {
-        (src, w, 0)
+        let mut out = try_zeroed::<u8>(h.checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
+        horizontal_pass(src, w, rows, &horiz, &mut out)?;
+        return Some(out);
     };
-
-    let vert = vert?;
-    let mut out = try_zeroed::<u8>(out_h.checked_mul(vin_w)?.checked_mul(CHANNELS)?)?;
-    vertical_pass(vin, vin_w, row_offset, &vert, &mut out)?;
+    let mut out = try_zeroed::<u8>(out_h.checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
+    if !need_horizontal {
+        vertical_pass(src, w, 0, &vert, &mut out)?;
+        return Some(out);
+    }
+    let horiz = compute_coeffs(w, out_w, filter, kernel)?;
+    let tmp_len = rows.len().checked_mul(out_w)?.checked_mul(CHANNELS)?;
+    with_scratch(&INTERMEDIATE, tmp_len, |tmp| {
+        horizontal_pass(src, w, rows.clone(), &horiz, tmp)?;
+        vertical_pass(tmp, out_w, rows.start, &vert, &mut out)
+    })??;
     Some(out)
 }
 
@@ -414,10 +421,12 @@ fn pillow_vertical_first(w: usize, h: usize, out_w: usize, out_h: usize) -> bool
 /// Horizontal pass: filters source rows `rows` of `src` (width `src_w`) into
 /// `dst` (one output row per source row, width `coeffs.start.len()`).
 ///
-/// Filtering along a row is filtering down a column of the transposed image, so
+/// On processors with AVX-512 VBMI byte permutes, [`permute::Plan`] filters each
+/// row in place. Otherwise [`horizontal_pass_transposed`] runs: filtering along a row is filtering down a column of the transposed image, so
 /// this transposes the rows, runs [`vertical_pass`] (whose inner loop runs along
 /// contiguous rows and vectorises) and transposes back. The integer sums are the
-/// same, so the output is identical to filtering pixel by pixel.
+/// same, so the output is identical to filtering pixel by pixel. The two
+/// transposed images live in per-thread buffers kept between calls.
 fn horizontal_pass(
     src: &[u8],
     src_w: usize,
@@ -429,12 +438,343 @@ fn horizontal_pass(
     let out_w = coeffs.start.len();
     let stride = src_w.checked_mul(CHANNELS)?;
     let band = src.get(rows.start.checked_mul(stride)?..rows.end.checked_mul(stride)?)?;
-    let mut columns = try_zeroed::<u8>(band.len())?;
-    transpose_rgb(band, src_w, n, &mut columns);
-    let mut filtered = try_zeroed::<u8>(out_w.checked_mul(n)?.checked_mul(CHANNELS)?)?;
-    vertical_pass(&columns, n, 0, coeffs, &mut filtered)?;
-    transpose_rgb(&filtered, n, out_w, dst.get_mut(..filtered.len())?);
-    Some(())
+    #[cfg(target_arch = "x86_64")]
+    if let Some(plan) = permute::Plan::new(coeffs, src_w) {
+        let dst = dst.get_mut(..n.checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
+        plan.filter_rows(band, dst);
+        return Some(());
+    }
+    horizontal_pass_transposed(band, src_w, n, coeffs, dst)
+}
+
+/// [`horizontal_pass`] through two transposes and [`vertical_pass`], over the `n`
+/// rows of `band`.
+fn horizontal_pass_transposed(
+    band: &[u8],
+    src_w: usize,
+    n: usize,
+    coeffs: &AxisCoeffs,
+    dst: &mut [u8],
+) -> Option<()> {
+    let out_w = coeffs.start.len();
+    let filtered_len = out_w.checked_mul(n)?.checked_mul(CHANNELS)?;
+    with_scratch(&COLUMNS, band.len(), |columns| {
+        transpose_rgb(band, src_w, n, columns);
+        with_scratch(&FILTERED, filtered_len, |filtered| {
+            vertical_pass(columns, n, 0, coeffs, filtered)?;
+            transpose_rgb(filtered, n, out_w, dst.get_mut(..filtered_len)?);
+            Some(())
+        })?
+    })?
+}
+
+thread_local! {
+    /// Each thread's transposed source rows ([`horizontal_pass`]).
+    static COLUMNS: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// Each thread's transposed horizontal-pass output ([`horizontal_pass`]).
+    static FILTERED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// Each thread's vertical-pass row of sums ([`vertical_pass`]).
+    static SUMS: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
+    /// Each thread's intermediate image between the two passes.
+    static INTERMEDIATE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Largest scratch buffer, in elements, kept for the next call; larger ones (from
+/// very large images) are freed after use.
+const SCRATCH_KEPT: usize = 32 << 20;
+
+/// Runs `f` on the first `len` elements of this thread's buffer `slot`, grown as
+/// needed (contents are whatever the last call left: `f` must overwrite what it
+/// reads). Returns `None` when the buffer cannot be allocated.
+fn with_scratch<T: Copy + Default, R>(
+    slot: &'static std::thread::LocalKey<Cell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> Option<R> {
+    let mut buf = slot.take();
+    if buf.len() < len {
+        buf.try_reserve_exact(len - buf.len()).ok()?;
+        buf.resize(len, T::default());
+    }
+    let r = f(&mut buf[..len]);
+    if buf.len() <= SCRATCH_KEPT {
+        slot.set(buf);
+    }
+    Some(r)
+}
+
+/// The horizontal pass with AVX-512 VBMI byte permutes, row by row, without
+/// transposing the image.
+///
+/// Each source row is split into three channel rows. Outputs are filtered 16 at a
+/// time: one 64-byte load covers every source pixel the 16 outputs read, one
+/// permute per four taps moves each output's tap pixels into its lane, and the
+/// taps are multiplied and summed in `i32` lanes as [`accumulate_row`] does, so
+/// the sums (and the output) are the same as the other paths'.
+#[cfg(target_arch = "x86_64")]
+mod permute {
+    use std::arch::x86_64::*;
+
+    use super::{AxisCoeffs, CHANNELS};
+
+    /// Outputs filtered together.
+    const LANES: usize = 16;
+    /// Bytes one permute can pick from.
+    const WINDOW: usize = 64;
+
+    /// Permute indices and weights for every block of 16 outputs of one axis.
+    pub(super) struct Plan {
+        /// First output of each block; the last block ends at the last output and
+        /// may overlap the one before it.
+        blocks: Vec<usize>,
+        /// First source pixel of each block's window.
+        bases: Vec<usize>,
+        /// Per block and group of four taps: lane `16 q + j` picks tap `4 g + q`
+        /// of output `j`, as an offset into the window.
+        index: Vec<[u8; WINDOW]>,
+        /// Per block and tap: the 16 outputs' weights (0 past an output's taps).
+        weights: Vec<[i32; LANES]>,
+        /// Groups of four taps.
+        groups: usize,
+        /// Fractional bits of the weights.
+        precision: u32,
+        /// Source row width, in pixels.
+        src_w: usize,
+        /// Output row width, in pixels.
+        out_w: usize,
+    }
+
+    impl Plan {
+        /// The plan for `coeffs` over rows of `src_w` pixels, or `None` when the
+        /// processor lacks the instructions (or `VPIPE_SIMD` caps them), the row
+        /// is narrower than 16 outputs, or 16 outputs read more than 64 pixels
+        /// (a downscale by more than about 3).
+        pub(super) fn new(coeffs: &AxisCoeffs, src_w: usize) -> Option<Plan> {
+            if vpipe_core::simd::level() != vpipe_core::simd::Level::Avx512
+                || !std::arch::is_x86_feature_detected!("avx512vbmi")
+            {
+                return None;
+            }
+            let out_w = coeffs.start.len();
+            if out_w < LANES {
+                return None;
+            }
+            let blocks: Vec<usize> = (0..out_w.div_ceil(LANES))
+                .map(|b| (b * LANES).min(out_w - LANES))
+                .collect();
+            let groups = coeffs.ksize.div_ceil(4);
+            let mut bases = Vec::with_capacity(blocks.len());
+            let mut index = Vec::with_capacity(blocks.len() * groups);
+            let mut weights = Vec::with_capacity(blocks.len() * groups * 4);
+            for &first in &blocks {
+                let outputs = first..first + LANES;
+                let base = outputs.clone().map(|x| coeffs.start[x]).min()?;
+                let end = outputs
+                    .clone()
+                    .map(|x| coeffs.start[x] + coeffs.len[x])
+                    .max()?;
+                if end - base > WINDOW {
+                    return None;
+                }
+                bases.push(base);
+                for g in 0..groups {
+                    let mut lanes = [0u8; WINDOW];
+                    for (q, quarter) in lanes.chunks_exact_mut(LANES).enumerate() {
+                        let tap = 4 * g + q;
+                        let mut w = [0i32; LANES];
+                        for (j, (lane, wj)) in quarter.iter_mut().zip(&mut w).enumerate() {
+                            let x = first + j;
+                            // Taps past an output's last read the window's last
+                            // byte and weigh 0.
+                            *lane = (coeffs.start[x] + tap - base).min(WINDOW - 1) as u8;
+                            *wj = coeffs.taps(x).get(tap).copied().unwrap_or(0);
+                        }
+                        weights.push(w);
+                    }
+                    index.push(lanes);
+                }
+            }
+            Some(Plan {
+                blocks,
+                bases,
+                index,
+                weights,
+                groups,
+                precision: coeffs.precision,
+                src_w,
+                out_w,
+            })
+        }
+
+        /// Filters whole rows: `src` holds rows of `src_w` RGB pixels, `dst` as
+        /// many rows of `out_w` pixels.
+        pub(super) fn filter_rows(&self, src: &[u8], dst: &mut [u8]) {
+            // Channel rows, padded so that every window load stays in bounds.
+            let padded = self.src_w + WINDOW;
+            let mut planes = vec![0u8; CHANNELS * padded];
+            let mut filtered = vec![0u8; CHANNELS * self.out_w];
+            let rows = src
+                .chunks_exact(self.src_w * CHANNELS)
+                .zip(dst.chunks_exact_mut(self.out_w * CHANNELS));
+            for (row, out) in rows {
+                // SAFETY: `new` checked that the processor has these features.
+                unsafe { self.filter_row(row, out, &mut planes, &mut filtered) };
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+        fn filter_row(&self, row: &[u8], out: &mut [u8], planes: &mut [u8], filtered: &mut [u8]) {
+            let padded = self.src_w + WINDOW;
+            let (r, rest) = planes.split_at_mut(padded);
+            let (g, b) = rest.split_at_mut(padded);
+            deinterleave(
+                row,
+                [
+                    &mut r[..self.src_w],
+                    &mut g[..self.src_w],
+                    &mut b[..self.src_w],
+                ],
+            );
+            for (plane, dst) in planes
+                .chunks_exact(padded)
+                .zip(filtered.chunks_exact_mut(self.out_w))
+            {
+                self.filter_plane(plane, dst);
+            }
+            let (fr, rest) = filtered.split_at(self.out_w);
+            let (fg, fb) = rest.split_at(self.out_w);
+            interleave([fr, fg, fb], out);
+        }
+
+        /// Filters one channel row (`src_w` pixels and `WINDOW` bytes of padding).
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+        fn filter_plane(&self, plane: &[u8], out: &mut [u8]) {
+            let init = _mm512_set1_epi32(1 << (self.precision - 1));
+            let shift = _mm_cvtsi32_si128(self.precision as i32);
+            let zero = _mm512_setzero_si512();
+            for (bi, (&first, &base)) in self.blocks.iter().zip(&self.bases).enumerate() {
+                let window = load64(
+                    plane[base..base + WINDOW]
+                        .try_into()
+                        .unwrap_or_else(|_| unreachable!("rows are padded by a window")),
+                );
+                let mut acc = init;
+                for g in 0..self.groups {
+                    let at = bi * self.groups + g;
+                    let taps = _mm512_permutexvar_epi8(load64(&self.index[at]), window);
+                    let w = &self.weights[4 * at..4 * at + 4];
+                    let q0 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<0>(taps));
+                    let q1 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<1>(taps));
+                    let q2 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<2>(taps));
+                    let q3 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<3>(taps));
+                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(q0, load_weights(&w[0])));
+                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(q1, load_weights(&w[1])));
+                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(q2, load_weights(&w[2])));
+                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(q3, load_weights(&w[3])));
+                }
+                // `clip8`: arithmetic shift, then clamp to 0..=255.
+                let v = _mm512_max_epi32(_mm512_sra_epi32(acc, shift), zero);
+                let bytes = _mm512_cvtusepi32_epi8(v);
+                let dst: &mut [u8; LANES] = (&mut out[first..first + LANES])
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("blocks lie inside the row"));
+                // SAFETY: `dst` is 16 writable bytes.
+                unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), bytes) };
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load64(bytes: &[u8; WINDOW]) -> __m512i {
+        // SAFETY: `bytes` is 64 readable bytes.
+        unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load_weights(w: &[i32; LANES]) -> __m512i {
+        // SAFETY: `w` is 64 readable bytes.
+        unsafe { _mm512_loadu_si512(w.as_ptr().cast()) }
+    }
+
+    /// Splits RGB pixels into three channel rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    fn deinterleave(row: &[u8], planes: [&mut [u8]; 3]) {
+        let [r, g, b] = planes;
+        let gather: [u8; 64] = std::array::from_fn(|i| {
+            let (c, j) = (i / LANES, i % LANES);
+            if c < CHANNELS {
+                (j * CHANNELS + c) as u8
+            } else {
+                0
+            }
+        });
+        let gather = load64(&gather);
+        let full = row.len() / (LANES * CHANNELS);
+        for i in 0..full {
+            let px = &row[i * LANES * CHANNELS..(i + 1) * LANES * CHANNELS];
+            // SAFETY: the mask reads only the 48 bytes of `px`.
+            let v = unsafe { _mm512_maskz_loadu_epi8((1u64 << 48) - 1, px.as_ptr().cast()) };
+            let v = _mm512_permutexvar_epi8(gather, v);
+            let at = i * LANES..(i + 1) * LANES;
+            store16(&mut r[at.clone()], _mm512_extracti32x4_epi32::<0>(v));
+            store16(&mut g[at.clone()], _mm512_extracti32x4_epi32::<1>(v));
+            store16(&mut b[at], _mm512_extracti32x4_epi32::<2>(v));
+        }
+        for (j, px) in row.chunks_exact(CHANNELS).enumerate().skip(full * LANES) {
+            (r[j], g[j], b[j]) = (px[0], px[1], px[2]);
+        }
+    }
+
+    /// Joins three channel rows into RGB pixels.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    fn interleave(planes: [&[u8]; 3], out: &mut [u8]) {
+        let [r, g, b] = planes;
+        let scatter: [u8; 64] = std::array::from_fn(|i| {
+            let (j, c) = (i / CHANNELS, i % CHANNELS);
+            if j < LANES { (c * LANES + j) as u8 } else { 0 }
+        });
+        let scatter = load64(&scatter);
+        let full = r.len() / LANES;
+        for i in 0..full {
+            let at = i * LANES..(i + 1) * LANES;
+            let v = _mm512_castsi128_si512(load16(&r[at.clone()]));
+            let v = _mm512_inserti32x4::<1>(v, load16(&g[at.clone()]));
+            let v = _mm512_inserti32x4::<2>(v, load16(&b[at]));
+            let v = _mm512_permutexvar_epi8(scatter, v);
+            let px = &mut out[i * LANES * CHANNELS..(i + 1) * LANES * CHANNELS];
+            // SAFETY: the mask writes only the 48 bytes of `px`.
+            unsafe { _mm512_mask_storeu_epi8(px.as_mut_ptr().cast(), (1u64 << 48) - 1, v) };
+        }
+        for (j, px) in out
+            .chunks_exact_mut(CHANNELS)
+            .enumerate()
+            .skip(full * LANES)
+        {
+            px.copy_from_slice(&[r[j], g[j], b[j]]);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load16(bytes: &[u8]) -> __m128i {
+        let bytes: &[u8; LANES] = bytes
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("16-byte chunks"));
+        // SAFETY: `bytes` is 16 readable bytes.
+        unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn store16(bytes: &mut [u8], v: __m128i) {
+        let bytes: &mut [u8; LANES] = bytes
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("16-byte chunks"));
+        // SAFETY: `bytes` is 16 writable bytes.
+        unsafe { _mm_storeu_si128(bytes.as_mut_ptr().cast(), v) };
+    }
 }
 
 /// Transposes `src` (`h` rows of `w` RGB pixels) into `dst` (`w` rows of `h`
@@ -468,20 +808,21 @@ fn vertical_pass(
     let stride = width * CHANNELS;
     let precision = coeffs.precision;
     let init = 1i32 << (precision - 1);
-    let mut acc = try_zeroed::<i32>(stride)?;
-    for (yy, out_row) in dst.chunks_exact_mut(stride).enumerate() {
-        acc.fill(init);
-        let first = coeffs.start[yy].checked_sub(row_offset)?;
-        for (j, &wt) in coeffs.taps(yy).iter().enumerate() {
-            let begin = (first + j) * stride;
-            let row = src.get(begin..begin + stride)?;
-            // Integer (wrapping) sums are order independent, so accumulating
-            // row by row gives the same result as the per-pixel tap loop.
-            accumulate_row(&mut acc, row, wt);
+    with_scratch(&SUMS, stride, |acc| {
+        for (yy, out_row) in dst.chunks_exact_mut(stride).enumerate() {
+            acc.fill(init);
+            let first = coeffs.start[yy].checked_sub(row_offset)?;
+            for (j, &wt) in coeffs.taps(yy).iter().enumerate() {
+                let begin = (first + j) * stride;
+                let row = src.get(begin..begin + stride)?;
+                // Integer (wrapping) sums are order independent, so accumulating
+                // row by row gives the same result as the per-pixel tap loop.
+                accumulate_row(acc, row, wt);
+            }
+            finish_row(out_row, acc, precision);
         }
-        finish_row(out_row, &acc, precision);
-    }
-    Some(())
+        Some(())
+    })?
 }
 
 vpipe_core::simd_fn! {
@@ -615,6 +956,46 @@ mod tests {
             ResizeKernel::Pillow,
         );
         assert!(r.is_empty());
+    }
+
+    /// The byte-permute horizontal pass gives the transposing pass's bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn permuted_and_transposed_horizontal_passes_agree() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize % n
+        };
+        let mut compared = 0;
+        for _ in 0..300 {
+            let (w, rows, out_w) = (1 + next(800), 1 + next(9), 1 + next(400));
+            let band: Vec<u8> = (0..w * rows * CHANNELS).map(|_| next(256) as u8).collect();
+            for filter in [Filter::Bilinear, Filter::Bicubic] {
+                for kernel in [ResizeKernel::Pillow, ResizeKernel::TorchAntialias] {
+                    let coeffs = compute_coeffs(w, out_w, filter, kernel).unwrap();
+                    let Some(plan) = permute::Plan::new(&coeffs, w) else {
+                        continue;
+                    };
+                    let mut fast = vec![0u8; out_w * rows * CHANNELS];
+                    plan.filter_rows(&band, &mut fast);
+                    let mut slow = vec![0u8; out_w * rows * CHANNELS];
+                    horizontal_pass_transposed(&band, w, rows, &coeffs, &mut slow).unwrap();
+                    assert_eq!(fast, slow, "{w} -> {out_w}, {filter:?}, {kernel:?}");
+                    compared += 1;
+                }
+            }
+        }
+        if std::arch::is_x86_feature_detected!("avx512vbmi")
+            && vpipe_core::simd::level() == vpipe_core::simd::Level::Avx512
+        {
+            assert!(
+                compared > 300,
+                "only {compared} cases used the permute pass"
+            );
+        }
     }
 
     #[test]
