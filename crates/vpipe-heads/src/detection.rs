@@ -320,19 +320,15 @@ impl SsdHead {
         out
     }
 
-    /// Decodes box regressions against anchors into normalised corners `[x1, y1, x2, y2]`.
-    pub fn decode(&self, loc: &[f32], anchors: &[[f32; 4]]) -> Vec<[f32; 4]> {
+    /// Decodes one box regression `l` (4 values) against its anchor into normalised
+    /// corners `[x1, y1, x2, y2]`.
+    pub fn decode_box(&self, l: &[f32], a: &[f32; 4]) -> [f32; 4] {
         let (cv, sv) = (self.settings.center_variance, self.settings.size_variance);
-        loc.chunks_exact(4)
-            .zip(anchors)
-            .map(|(l, a)| {
-                let cx = l[0] * cv * a[2] + a[0];
-                let cy = l[1] * cv * a[3] + a[1];
-                let w = (l[2] * sv).exp() * a[2];
-                let h = (l[3] * sv).exp() * a[3];
-                [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
-            })
-            .collect()
+        let cx = l[0] * cv * a[2] + a[0];
+        let cy = l[1] * cv * a[3] + a[1];
+        let w = (l[2] * sv).exp() * a[2];
+        let h = (l[3] * sv).exp() * a[3];
+        [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
     }
 
     /// Post-processes one image: softmax, per-class threshold and top-k, class-aware
@@ -347,20 +343,46 @@ impl SsdHead {
     ) -> HeadOutput {
         let s = &self.settings;
         let c = self.num_classes;
-        let boxes = self.decode(loc, anchors);
-        let mut probs = conf_logits.to_vec();
-        probs
-            .chunks_exact_mut(c)
-            .for_each(vpipe_backbone::cpu::softmax);
-        let mut candidates: Vec<(usize, usize, f32)> = Vec::new(); // (anchor, class, score)
-        for class in 1..c {
-            let mut kept: Vec<(usize, f32)> = (0..boxes.len())
-                .map(|a| (a, probs[a * c + class]))
-                .filter(|&(_, p)| p > s.conf_threshold)
-                .collect();
-            kept.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
-            kept.truncate(s.top_k);
-            candidates.extend(kept.into_iter().map(|(a, p)| (a, class, p)));
+        // Scores above the threshold, in one pass over the anchors: (anchor, class,
+        // score), then per class by decreasing score (ties: lower anchor first) and
+        // cut to `top_k`, the order of the reference's per-class loop.
+        // Anchors per softmax call: enough rows to keep the vector units busy, few
+        // enough to stay in the L1 cache.
+        const ANCHORS: usize = 64;
+        let mut probs = vec![0.0; ANCHORS * c];
+        let mut candidates: Vec<(usize, usize, f32)> = Vec::new();
+        for (block, logits) in conf_logits.chunks(ANCHORS * c).enumerate() {
+            let probs = &mut probs[..logits.len()];
+            probs.copy_from_slice(logits);
+            vpipe_backbone::cpu::softmax_rows(probs, c);
+            for (i, row) in probs.chunks_exact(c).enumerate() {
+                if !any_above(&row[1..], s.conf_threshold) {
+                    continue;
+                }
+                let a = block * ANCHORS + i;
+                candidates.extend(
+                    (1..c)
+                        .map(|class| (a, class, row[class]))
+                        .filter(|&(_, _, p)| p > s.conf_threshold),
+                );
+            }
+        }
+        candidates.sort_by(|x, y| x.1.cmp(&y.1).then(y.2.total_cmp(&x.2)).then(x.0.cmp(&y.0)));
+        let mut per_class = (0, 0);
+        candidates.retain(|&(_, class, _)| {
+            per_class = if per_class.0 == class {
+                (class, per_class.1 + 1)
+            } else {
+                (class, 1)
+            };
+            per_class.1 <= s.top_k
+        });
+        // Only the candidates' boxes are decoded.
+        let mut boxes = vec![[0.0; 4]; anchors.len()];
+        for &(a, _, _) in &candidates {
+            if let (Some(l), Some(anchor)) = (loc.get(4 * a..4 * a + 4), anchors.get(a)) {
+                boxes[a] = self.decode_box(l, anchor);
+            }
         }
         let keep = nms(&candidates, &boxes, s.nms_iou);
         let detections = keep
@@ -391,6 +413,16 @@ impl Separable {
     fn pw_out(&self) -> usize {
         self.pw.out_channels()
     }
+}
+
+/// Whether any of `values` exceeds `threshold`, checked 16 at a time so that it
+/// vectorises.
+fn any_above(values: &[f32], threshold: f32) -> bool {
+    let (chunks, tail) = values.as_chunks::<16>();
+    chunks
+        .iter()
+        .any(|c| c.iter().fold(false, |any, &v| any | (v > threshold)))
+        || tail.iter().any(|&v| v > threshold)
 }
 
 /// Class-aware non-maximum suppression. Returns indices into `candidates` in

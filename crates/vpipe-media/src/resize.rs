@@ -507,10 +507,13 @@ fn with_scratch<T: Copy + Default, R>(
 /// transposing the image.
 ///
 /// Each source row is split into three channel rows. Outputs are filtered 16 at a
-/// time: one 64-byte load covers every source pixel the 16 outputs read, one
-/// permute per four taps moves each output's tap pixels into its lane, and the
-/// taps are multiplied and summed in `i32` lanes as [`accumulate_row`] does, so
-/// the sums (and the output) are the same as the other paths'.
+/// time: one 64-byte load covers every source pixel the 16 outputs read, and one
+/// permute per pair of taps moves each output's two tap pixels into its pair of
+/// 16-bit lanes. Each weight `w` is split as `w = h * 2^11 + l` with `0 <= l <
+/// 2^11`, so that both halves fit 16 bits: two multiply-add instructions sum
+/// `p * h` and `p * l` over the pair, and `(sum_h << 11) + sum_l` is the exact
+/// integer sum of `p * w` that [`accumulate_row`] computes (the arithmetic wraps
+/// alike), so the output is the same as the other paths'.
 #[cfg(target_arch = "x86_64")]
 mod permute {
     use std::arch::x86_64::*;
@@ -522,20 +525,27 @@ mod permute {
     /// Bytes one permute can pick from.
     const WINDOW: usize = 64;
 
-    /// Permute indices and weights for every block of 16 outputs of one axis.
+    /// Bits of the low half of a split weight.
+    const LOW_BITS: u32 = 11;
+
+    /// Permute indices and split weights for every block of 16 outputs of one axis.
     pub(super) struct Plan {
         /// First output of each block; the last block ends at the last output and
         /// may overlap the one before it.
         blocks: Vec<usize>,
         /// First source pixel of each block's window.
         bases: Vec<usize>,
-        /// Per block and group of four taps: lane `16 q + j` picks tap `4 g + q`
-        /// of output `j`, as an offset into the window.
+        /// Per block and pair of taps `2 t, 2 t + 1`: bytes `4 j` and `4 j + 2`
+        /// pick output `j`'s two tap pixels from the window (bytes 0..64); bytes
+        /// `4 j + 1` and `4 j + 3` pick a zero (byte 64).
         index: Vec<[u8; WINDOW]>,
-        /// Per block and tap: the 16 outputs' weights (0 past an output's taps).
-        weights: Vec<[i32; LANES]>,
-        /// Groups of four taps.
-        groups: usize,
+        /// Per block and pair of taps: output `j`'s high weight halves in 16-bit
+        /// lanes `2 j` and `2 j + 1` (0 past an output's taps).
+        high: Vec<[i16; 2 * LANES]>,
+        /// The low weight halves, laid out as `high`.
+        low: Vec<[i16; 2 * LANES]>,
+        /// Pairs of taps.
+        pairs: usize,
         /// Fractional bits of the weights.
         precision: u32,
         /// Source row width, in pixels.
@@ -562,10 +572,11 @@ mod permute {
             let blocks: Vec<usize> = (0..out_w.div_ceil(LANES))
                 .map(|b| (b * LANES).min(out_w - LANES))
                 .collect();
-            let groups = coeffs.ksize.div_ceil(4);
+            let pairs = coeffs.ksize.div_ceil(2);
             let mut bases = Vec::with_capacity(blocks.len());
-            let mut index = Vec::with_capacity(blocks.len() * groups);
-            let mut weights = Vec::with_capacity(blocks.len() * groups * 4);
+            let mut index = Vec::with_capacity(blocks.len() * pairs);
+            let mut high = Vec::with_capacity(blocks.len() * pairs);
+            let mut low = Vec::with_capacity(blocks.len() * pairs);
             for &first in &blocks {
                 let outputs = first..first + LANES;
                 let base = outputs.clone().map(|x| coeffs.start[x]).min()?;
@@ -577,29 +588,34 @@ mod permute {
                     return None;
                 }
                 bases.push(base);
-                for g in 0..groups {
-                    let mut lanes = [0u8; WINDOW];
-                    for (q, quarter) in lanes.chunks_exact_mut(LANES).enumerate() {
-                        let tap = 4 * g + q;
-                        let mut w = [0i32; LANES];
-                        for (j, (lane, wj)) in quarter.iter_mut().zip(&mut w).enumerate() {
-                            let x = first + j;
+                for t in 0..pairs {
+                    let mut lanes = [WINDOW as u8; WINDOW];
+                    let (mut h, mut l) = ([0i16; 2 * LANES], [0i16; 2 * LANES]);
+                    for j in 0..LANES {
+                        let x = first + j;
+                        for (half, tap) in [2 * t, 2 * t + 1].into_iter().enumerate() {
+                            let lane = 2 * j + half;
                             // Taps past an output's last read the window's last
                             // byte and weigh 0.
-                            *lane = (coeffs.start[x] + tap - base).min(WINDOW - 1) as u8;
-                            *wj = coeffs.taps(x).get(tap).copied().unwrap_or(0);
+                            lanes[2 * lane] = (coeffs.start[x] + tap - base).min(WINDOW - 1) as u8;
+                            let w = coeffs.taps(x).get(tap).copied().unwrap_or(0);
+                            let lo = w & ((1 << LOW_BITS) - 1);
+                            h[lane] = i16::try_from((w - lo) >> LOW_BITS).ok()?;
+                            l[lane] = lo as i16;
                         }
-                        weights.push(w);
                     }
                     index.push(lanes);
+                    high.push(h);
+                    low.push(l);
                 }
             }
             Some(Plan {
                 blocks,
                 bases,
                 index,
-                weights,
-                groups,
+                high,
+                low,
+                pairs,
                 precision: coeffs.precision,
                 src_w,
                 out_w,
@@ -658,20 +674,23 @@ mod permute {
                         .try_into()
                         .unwrap_or_else(|_| unreachable!("rows are padded by a window")),
                 );
-                let mut acc = init;
-                for g in 0..self.groups {
-                    let at = bi * self.groups + g;
-                    let taps = _mm512_permutexvar_epi8(load64(&self.index[at]), window);
-                    let w = &self.weights[4 * at..4 * at + 4];
-                    let q0 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<0>(taps));
-                    let q1 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<1>(taps));
-                    let q2 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<2>(taps));
-                    let q3 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<3>(taps));
-                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(q0, load_weights(&w[0])));
-                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(q1, load_weights(&w[1])));
-                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(q2, load_weights(&w[2])));
-                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(q3, load_weights(&w[3])));
+                let (mut sum_high, mut sum_low) = (zero, zero);
+                for t in 0..self.pairs {
+                    let at = bi * self.pairs + t;
+                    let px = _mm512_permutex2var_epi8(window, load64(&self.index[at]), zero);
+                    sum_high = _mm512_add_epi32(
+                        sum_high,
+                        _mm512_madd_epi16(px, load_halves(&self.high[at])),
+                    );
+                    sum_low = _mm512_add_epi32(
+                        sum_low,
+                        _mm512_madd_epi16(px, load_halves(&self.low[at])),
+                    );
                 }
+                let acc = _mm512_add_epi32(
+                    _mm512_add_epi32(_mm512_slli_epi32::<LOW_BITS>(sum_high), sum_low),
+                    init,
+                );
                 // `clip8`: arithmetic shift, then clamp to 0..=255.
                 let v = _mm512_max_epi32(_mm512_sra_epi32(acc, shift), zero);
                 let bytes = _mm512_cvtusepi32_epi8(v);
@@ -693,7 +712,7 @@ mod permute {
 
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn load_weights(w: &[i32; LANES]) -> __m512i {
+    fn load_halves(w: &[i16; 2 * LANES]) -> __m512i {
         // SAFETY: `w` is 64 readable bytes.
         unsafe { _mm512_loadu_si512(w.as_ptr().cast()) }
     }

@@ -201,6 +201,7 @@ struct Inferred {
 }
 
 struct Finished {
+    /// The decoded frame; its pixels have moved into `annotated` when there is one.
     item: Decoded,
     outputs: Vec<NamedOutput>,
     annotated: Option<RgbImage>,
@@ -440,10 +441,12 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
                     Msg::Item(inf) => {
                         match timed(&clocks.postprocess, || pipeline.postprocess(&inf.raw)) {
                             Ok(per_frame) => {
-                                for (item, outputs) in inf.items.into_iter().zip(per_frame) {
+                                for (mut item, outputs) in inf.items.into_iter().zip(per_frame) {
+                                    // The writer needs only the frame's size: its pixels
+                                    // become the annotated image.
                                     let annotated = spec.output.annotated.then(|| {
                                         timed(&clocks.annotate, || {
-                                            draw(&annotator, &item.frame, &outputs)
+                                            draw(&annotator, &mut item.frame, &outputs)
                                         })
                                     });
                                     q_finished.push(Msg::Item(Finished {
@@ -542,9 +545,11 @@ fn describe(d: &Decoded) -> String {
     }
 }
 
-/// The frame with every head's results drawn on it.
-fn draw(annotator: &Annotator, frame: &Frame, outputs: &[NamedOutput]) -> RgbImage {
-    let mut img = RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.data.clone())
+/// The frame with every head's results drawn on it; the frame's pixels move into
+/// the image (`frame.data` is left empty).
+fn draw(annotator: &Annotator, frame: &mut Frame, outputs: &[NamedOutput]) -> RgbImage {
+    let data = std::mem::take(&mut frame.data);
+    let mut img = RgbImage::from_raw(frame.width as u32, frame.height as u32, data)
         .unwrap_or_else(|| unreachable!("Frame::new checks the buffer size"));
     // Masks first, so that boxes and banners stay on top.
     let mut sorted: Vec<&NamedOutput> = outputs.iter().collect();
