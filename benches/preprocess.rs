@@ -12,11 +12,7 @@ fn presets(c: &mut Criterion) {
     let data: Vec<u8> = (0..width * height * 3)
         .map(|i| ((i * 7919) % 251) as u8)
         .collect();
-    let frame = Frame {
-        width,
-        height,
-        data,
-    };
+    let frame = Frame::new(width, height, data).expect("frame");
     for preset in [
         PreprocessPreset::CvnetsSsd,
         PreprocessPreset::Timm,

@@ -16,6 +16,7 @@ use image::{Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_text_mut, text_size};
 use imageproc::rect::Rect;
 use vpipe_core::labels::voc_color;
+use vpipe_core::pixel::ChannelOrder;
 use vpipe_core::result::{ClassArea, ClassScore, Detection, HeadOutput};
 
 /// The embedded font.
@@ -62,6 +63,9 @@ pub struct Style {
     pub mask_alpha: f32,
     /// Whether to draw the class legend of a mask.
     pub legend: bool,
+    /// Channel order of the images drawn on (the `RgbImage` holds BGR pixels when
+    /// this is [`ChannelOrder::Bgr`]); colours are swapped to match.
+    pub order: ChannelOrder,
 }
 
 impl Default for Style {
@@ -69,6 +73,7 @@ impl Default for Style {
         Self {
             mask_alpha: 0.5,
             legend: true,
+            order: ChannelOrder::Rgb,
         }
     }
 }
@@ -105,6 +110,19 @@ impl Annotator {
         Self { font, style }
     }
 
+    /// The drawing settings.
+    pub fn style(&self) -> &Style {
+        &self.style
+    }
+
+    /// `c` in the channel order of the images drawn on.
+    fn paint(&self, c: Rgb<u8>) -> Rgb<u8> {
+        match self.style.order {
+            ChannelOrder::Rgb => c,
+            ChannelOrder::Bgr => Rgb([c.0[2], c.0[1], c.0[0]]),
+        }
+    }
+
     /// Text height in pixels for an image: about 2 % of its shorter side, at least 11.
     fn text_px(img: &RgbImage) -> f32 {
         (img.width().min(img.height()) as f32 * 0.02).max(11.0)
@@ -136,10 +154,14 @@ impl Annotator {
         let (w, h) = (tw as i32 + 2 * pad, th as i32 + 2 * pad);
         let x = x.clamp(0, (img.width() as i32 - w).max(0));
         let y = y.clamp(0, (img.height() as i32 - h).max(0));
-        draw_filled_rect_mut(img, Rect::at(x, y).of_size(w as u32, h as u32), bg);
+        draw_filled_rect_mut(
+            img,
+            Rect::at(x, y).of_size(w as u32, h as u32),
+            self.paint(bg),
+        );
         draw_text_mut(
             img,
-            text_color(bg),
+            self.paint(text_color(bg)),
             x + pad,
             y + pad,
             PxScale::from(scale),
@@ -173,7 +195,7 @@ impl Annotator {
                 imageproc::drawing::draw_hollow_rect_mut(
                     img,
                     Rect::at(x1 + t, y1 + t).of_size(rw as u32, rh as u32),
-                    color,
+                    self.paint(color),
                 );
             }
             let text = format!("{} {:.0}%", d.label, d.score * 100.0);
@@ -206,7 +228,7 @@ impl Annotator {
                 if class == 0 {
                     continue;
                 }
-                let c = mask_color(class).0;
+                let c = self.paint(mask_color(class)).0;
                 let p = img.get_pixel_mut(x as u32, y as u32);
                 for (v, &m) in p.0.iter_mut().zip(&c) {
                     *v = (*v as f32 * (1.0 - a) + m as f32 * a).round() as u8;
@@ -289,6 +311,46 @@ mod tests {
         assert!(tagged > 5, "no tag drawn above the box");
     }
 
+    /// Drawing on BGR pixels with `order: Bgr` gives the RGB drawing, swapped.
+    #[test]
+    fn bgr_images_get_the_same_colours() {
+        let swap = |img: &RgbImage| {
+            let mut out = img.clone();
+            out.pixels_mut().for_each(|p| p.0.reverse());
+            out
+        };
+        let mut rgb = RgbImage::from_fn(120, 90, |x, y| Rgb([x as u8, y as u8, 200]));
+        let mut bgr = swap(&rgb);
+        let outputs = [
+            HeadOutput::Segmentation {
+                width: 4,
+                height: 3,
+                mask: vec![0, 15, 15, 0, 1, 1, 0, 0, 20, 20, 20, 0],
+                areas: vec![ClassArea {
+                    class_id: 15,
+                    label: "person".into(),
+                    pixels: 2,
+                    fraction: 0.17,
+                }],
+            },
+            HeadOutput::Detection {
+                detections: vec![
+                    det([10.0, 20.0, 80.0, 70.0], 3),
+                    det([5.0, 5.0, 40.0, 30.0], 7),
+                ],
+            },
+        ];
+        let bgr_style = Style {
+            order: ChannelOrder::Bgr,
+            ..Style::default()
+        };
+        for o in &outputs {
+            Annotator::default().draw(&mut rgb, o);
+            Annotator::new(bgr_style.clone()).draw(&mut bgr, o);
+        }
+        assert_eq!(swap(&bgr), rgb);
+    }
+
     #[test]
     fn odd_boxes_and_sizes_do_not_panic() {
         let a = Annotator::default();
@@ -312,8 +374,8 @@ mod tests {
         let mut img = RgbImage::from_pixel(4, 2, Rgb([100, 100, 100]));
         let mask = vec![0, 15, 15, 0, 0, 0, 1, 1];
         let a = Annotator::new(Style {
-            mask_alpha: 0.5,
             legend: false,
+            ..Style::default()
         });
         a.draw_mask(&mut img, &mask, 4, 2, &[]);
         assert_eq!(*img.get_pixel(0, 0), Rgb([100, 100, 100]));

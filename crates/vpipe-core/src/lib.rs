@@ -8,6 +8,7 @@
 //! - [`result`]: the result type shared by every head.
 //! - [`device`]: picks the burn device the networks run on.
 //! - [`geometry`]: where a network input lies in the original image.
+//! - [`pixel`]: the channel order of colour pixels.
 
 pub mod checkpoint;
 pub mod device;
@@ -16,6 +17,7 @@ pub mod geometry;
 pub mod labels;
 pub mod npy;
 pub mod output;
+pub mod pixel;
 pub mod result;
 pub mod simd;
 

@@ -1,6 +1,6 @@
 //! Media input and preprocessing.
 //!
-//! - [`image_io`]: decodes still images into RGB8 frames.
+//! - [`image_io`]: frames, and still images decoded into RGB8 frames.
 //! - [`resize`]: bit-exact reimplementations of Pillow's and PyTorch's uint8 resizes.
 //! - [`preprocess`]: the named preprocessing presets of each checkpoint source.
 //! - [`video`]: video files, streams and cameras through OpenCV.
@@ -15,3 +15,4 @@ pub use error::{MediaError, Result};
 pub use image_io::{Frame, load_image};
 pub use preprocess::{Preprocess, PreprocessPreset};
 pub use video::{VideoInput, VideoReader, VideoWriter};
+pub use vpipe_core::pixel::ChannelOrder;

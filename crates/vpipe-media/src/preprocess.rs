@@ -18,6 +18,7 @@ use crate::error::{MediaError, Result};
 use crate::image_io::Frame;
 use crate::resize::{Filter, ResizeKernel, resize_rgb8};
 pub use vpipe_core::geometry::InputTransform;
+pub use vpipe_core::pixel::ChannelOrder;
 
 /// How the image is resized before cropping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,15 +41,6 @@ pub enum CropRounding {
     Floor,
     /// `int(round((size - crop) / 2))` with round-half-to-even, as torchvision.
     HalfEven,
-}
-
-/// Channel order of the network input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelOrder {
-    /// Red, green, blue.
-    Rgb,
-    /// Blue, green, red.
-    Bgr,
 }
 
 /// How 8-bit values become floats.
@@ -247,7 +239,8 @@ impl Preprocess {
         })
     }
 
-    /// Resizes and crops a frame into the network's RGB8 input image.
+    /// Resizes and crops a frame into the network's 8-bit input image (pixels in
+    /// the frame's channel order).
     pub fn resize_and_crop(&self, frame: &Frame) -> Result<(Vec<u8>, InputTransform)> {
         let t = self.plan(frame.width, frame.height)?;
         let resized = resize_rgb8(
@@ -276,22 +269,26 @@ impl Preprocess {
     /// channel order, scaled and normalised.
     pub fn to_planar(&self, rgb: &[u8], width: usize, height: usize) -> Vec<f32> {
         let mut out = Vec::with_capacity(3 * width * height);
-        self.append_planar(rgb, width, height, &mut out);
+        self.append_planar(rgb, ChannelOrder::Rgb, width, height, &mut out);
         out
     }
 
-    /// [`Preprocess::to_planar`], appended to `out` (so that a batch is built in
-    /// place).
-    fn append_planar(&self, rgb: &[u8], width: usize, height: usize, out: &mut Vec<f32>) {
+    /// [`Preprocess::to_planar`] of pixels in `order`, appended to `out` (so that a
+    /// batch is built in place).
+    fn append_planar(
+        &self,
+        pixels: &[u8],
+        order: ChannelOrder,
+        width: usize,
+        height: usize,
+        out: &mut Vec<f32>,
+    ) {
         let plane = width * height;
         let start = out.len();
         out.resize(start + 3 * plane, 0.0);
         let (first, rest) = out[start..].split_at_mut(plane);
         let (second, third) = rest.split_at_mut(plane);
-        let order = match self.channels {
-            ChannelOrder::Rgb => [0, 1, 2],
-            ChannelOrder::Bgr => [2, 1, 0],
-        };
+        let source = [0, 1, 2].map(|c| self.channels.index_in(c, order));
         // Per channel `(v * scale - mean) / std`, where `v * scale` is `v / 255`
         // or `v * (1 / 255)` exactly as the reference computes it.
         let (scale, divide) = match self.scaling {
@@ -300,8 +297,8 @@ impl Preprocess {
         };
         deinterleave_scaled(
             [first, second, third],
-            &rgb[..3 * plane],
-            order,
+            &pixels[..3 * plane],
+            source,
             scale,
             divide,
             self.mean,
@@ -311,8 +308,11 @@ impl Preprocess {
 
     /// The whole recipe: frame in, planar network input and its geometry out.
     pub fn apply(&self, frame: &Frame) -> Result<(Vec<f32>, InputTransform)> {
-        let (rgb, t) = self.resize_and_crop(frame)?;
-        Ok((self.to_planar(&rgb, t.input_size.0, t.input_size.1), t))
+        let (pixels, t) = self.resize_and_crop(frame)?;
+        let (w, h) = t.input_size;
+        let mut planar = Vec::with_capacity(3 * w * h);
+        self.append_planar(&pixels, frame.order, w, h, &mut planar);
+        Ok((planar, t))
     }
 
     /// Preprocesses a batch of frames into one tensor `[batch, 3, h, w]`. All frames
@@ -337,7 +337,7 @@ impl Preprocess {
             if data.is_empty() {
                 data.reserve_exact(frames.len() * 3 * t.input_size.0 * t.input_size.1);
             }
-            self.append_planar(&rgb, t.input_size.0, t.input_size.1, &mut data);
+            self.append_planar(&rgb, f.order, t.input_size.0, t.input_size.1, &mut data);
             transforms.push(t);
         }
         let (w, h) = transforms
@@ -416,6 +416,22 @@ mod tests {
             Ok(PreprocessPreset::HfSeg)
         );
         assert!("hf".parse::<PreprocessPreset>().is_err());
+    }
+
+    /// A BGR frame gives the network input of the same frame in RGB.
+    #[test]
+    fn channel_order_of_the_frame_does_not_change_the_input() {
+        let data: Vec<u8> = (0..97 * 61 * 3).map(|i| (i * 31 % 251) as u8).collect();
+        let rgb = Frame::new(97, 61, data).unwrap();
+        let bgr = rgb.clone().into_order(ChannelOrder::Bgr);
+        for preset in PreprocessPreset::ALL {
+            let recipe = preset.recipe();
+            assert_eq!(
+                recipe.apply(&rgb).unwrap(),
+                recipe.apply(&bgr).unwrap(),
+                "{preset}"
+            );
+        }
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! Video files, network streams and cameras, read and written through OpenCV.
 //!
-//! Frames come out as RGB8 [`Frame`]s like decoded stills. Frames a file fails to
-//! decode are skipped and counted rather than ending the video. Written videos go
-//! to a temporary file beside the target and take their final name only when
-//! [`VideoWriter::finish`] succeeds, so no half-written video is left under the
-//! final name.
+//! Colour frames come out as BGR [`Frame`]s, OpenCV's order, so that neither
+//! reading nor writing swaps channels. Frames a file fails to decode are skipped
+//! and counted rather than ending the video. Written videos go to a temporary file
+//! beside the target and take their final name only when [`VideoWriter::finish`]
+//! succeeds, so no half-written video is left under the final name.
 
 use std::path::{Path, PathBuf};
 
-use opencv::core::{CV_8UC1, CV_8UC3, CV_8UC4, Mat, Scalar, Size};
+use opencv::core::{CV_8UC1, CV_8UC3, CV_8UC4, Mat, Scalar, Size, Vec3b};
 use opencv::prelude::*;
 use opencv::videoio;
+
+use vpipe_core::pixel::{ChannelOrder, swap_red_blue};
 
 use crate::error::{MediaError, Result};
 use crate::image_io::Frame;
@@ -212,7 +214,8 @@ impl VideoReader {
     }
 }
 
-/// Converts an 8-bit OpenCV image (BGR, gray or BGRA) into an RGB frame.
+/// Converts an 8-bit OpenCV image into a frame: BGR images stay BGR (a plain copy),
+/// gray and BGRA ones become RGB.
 fn mat_to_frame(mat: &Mat) -> Result<Frame> {
     let (w, h) = (mat.cols() as usize, mat.rows() as usize);
     // Decoded frames are continuous; anything else is copied into one buffer first.
@@ -245,40 +248,18 @@ fn mat_to_frame(mat: &Mat) -> Result<Frame> {
             "frame buffer does not match its size".into(),
         ));
     }
-    let mut rgb = vec![0u8; w * h * 3];
-    if channels == 1 {
-        rgb.chunks_exact_mut(3)
-            .zip(bytes)
-            .for_each(|(d, s)| d.fill(*s));
-    } else {
-        swap_red_blue(&mut rgb, bytes, channels);
-    }
-    Frame::new(w, h, rgb)
-}
-
-vpipe_core::simd_fn! {
-    /// Copies pixels of `src_channels` channels (3 or 4) from `src` into the
-    /// 3-channel `dst`, first and third channels swapped: BGR(A) to RGB and back.
-    fn swap_red_blue(dst: &mut [u8], src: &[u8], src_channels: usize) {
-        let (dst, _) = dst.as_chunks_mut::<3>();
-        if src_channels == 4 {
-            swap_pixels::<4>(dst, src);
-        } else {
-            swap_pixels::<3>(dst, src);
+    match channels {
+        3 => Frame::with_order(w, h, bytes.to_vec(), ChannelOrder::Bgr),
+        1 => Frame::new(w, h, bytes.iter().flat_map(|&v| [v; 3]).collect()),
+        _ => {
+            let mut rgb = vec![0u8; w * h * 3];
+            swap_red_blue(&mut rgb, bytes, 4);
+            Frame::new(w, h, rgb)
         }
     }
 }
 
-/// [`swap_red_blue`] for `N`-channel source pixels (a constant, so that it vectorises).
-#[inline(always)]
-fn swap_pixels<const N: usize>(dst: &mut [[u8; 3]], src: &[u8]) {
-    let (src, _) = src.as_chunks::<N>();
-    dst.iter_mut()
-        .zip(src)
-        .for_each(|(d, s)| *d = [s[2], s[1], s[0]]);
-}
-
-/// Writes RGB frames into a video file.
+/// Writes frames (BGR or RGB) into a video file.
 pub struct VideoWriter {
     writer: videoio::VideoWriter,
     partial: PathBuf,
@@ -361,14 +342,27 @@ impl VideoWriter {
             )));
         }
         let name = self.target.display().to_string();
-        let dst = self
-            .mat
-            .data_bytes_mut()
-            .map_err(|e| cv_err(&name, "frame buffer", e))?;
-        swap_red_blue(dst, &frame.data, 3);
-        self.writer
-            .write(&self.mat)
-            .map_err(|e| cv_err(&name, "cannot write a frame", e))?;
+        let written = match frame.order {
+            // OpenCV's order: the frame's own pixels, without a copy.
+            ChannelOrder::Bgr => {
+                let mat = Mat::new_rows_cols_with_bytes::<Vec3b>(
+                    self.height as i32,
+                    self.width as i32,
+                    &frame.data,
+                )
+                .map_err(|e| cv_err(&name, "frame buffer", e))?;
+                self.writer.write(&mat)
+            }
+            ChannelOrder::Rgb => {
+                let dst = self
+                    .mat
+                    .data_bytes_mut()
+                    .map_err(|e| cv_err(&name, "frame buffer", e))?;
+                swap_red_blue(dst, &frame.data, 3);
+                self.writer.write(&self.mat)
+            }
+        };
+        written.map_err(|e| cv_err(&name, "cannot write a frame", e))?;
         self.frames += 1;
         Ok(())
     }
@@ -422,7 +416,14 @@ mod tests {
         let target = dir.join("clip.avi");
         let mut w = VideoWriter::create(&target, "MJPG", 10.0, 64, 48).unwrap();
         for i in 0..12 {
-            w.write(&frame(64, 48, (i * 20) as u8)).unwrap();
+            // RGB frames are swapped on the way out, BGR ones written as they are.
+            let f = frame(64, 48, (i * 20) as u8);
+            let f = if i % 2 == 0 {
+                f
+            } else {
+                f.into_order(ChannelOrder::Bgr)
+            };
+            w.write(&f).unwrap();
         }
         assert!(w.write(&frame(32, 48, 0)).is_err());
         assert!(!target.exists(), "the video appears only when finished");
@@ -433,6 +434,8 @@ mod tests {
         let mut n = 0;
         while let Some(f) = r.next_frame().unwrap() {
             assert_eq!((f.width, f.height), (64, 48));
+            assert_eq!(f.order, ChannelOrder::Bgr);
+            let f = f.into_order(ChannelOrder::Rgb);
             // Red channel carries the shade, blue stays 200 (JPEG is lossy).
             assert!((f.data[2] as i32 - 200).abs() < 12, "blue {}", f.data[2]);
             n += 1;

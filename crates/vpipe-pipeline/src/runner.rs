@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 use vpipe_annotate::{Annotator, Style};
 use vpipe_core::result::HeadOutput;
-use vpipe_media::{Frame, VideoInput, VideoReader, VideoWriter, load_image};
+use vpipe_media::{ChannelOrder, Frame, VideoInput, VideoReader, VideoWriter, load_image};
 
 use crate::cpu_time;
 use crate::error::{PipelineError, Result};
@@ -204,7 +204,7 @@ struct Finished {
     /// The decoded frame; its pixels have moved into `annotated` when there is one.
     item: Decoded,
     outputs: Vec<NamedOutput>,
-    annotated: Option<RgbImage>,
+    annotated: Option<Frame>,
 }
 
 /// Adds the CPU time the calling thread spends in `f` to `slot`.
@@ -284,9 +284,14 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
     let q_prepared: BoundedQueue<Msg<Batch>> = BoundedQueue::new(depth);
     let q_inferred: BoundedQueue<Msg<Inferred>> = BoundedQueue::new(depth);
     let q_finished: BoundedQueue<Msg<Finished>> = BoundedQueue::new(depth);
+    // Draw in the order the frames come in: BGR for video, RGB for stills.
     let annotator = Annotator::new(Style {
         mask_alpha: spec.output.mask_alpha,
         legend: true,
+        order: match input {
+            Input::Video(_) => ChannelOrder::Bgr,
+            Input::Images(_) => ChannelOrder::Rgb,
+        },
     });
     let stopped = || options.stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed);
 
@@ -545,11 +550,18 @@ fn describe(d: &Decoded) -> String {
     }
 }
 
-/// The frame with every head's results drawn on it; the frame's pixels move into
-/// the image (`frame.data` is left empty).
-fn draw(annotator: &Annotator, frame: &mut Frame, outputs: &[NamedOutput]) -> RgbImage {
-    let data = std::mem::take(&mut frame.data);
-    let mut img = RgbImage::from_raw(frame.width as u32, frame.height as u32, data)
+/// The frame with every head's results drawn on it, in the annotator's channel
+/// order; the frame's pixels move into it (`frame.data` is left empty).
+fn draw(annotator: &Annotator, frame: &mut Frame, outputs: &[NamedOutput]) -> Frame {
+    let order = annotator.style().order;
+    let taken = Frame {
+        width: frame.width,
+        height: frame.height,
+        data: std::mem::take(&mut frame.data),
+        order: frame.order,
+    }
+    .into_order(order);
+    let mut img = RgbImage::from_raw(taken.width as u32, taken.height as u32, taken.data)
         .unwrap_or_else(|| unreachable!("Frame::new checks the buffer size"));
     // Masks first, so that boxes and banners stay on top.
     let mut sorted: Vec<&NamedOutput> = outputs.iter().collect();
@@ -557,7 +569,10 @@ fn draw(annotator: &Annotator, frame: &mut Frame, outputs: &[NamedOutput]) -> Rg
     for o in sorted {
         annotator.draw(&mut img, &o.output);
     }
-    img
+    Frame {
+        data: img.into_raw(),
+        ..taken
+    }
 }
 
 fn progress_bar(total: Option<u64>, wanted: bool) -> indicatif::ProgressBar {
@@ -732,9 +747,8 @@ impl Writer {
                     let fps = if self.fps > 0.0 { self.fps } else { 25.0 };
                     self.video = Some(VideoWriter::create(&target, &self.codec, fps, w, h)?);
                 }
-                let frame = Frame::new(w, h, img.into_raw())?;
                 if let Some(v) = self.video.as_mut() {
-                    v.write(&frame)?;
+                    v.write(&img)?;
                 }
             } else if let Some(src) = &item.source {
                 let name = src
@@ -744,6 +758,9 @@ impl Writer {
                 let name = self.unique_name(&name);
                 let target = self.out_dir.join(name);
                 self.check_not_input(&target)?;
+                let rgb = img.into_order(ChannelOrder::Rgb);
+                let img = RgbImage::from_raw(w as u32, h as u32, rgb.data)
+                    .unwrap_or_else(|| unreachable!("Frame::new checks the buffer size"));
                 write_image(image::DynamicImage::ImageRgb8(img), &target)?;
                 self.outputs.push(target);
             }
