@@ -14,5 +14,5 @@ pub mod video;
 pub use error::{MediaError, Result};
 pub use image_io::{Frame, load_image};
 pub use preprocess::{Preprocess, PreprocessPreset};
-pub use video::{VideoInput, VideoReader, VideoWriter};
+pub use video::{FramePool, VideoInput, VideoReader, VideoWriter};
 pub use vpipe_core::pixel::ChannelOrder;

@@ -61,6 +61,38 @@ fn cv_err(input: &str, what: &str, e: opencv::Error) -> MediaError {
 /// Failed reads in a row after which a file or stream counts as ended.
 const MAX_FAILED_READS: u32 = 50;
 
+/// Frame buffers handed back after use, so that [`VideoReader`] decodes into them
+/// instead of allocating (and zero-filling) a buffer per frame. Cloning gives
+/// another handle to the same pool.
+#[derive(Debug, Clone, Default)]
+pub struct FramePool(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl FramePool {
+    /// Buffers kept; more are freed.
+    const KEPT: usize = 16;
+
+    /// Hands a frame's buffer back for a later frame.
+    pub fn give(&self, buffer: Vec<u8>) {
+        if buffer.is_empty() {
+            return;
+        }
+        if let Ok(mut kept) = self.0.lock()
+            && kept.len() < Self::KEPT
+        {
+            kept.push(buffer);
+        }
+    }
+
+    /// A buffer of `len` bytes (its contents are stale), from the pool or new.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let pooled = self.0.lock().ok().and_then(|mut kept| kept.pop());
+        match pooled {
+            Some(b) if b.len() == len => b,
+            _ => vec![0; len],
+        }
+    }
+}
+
 /// Reads frames from a [`VideoInput`].
 pub struct VideoReader {
     cap: videoio::VideoCapture,
@@ -73,6 +105,7 @@ pub struct VideoReader {
     decoded: u64,
     skipped: u64,
     mat: Mat,
+    pool: FramePool,
 }
 
 impl std::fmt::Debug for VideoReader {
@@ -137,7 +170,14 @@ impl VideoReader {
             decoded: 0,
             skipped: 0,
             mat: Mat::default(),
+            pool: FramePool::default(),
         })
+    }
+
+    /// The pool the reader takes frame buffers from: hand finished frames' buffers
+    /// to it ([`FramePool::give`]) to save an allocation and a copy per frame.
+    pub fn frame_pool(&self) -> FramePool {
+        self.pool.clone()
     }
 
     /// Frames per second (25 when the container does not say).
@@ -170,8 +210,12 @@ impl VideoReader {
     pub fn next_frame(&mut self) -> Result<Option<Frame>> {
         let mut failures = 0;
         loop {
-            let ok = self.cap.read(&mut self.mat).unwrap_or(false);
-            if ok && !self.mat.empty() {
+            if let Some(frame) = self.read_into_pooled_buffer() {
+                self.decoded += 1;
+                return Ok(Some(frame));
+            }
+            let ok = !self.mat.empty();
+            if ok {
                 match mat_to_frame(&self.mat) {
                     Ok(f) => {
                         self.decoded += 1;
@@ -201,6 +245,48 @@ impl VideoReader {
 }
 
 impl VideoReader {
+    /// Reads the next frame. When it is BGR at the container's frame size, OpenCV
+    /// writes it straight into a pooled buffer, which becomes the frame; otherwise
+    /// (a failed read, another size or pixel type) it is left in `self.mat` and
+    /// this returns `None`.
+    fn read_into_pooled_buffer(&mut self) -> Option<Frame> {
+        let (w, h) = (self.width, self.height);
+        let mut buffer = if w > 0 && h > 0 {
+            self.pool.take(w * h * 3)
+        } else {
+            Vec::new()
+        };
+        let start = buffer.as_ptr();
+        let direct = {
+            let Ok(mut mat) =
+                Mat::new_rows_cols_with_bytes_mut::<Vec3b>(h as i32, w as i32, &mut buffer)
+            else {
+                // No size to decode into: OpenCV allocates.
+                if !self.cap.read(&mut self.mat).unwrap_or(false) {
+                    self.mat = Mat::default();
+                }
+                return None;
+            };
+            let ok = self.cap.read(&mut mat).unwrap_or(false);
+            // OpenCV reallocates a header whose size or type differs from the frame.
+            let in_place = ok && mat.data() == start && mat.typ() == CV_8UC3;
+            if !in_place {
+                self.mat = if ok {
+                    mat.try_clone().unwrap_or_default()
+                } else {
+                    Mat::default()
+                };
+            }
+            in_place
+        };
+        if direct {
+            Frame::with_order(w, h, buffer, ChannelOrder::Bgr).ok()
+        } else {
+            self.pool.give(buffer);
+            None
+        }
+    }
+
     /// At the end of a file: frames the container announced but that never decoded
     /// (the decoder drops packets it cannot decode) count as skipped.
     fn count_missing(&mut self) {
@@ -431,13 +517,35 @@ mod tests {
         let mut r = VideoReader::open(&VideoInput::File(target.clone())).unwrap();
         assert_eq!(r.size(), (64, 48));
         assert!((r.fps() - 10.0).abs() < 0.01);
+        let pool = r.frame_pool();
         let mut n = 0;
+        let mut given = None;
         while let Some(f) = r.next_frame().unwrap() {
             assert_eq!((f.width, f.height), (64, 48));
+            if let Some(p) = given {
+                assert_eq!(
+                    f.data.as_ptr(),
+                    p,
+                    "frame {n} was not decoded into the pooled buffer"
+                );
+            }
             assert_eq!(f.order, ChannelOrder::Bgr);
-            let f = f.into_order(ChannelOrder::Rgb);
+            let rgb = f.clone().into_order(ChannelOrder::Rgb);
             // Red channel carries the shade, blue stays 200 (JPEG is lossy).
-            assert!((f.data[2] as i32 - 200).abs() < 12, "blue {}", f.data[2]);
+            let shade = n * 20;
+            assert!(
+                (rgb.data[0] as i32 - shade).abs() < 12,
+                "red {}",
+                rgb.data[0]
+            );
+            assert!(
+                (rgb.data[2] as i32 - 200).abs() < 12,
+                "blue {}",
+                rgb.data[2]
+            );
+            // The next frame is decoded into this frame's buffer.
+            given = Some(f.data.as_ptr());
+            pool.give(f.data);
             n += 1;
         }
         assert_eq!(n, 12);

@@ -20,7 +20,9 @@ use serde::Serialize;
 use serde_json::json;
 use vpipe_annotate::{Annotator, Style};
 use vpipe_core::result::HeadOutput;
-use vpipe_media::{ChannelOrder, Frame, VideoInput, VideoReader, VideoWriter, load_image};
+use vpipe_media::{
+    ChannelOrder, Frame, FramePool, VideoInput, VideoReader, VideoWriter, load_image,
+};
 
 use crate::cpu_time;
 use crate::error::{PipelineError, Result};
@@ -274,6 +276,8 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
     let fps = reader.as_ref().map_or(0.0, VideoReader::fps);
 
     let mut writer = Writer::new(pipeline, input, options, inputs_on_disk, fps)?;
+    // Written frames' buffers go back to the reader.
+    writer.recycle = reader.as_ref().map(VideoReader::frame_pool);
     let progress = progress_bar(total, options.progress);
     let clocks = Clocks::default();
     let abort = AtomicBool::new(false);
@@ -634,6 +638,8 @@ struct Writer {
     failed: Vec<(String, String)>,
     outputs: Vec<PathBuf>,
     weights_note: Option<&'static str>,
+    /// Where written frames' buffers go for reuse.
+    recycle: Option<FramePool>,
 }
 
 #[derive(Default)]
@@ -694,6 +700,7 @@ impl Writer {
             failed: Vec::new(),
             outputs: Vec::new(),
             weights_note: pipeline.weights_note,
+            recycle: None,
         })
     }
 
@@ -749,6 +756,9 @@ impl Writer {
                 }
                 if let Some(v) = self.video.as_mut() {
                     v.write(&img)?;
+                }
+                if let Some(pool) = &self.recycle {
+                    pool.give(img.data);
                 }
             } else if let Some(src) = &item.source {
                 let name = src
