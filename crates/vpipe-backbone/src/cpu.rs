@@ -881,7 +881,13 @@ vpipe_core::simd_fn! {
             let max = tail.iter().fold(lanes.into_iter().fold(f32::NEG_INFINITY, f32::max), |m, &v| m.max(v));
             row.iter_mut().for_each(|v| *v -= max);
         }
-        data.iter_mut().for_each(|v| *v = exp_approx(*v));
+        // Four vectors per step: independent dependency chains for the core to
+        // overlap.
+        let (chunks, tail) = data.as_chunks_mut::<64>();
+        for c in chunks {
+            c.iter_mut().for_each(|v| *v = exp_approx(*v));
+        }
+        tail.iter_mut().for_each(|v| *v = exp_approx(*v));
         // Sum in 16 interleaved lanes (the order of `sum`), then scale.
         for row in data.chunks_exact_mut(row_len) {
             let mut acc = [0.0f32; 16];
