@@ -252,6 +252,40 @@ fn a_video_run_writes_a_playable_video_and_one_result_line_per_frame() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// With `batch` above 1 the preprocessing stage gathers frames into batches:
+/// every frame still gets its result line and video frame, in order.
+#[test]
+fn batched_runs_keep_every_frame_in_order() {
+    let dir = scratch("batched");
+    let video = dir.join("clip.avi");
+    make_video(&video, 6);
+    let text = "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\n\
+                heads:\n  - name: objects\n    type: ssd\n\
+                runner:\n  batch: 4\n";
+    let p = compile_text(&dir, text).unwrap();
+    let out = dir.join("out");
+    let summary = run(&p, &Input::Video(VideoInput::File(video)), &options(&out)).unwrap();
+    assert_eq!(summary.frames, 6);
+    assert_eq!(summary.backbone_runs, 2, "batches of 4 and 2 frames");
+    let frames: Vec<u64> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["frame"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(frames, [0, 1, 2, 3, 4, 5]);
+    let mut r = VideoReader::open(&VideoInput::File(out.join("clip_annotated.mp4"))).unwrap();
+    let mut n = 0;
+    while r.next_frame().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 6);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_stopped_run_still_leaves_a_playable_video_of_the_frames_so_far() {
     let dir = scratch("stop");
