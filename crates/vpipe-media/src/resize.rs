@@ -651,54 +651,62 @@ mod permute {
                     &mut b[..self.src_w],
                 ],
             );
-            for (plane, dst) in planes
-                .chunks_exact(padded)
-                .zip(filtered.chunks_exact_mut(self.out_w))
-            {
-                self.filter_plane(plane, dst);
-            }
+            let (pr, rest) = planes.split_at(padded);
+            let (pg, pb) = rest.split_at(padded);
+            let (fr, rest) = filtered.split_at_mut(self.out_w);
+            let (fg, fb) = rest.split_at_mut(self.out_w);
+            self.filter_planes([pr, pg, pb], [fr, fg, fb]);
             let (fr, rest) = filtered.split_at(self.out_w);
             let (fg, fb) = rest.split_at(self.out_w);
             interleave([fr, fg, fb], out);
         }
 
-        /// Filters one channel row (`src_w` pixels and `WINDOW` bytes of padding).
+        /// Filters the three channel rows of one row (`src_w` pixels and `WINDOW`
+        /// bytes of padding each) together, so that each permute index and weight
+        /// vector is loaded once for all three.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-        fn filter_plane(&self, plane: &[u8], out: &mut [u8]) {
+        fn filter_planes(&self, planes: [&[u8]; CHANNELS], out: [&mut [u8]; CHANNELS]) {
             let init = _mm512_set1_epi32(1 << (self.precision - 1));
             let shift = _mm_cvtsi32_si128(self.precision as i32);
             let zero = _mm512_setzero_si512();
+            let [out_r, out_g, out_b] = out;
             for (bi, (&first, &base)) in self.blocks.iter().zip(&self.bases).enumerate() {
-                let window = load64(
-                    plane[base..base + WINDOW]
-                        .try_into()
-                        .unwrap_or_else(|_| unreachable!("rows are padded by a window")),
-                );
-                let (mut sum_high, mut sum_low) = (zero, zero);
+                let windows = planes.map(|plane| {
+                    load64(
+                        plane[base..base + WINDOW]
+                            .try_into()
+                            .unwrap_or_else(|_| unreachable!("rows are padded by a window")),
+                    )
+                });
+                let mut high = [zero; CHANNELS];
+                let mut low = [zero; CHANNELS];
                 for t in 0..self.pairs {
                     let at = bi * self.pairs + t;
-                    let px = _mm512_permutex2var_epi8(window, load64(&self.index[at]), zero);
-                    sum_high = _mm512_add_epi32(
-                        sum_high,
-                        _mm512_madd_epi16(px, load_halves(&self.high[at])),
-                    );
-                    sum_low = _mm512_add_epi32(
-                        sum_low,
-                        _mm512_madd_epi16(px, load_halves(&self.low[at])),
-                    );
+                    let index = load64(&self.index[at]);
+                    let (h, l) = (load_halves(&self.high[at]), load_halves(&self.low[at]));
+                    for c in 0..CHANNELS {
+                        let px = _mm512_permutex2var_epi8(windows[c], index, zero);
+                        high[c] = _mm512_add_epi32(high[c], _mm512_madd_epi16(px, h));
+                        low[c] = _mm512_add_epi32(low[c], _mm512_madd_epi16(px, l));
+                    }
                 }
-                let acc = _mm512_add_epi32(
-                    _mm512_add_epi32(_mm512_slli_epi32::<LOW_BITS>(sum_high), sum_low),
-                    init,
-                );
-                // `clip8`: arithmetic shift, then clamp to 0..=255.
-                let v = _mm512_max_epi32(_mm512_sra_epi32(acc, shift), zero);
-                let bytes = _mm512_cvtusepi32_epi8(v);
-                let dst: &mut [u8; LANES] = (&mut out[first..first + LANES])
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!("blocks lie inside the row"));
-                // SAFETY: `dst` is 16 writable bytes.
-                unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), bytes) };
+                for (c, out) in [&mut *out_r, &mut *out_g, &mut *out_b]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let acc = _mm512_add_epi32(
+                        _mm512_add_epi32(_mm512_slli_epi32::<LOW_BITS>(high[c]), low[c]),
+                        init,
+                    );
+                    // `clip8`: arithmetic shift, then clamp to 0..=255.
+                    let v = _mm512_max_epi32(_mm512_sra_epi32(acc, shift), zero);
+                    let bytes = _mm512_cvtusepi32_epi8(v);
+                    let dst: &mut [u8; LANES] = (&mut out[first..first + LANES])
+                        .try_into()
+                        .unwrap_or_else(|_| unreachable!("blocks lie inside the row"));
+                    // SAFETY: `dst` is 16 writable bytes.
+                    unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), bytes) };
+                }
             }
         }
     }
