@@ -422,11 +422,7 @@ fn pillow_vertical_first(w: usize, h: usize, out_w: usize, out_h: usize) -> bool
 /// `dst` (one output row per source row, width `coeffs.start.len()`).
 ///
 /// On processors with AVX-512 VBMI byte permutes, [`permute::Plan`] filters each
-/// row in place. Otherwise [`horizontal_pass_transposed`] runs: filtering along a row is filtering down a column of the transposed image, so
-/// this transposes the rows, runs [`vertical_pass`] (whose inner loop runs along
-/// contiguous rows and vectorises) and transposes back. The integer sums are the
-/// same, so the output is identical to filtering pixel by pixel. The two
-/// transposed images live in per-thread buffers kept between calls.
+/// row in place; otherwise [`horizontal_pass_transposed`] runs.
 fn horizontal_pass(
     src: &[u8],
     src_w: usize,
@@ -447,8 +443,12 @@ fn horizontal_pass(
     horizontal_pass_transposed(band, src_w, n, coeffs, dst)
 }
 
-/// [`horizontal_pass`] through two transposes and [`vertical_pass`], over the `n`
-/// rows of `band`.
+/// [`horizontal_pass`] over the `n` rows of `band`, through two transposes and
+/// [`vertical_pass`]: filtering along a row is filtering down a column of the
+/// transposed image, so this transposes the rows, runs [`vertical_pass`] (whose
+/// inner loop runs along contiguous rows and vectorises) and transposes back. The
+/// integer sums are the same, so the output is identical to filtering pixel by
+/// pixel. The two transposed images live in per-thread buffers kept between calls.
 fn horizontal_pass_transposed(
     band: &[u8],
     src_w: usize,
@@ -469,9 +469,10 @@ fn horizontal_pass_transposed(
 }
 
 thread_local! {
-    /// Each thread's transposed source rows ([`horizontal_pass`]).
+    /// Each thread's transposed source rows ([`horizontal_pass_transposed`]).
     static COLUMNS: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-    /// Each thread's transposed horizontal-pass output ([`horizontal_pass`]).
+    /// Each thread's transposed horizontal-pass output
+    /// ([`horizontal_pass_transposed`]).
     static FILTERED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     /// Each thread's vertical-pass row of sums ([`vertical_pass`]).
     static SUMS: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
@@ -528,6 +529,12 @@ mod permute {
     /// Bits of the low half of a split weight.
     const LOW_BITS: u32 = 11;
 
+    /// Whether the processor has the instructions and `VPIPE_SIMD` allows them.
+    pub(super) fn available() -> bool {
+        vpipe_core::simd::level() == vpipe_core::simd::Level::Avx512
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+
     /// Permute indices and split weights for every block of 16 outputs of one axis.
     pub(super) struct Plan {
         /// First output of each block; the last block ends at the last output and
@@ -560,9 +567,7 @@ mod permute {
         /// is narrower than 16 outputs, or 16 outputs read more than 64 pixels
         /// (a downscale by more than about 3).
         pub(super) fn new(coeffs: &AxisCoeffs, src_w: usize) -> Option<Plan> {
-            if vpipe_core::simd::level() != vpipe_core::simd::Level::Avx512
-                || !std::arch::is_x86_feature_detected!("avx512vbmi")
-            {
+            if !available() {
                 return None;
             }
             let out_w = coeffs.start.len();
@@ -1015,9 +1020,7 @@ mod tests {
                 }
             }
         }
-        if std::arch::is_x86_feature_detected!("avx512vbmi")
-            && vpipe_core::simd::level() == vpipe_core::simd::Level::Avx512
-        {
+        if permute::available() {
             assert!(
                 compared > 300,
                 "only {compared} cases used the permute pass"
