@@ -247,43 +247,50 @@ impl VideoReader {
 impl VideoReader {
     /// Reads the next frame. When it is BGR at the container's frame size, OpenCV
     /// writes it straight into a pooled buffer, which becomes the frame; otherwise
-    /// (a failed read, another size or pixel type) it is left in `self.mat` and
-    /// this returns `None`.
+    /// (a failed read, an unknown frame size, another size or pixel type) it is
+    /// left in `self.mat` and this returns `None`.
     fn read_into_pooled_buffer(&mut self) -> Option<Frame> {
         let (w, h) = (self.width, self.height);
-        let mut buffer = if w > 0 && h > 0 {
-            self.pool.take(w * h * 3)
-        } else {
-            Vec::new()
-        };
+        if w == 0 || h == 0 {
+            // No size to decode into: OpenCV allocates.
+            self.read_into_mat();
+            return None;
+        }
+        let mut buffer = self.pool.take(w * h * 3);
         let start = buffer.as_ptr();
-        let direct = {
-            let Ok(mut mat) =
-                Mat::new_rows_cols_with_bytes_mut::<Vec3b>(h as i32, w as i32, &mut buffer)
-            else {
-                // No size to decode into: OpenCV allocates.
-                if !self.cap.read(&mut self.mat).unwrap_or(false) {
-                    self.mat = Mat::default();
+        let in_place =
+            match Mat::new_rows_cols_with_bytes_mut::<Vec3b>(h as i32, w as i32, &mut buffer) {
+                Ok(mut mat) => {
+                    let ok = self.cap.read(&mut mat).unwrap_or(false);
+                    // OpenCV reallocates a header whose size or type differs from the
+                    // frame.
+                    let in_place = ok && mat.data() == start && mat.typ() == CV_8UC3;
+                    if !in_place {
+                        self.mat = if ok {
+                            mat.try_clone().unwrap_or_default()
+                        } else {
+                            Mat::default()
+                        };
+                    }
+                    in_place
                 }
-                return None;
+                Err(_) => {
+                    self.read_into_mat();
+                    false
+                }
             };
-            let ok = self.cap.read(&mut mat).unwrap_or(false);
-            // OpenCV reallocates a header whose size or type differs from the frame.
-            let in_place = ok && mat.data() == start && mat.typ() == CV_8UC3;
-            if !in_place {
-                self.mat = if ok {
-                    mat.try_clone().unwrap_or_default()
-                } else {
-                    Mat::default()
-                };
-            }
-            in_place
-        };
-        if direct {
+        if in_place {
             Frame::with_order(w, h, buffer, ChannelOrder::Bgr).ok()
         } else {
             self.pool.give(buffer);
             None
+        }
+    }
+
+    /// Reads the next frame into `self.mat` (left empty when the read fails).
+    fn read_into_mat(&mut self) {
+        if !self.cap.read(&mut self.mat).unwrap_or(false) {
+            self.mat = Mat::default();
         }
     }
 
