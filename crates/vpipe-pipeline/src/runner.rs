@@ -638,7 +638,7 @@ struct Writer {
     failed: Vec<(String, String)>,
     outputs: Vec<PathBuf>,
     weights_note: Option<&'static str>,
-    /// Where written frames' buffers go for reuse.
+    /// Where written frames' buffers go for reuse (a video's reader).
     recycle: Option<FramePool>,
 }
 
@@ -848,6 +848,10 @@ impl Writer {
                     path: target.clone(),
                     cause,
                 })?;
+        }
+        // Without annotation the frame still holds its pixels.
+        if let Some(pool) = &self.recycle {
+            pool.give(item.frame.data);
         }
         self.frames += 1;
         Ok(())
