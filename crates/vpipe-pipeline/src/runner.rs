@@ -209,6 +209,20 @@ struct Finished {
     annotated: Option<Frame>,
 }
 
+/// Starts a pipeline stage on its own named thread (the name shows in `top -H`,
+/// `perf` and `/proc`, and threads the stage starts, such as a video decoder's,
+/// inherit it).
+fn spawn_stage<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    name: &str,
+    f: impl FnOnce() + Send + 'scope,
+) {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn_scoped(scope, f)
+        .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"));
+}
+
 /// Adds the CPU time the calling thread spends in `f` to `slot`.
 fn timed<R>(slot: &AtomicU64, f: impl FnOnce() -> R) -> R {
     let t = cpu_time::thread();
@@ -301,7 +315,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
 
     let write_result: Result<()> = std::thread::scope(|scope| {
         // Stage 1: decode.
-        scope.spawn(|| {
+        spawn_stage(scope, "vpipe-decode", || {
             let send = |m: Msg<Decoded>| {
                 if live && spec.runner.live == LivePolicy::DropOldest {
                     if q_decoded.push_drop_oldest(m).is_some() {
@@ -365,7 +379,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
         });
 
         // Stage 2: preprocess, in batches of frames of one size.
-        scope.spawn(|| {
+        spawn_stage(scope, "vpipe-prepare", || {
             let batch_size = spec.runner.batch;
             let mut pending: Vec<Decoded> = Vec::new();
             let flush = |items: Vec<Decoded>| {
@@ -415,7 +429,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
         });
 
         // Stage 3: the model.
-        scope.spawn(|| {
+        spawn_stage(scope, "vpipe-model", || {
             while let Some(m) = q_prepared.pop() {
                 let out = match m {
                     Msg::Item(b) => match timed(&clocks.model, || pipeline.infer(b.prepared)) {
@@ -444,7 +458,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
         });
 
         // Stage 4: post-process and annotate.
-        scope.spawn(|| {
+        spawn_stage(scope, "vpipe-post", || {
             while let Some(m) = q_inferred.pop() {
                 match m {
                     Msg::Item(inf) => {
