@@ -18,11 +18,12 @@
 //!
 //! The inner loops are plain safe Rust compiled for AVX-512, AVX2 and the
 //! baseline target and picked at run time (`vpipe_core::simd_fn!`), except the
-//! horizontal pass on processors with AVX-512 VBMI, which uses byte-permute
-//! intrinsics (module `permute`); a test checks it against the portable pass.
+//! two passes on processors with AVX-512 VBMI and VNNI, which use intrinsics
+//! (module `vnni`); tests check them against the portable passes.
 
 use std::cell::Cell;
 use std::ops::Range;
+use std::rc::Rc;
 
 /// Interpolation filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,6 +177,7 @@ fn filter_eval(filter: Filter, x: f64) -> f64 {
 // ---------------------------------------------------------------------------
 
 /// Fixed-point filter coefficients for one axis.
+#[derive(Clone)]
 struct AxisCoeffs {
     /// First source index of each output sample.
     start: Vec<usize>,
@@ -201,6 +203,11 @@ impl AxisCoeffs {
             .max()
             .unwrap_or(0);
         first..last.max(first)
+    }
+
+    /// The most taps any output sample has (`ksize` bounds it, often loosely).
+    fn max_taps(&self) -> usize {
+        self.len.iter().copied().max().unwrap_or(0)
     }
 
     /// Weights of output sample `i`, truncated to its tap count.
@@ -330,6 +337,105 @@ fn clip8(acc: i32, precision: u32) -> u8 {
     (acc >> precision).clamp(0, 255) as u8
 }
 
+/// One axis's filter: its coefficients, and on processors with AVX-512 VBMI and
+/// VNNI their split-weight forms for the passes of module `vnni`.
+struct AxisFilter {
+    coeffs: AxisCoeffs,
+    /// For filtering along rows (the horizontal pass).
+    #[cfg(target_arch = "x86_64")]
+    rows: Option<vnni::Plan>,
+    /// For filtering down columns (the vertical pass, and the horizontal pass
+    /// when `rows` is `None`).
+    #[cfg(target_arch = "x86_64")]
+    columns: Option<vnni::Columns>,
+}
+
+impl AxisFilter {
+    /// The filter of an axis of `in_size` samples resized to `out_size`;
+    /// `horizontal` when it filters along rows.
+    fn new(
+        in_size: usize,
+        out_size: usize,
+        filter: Filter,
+        kernel: ResizeKernel,
+        horizontal: bool,
+    ) -> Option<AxisFilter> {
+        let coeffs = compute_coeffs(in_size, out_size, filter, kernel)?;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let rows = horizontal
+                .then(|| vnni::Plan::new(&coeffs, in_size))
+                .flatten();
+            let columns = if rows.is_none() {
+                vnni::Columns::new(&coeffs)
+            } else {
+                None
+            };
+            Some(AxisFilter {
+                coeffs,
+                rows,
+                columns,
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = horizontal;
+            Some(AxisFilter { coeffs })
+        }
+    }
+}
+
+/// A resample's `(w, h, out_w, out_h, filter, kernel)`.
+type ResampleKey = (usize, usize, usize, usize, Filter, ResizeKernel);
+
+/// What a two-pass resample derives from its sizes, filter and kernel.
+struct Resample {
+    key: ResampleKey,
+    /// `None` when the width does not change.
+    horizontal: Option<AxisFilter>,
+    /// `None` when the height does not change.
+    vertical: Option<AxisFilter>,
+}
+
+/// Resamples kept per thread: a video's frames, resized alike, reuse theirs.
+const RESAMPLES_KEPT: usize = 4;
+
+thread_local! {
+    /// Each thread's most recently used resamples, newest first.
+    static RESAMPLES: std::cell::RefCell<Vec<Rc<Resample>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Resample {
+    /// The resample for these sizes, filter and kernel: this thread's kept one, or
+    /// a new one (then kept).
+    fn get(key: ResampleKey) -> Option<Rc<Resample>> {
+        let (w, h, out_w, out_h, filter, kernel) = key;
+        RESAMPLES.with_borrow_mut(|kept| {
+            if let Some(i) = kept.iter().position(|r| r.key == key) {
+                let found = kept.remove(i);
+                kept.insert(0, found.clone());
+                return Some(found);
+            }
+            let axis = |need: bool, i, o, horizontal| {
+                if need {
+                    AxisFilter::new(i, o, filter, kernel, horizontal).map(Some)
+                } else {
+                    Some(None)
+                }
+            };
+            let made = Rc::new(Resample {
+                key,
+                horizontal: axis(out_w != w, w, out_w, true)?,
+                vertical: axis(out_h != h, h, out_h, false)?,
+            });
+            kept.insert(0, made.clone());
+            kept.truncate(RESAMPLES_KEPT);
+            Some(made)
+        })
+    }
+}
+
 /// Two-pass resample as in Pillow's `ImagingResampleInner` and torch's
 /// `upsample_avx_bilinear_bicubic_uint8`. A pass is skipped when its
 /// dimension does not change. Torch always runs the horizontal pass first;
@@ -344,61 +450,41 @@ fn resample_separable(
     filter: Filter,
     kernel: ResizeKernel,
 ) -> Option<Vec<u8>> {
-    let need_horizontal = out_w != w;
-    let need_vertical = out_h != h;
+    let resample = Resample::get((w, h, out_w, out_h, filter, kernel))?;
     let horizontal_first = match kernel {
         ResizeKernel::Pillow => !pillow_vertical_first(w, h, out_w, out_h),
         ResizeKernel::TorchAntialias => true,
     };
-
-    if !horizontal_first {
-        // Pillow, height reduced much more than width: vertical pass over
-        // the full source width, then (if needed) the horizontal pass.
-        let vert = compute_coeffs(h, out_h, filter, kernel)?;
-        let tmp_len = out_h.checked_mul(w)?.checked_mul(CHANNELS)?;
-        if !need_horizontal {
-            let mut out = try_zeroed::<u8>(tmp_len)?;
-            vertical_pass(src, w, 0, &vert, &mut out)?;
-            return Some(out);
-        }
-        let horiz = compute_coeffs(w, out_w, filter, kernel)?;
-        let mut out = try_zeroed::<u8>(out_h.checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
-        with_scratch(&INTERMEDIATE, tmp_len, |tmp| {
-            vertical_pass(src, w, 0, &vert, tmp)?;
-            horizontal_pass(tmp, w, 0..out_h, &horiz, &mut out)
-        })??;
-        return Some(out);
-    }
-
-    let vert = if need_vertical {
-        Some(compute_coeffs(h, out_h, filter, kernel)?)
-    } else {
-        None
-    };
-    // Rows of the source the vertical pass reads (Pillow's ybox_first/last;
-    // torch filters every row, which gives identical output).
-    let rows = match &vert {
-        Some(v) => v.source_range(),
-        None => 0..h,
-    };
-    let Some(vert) = vert else {
-        // Width only.
-        let horiz = compute_coeffs(w, out_w, filter, kernel)?;
-        let mut out = try_zeroed::<u8>(h.checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
-        horizontal_pass(src, w, rows, &horiz, &mut out)?;
-        return Some(out);
-    };
     let mut out = try_zeroed::<u8>(out_h.checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
-    if !need_horizontal {
-        vertical_pass(src, w, 0, &vert, &mut out)?;
-        return Some(out);
+    match (&resample.horizontal, &resample.vertical) {
+        (Some(horiz), None) => horizontal_pass(src, w, 0..h, horiz, &mut out)?,
+        (None, Some(vert)) => vertical_pass(src, w, 0, vert, &mut out)?,
+        (Some(horiz), Some(vert)) if !horizontal_first => {
+            // Pillow, height reduced much more than width: vertical pass over
+            // the full source width, then the horizontal pass.
+            let tmp_len = out_h.checked_mul(w)?.checked_mul(CHANNELS)?;
+            with_scratch(&INTERMEDIATE, tmp_len, |tmp| {
+                vertical_pass(src, w, 0, vert, tmp)?;
+                horizontal_pass(tmp, w, 0..out_h, horiz, &mut out)
+            })??;
+        }
+        (Some(horiz), Some(vert)) => {
+            // Rows of the source the vertical pass reads (Pillow's
+            // ybox_first/last; torch filters every row, which gives identical
+            // output).
+            let rows = vert.coeffs.source_range();
+            let tmp_len = rows.len().checked_mul(out_w)?.checked_mul(CHANNELS)?;
+            with_scratch(&INTERMEDIATE, tmp_len, |tmp| {
+                horizontal_pass(src, w, rows.clone(), horiz, tmp)?;
+                vertical_pass(tmp, out_w, rows.start, vert, &mut out)
+            })??;
+        }
+        // `resize_rgb8` copies same-size images before getting here.
+        (None, None) => {
+            let len = out.len();
+            out.copy_from_slice(src.get(..len)?);
+        }
     }
-    let horiz = compute_coeffs(w, out_w, filter, kernel)?;
-    let tmp_len = rows.len().checked_mul(out_w)?.checked_mul(CHANNELS)?;
-    with_scratch(&INTERMEDIATE, tmp_len, |tmp| {
-        horizontal_pass(src, w, rows.clone(), &horiz, tmp)?;
-        vertical_pass(tmp, out_w, rows.start, &vert, &mut out)
-    })??;
     Some(out)
 }
 
@@ -419,28 +505,28 @@ fn pillow_vertical_first(w: usize, h: usize, out_w: usize, out_h: usize) -> bool
 }
 
 /// Horizontal pass: filters source rows `rows` of `src` (width `src_w`) into
-/// `dst` (one output row per source row, width `coeffs.start.len()`).
+/// `dst` (one output row per source row, width `filter.coeffs.start.len()`).
 ///
-/// On processors with AVX-512 VBMI byte permutes, [`permute::Plan`] filters each
+/// On processors with AVX-512 VBMI and VNNI, [`vnni::Plan`] filters each
 /// row in place; otherwise [`horizontal_pass_transposed`] runs.
 fn horizontal_pass(
     src: &[u8],
     src_w: usize,
     rows: Range<usize>,
-    coeffs: &AxisCoeffs,
+    filter: &AxisFilter,
     dst: &mut [u8],
 ) -> Option<()> {
     let n = rows.len();
-    let out_w = coeffs.start.len();
     let stride = src_w.checked_mul(CHANNELS)?;
     let band = src.get(rows.start.checked_mul(stride)?..rows.end.checked_mul(stride)?)?;
     #[cfg(target_arch = "x86_64")]
-    if let Some(plan) = permute::Plan::new(coeffs, src_w) {
+    if let Some(plan) = &filter.rows {
+        let out_w = filter.coeffs.start.len();
         let dst = dst.get_mut(..n.checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
         plan.filter_rows(band, dst);
         return Some(());
     }
-    horizontal_pass_transposed(band, src_w, n, coeffs, dst)
+    horizontal_pass_transposed(band, src_w, n, filter, dst)
 }
 
 /// [`horizontal_pass`] over the `n` rows of `band`, through two transposes and
@@ -453,15 +539,15 @@ fn horizontal_pass_transposed(
     band: &[u8],
     src_w: usize,
     n: usize,
-    coeffs: &AxisCoeffs,
+    filter: &AxisFilter,
     dst: &mut [u8],
 ) -> Option<()> {
-    let out_w = coeffs.start.len();
+    let out_w = filter.coeffs.start.len();
     let filtered_len = out_w.checked_mul(n)?.checked_mul(CHANNELS)?;
     with_scratch(&COLUMNS, band.len(), |columns| {
         transpose_rgb(band, src_w, n, columns);
         with_scratch(&FILTERED, filtered_len, |filtered| {
-            vertical_pass(columns, n, 0, coeffs, filtered)?;
+            vertical_pass(columns, n, 0, filter, filtered)?;
             transpose_rgb(filtered, n, out_w, dst.get_mut(..filtered_len)?);
             Some(())
         })?
@@ -504,55 +590,72 @@ fn with_scratch<T: Copy + Default, R>(
     Some(r)
 }
 
-/// The horizontal pass with AVX-512 VBMI byte permutes, row by row, without
-/// transposing the image.
+/// Both passes with AVX-512 VBMI byte permutes and VNNI byte dot products.
 ///
-/// Each source row is split into three channel rows. Outputs are filtered 16 at a
-/// time: one 64-byte load covers every source pixel the 16 outputs read, and one
-/// permute per pair of taps moves each output's two tap pixels into its pair of
-/// 16-bit lanes. Each weight `w` is split as `w = h * 2^11 + l` with `0 <= l <
-/// 2^11`, so that both halves fit 16 bits: two multiply-add instructions sum
-/// `p * h` and `p * l` over the pair, and `(sum_h << 11) + sum_l` is the exact
-/// integer sum of `p * w` that [`accumulate_row`] computes (the arithmetic wraps
-/// alike), so the output is the same as the other paths'.
+/// Every weight `w` is written in three signed base-256 digits,
+/// `w = d2 * 2^16 + d1 * 2^8 + d0` with each digit in `-128..=127`. A `vpdpbusd`
+/// adds `p0 * d0 + p1 * d1 + p2 * d2 + p3 * d3` over four pixel bytes and four
+/// digit bytes to a 32-bit sum, so three of them (one per digit) filter four taps
+/// at once, and `(sum2 << 16) + (sum1 << 8) + sum0` is the exact integer sum of
+/// `p * w` that [`accumulate_row`] computes (the arithmetic wraps alike): the
+/// output is the same as the portable passes' (tests compare them).
+///
+/// * Horizontal ([`Plan`]), row by row without transposing the image: each source
+///   row is split into three channel rows, and outputs are filtered 16 at a time.
+///   One 64-byte load covers every source pixel the 16 outputs read, and one
+///   byte permute per four taps moves each output's four tap pixels into its
+///   32-bit lane.
+/// * Vertical ([`Columns`]): 64 bytes of an output row at a time, their sums kept
+///   in registers over all the taps; four source rows are interleaved into the
+///   bytes of 32-bit lanes per four taps.
 #[cfg(target_arch = "x86_64")]
-mod permute {
+mod vnni {
     use std::arch::x86_64::*;
 
     use super::{AxisCoeffs, CHANNELS};
 
-    /// Outputs filtered together.
+    /// Outputs filtered together by the horizontal pass.
     const LANES: usize = 16;
     /// Bytes one permute can pick from.
     const WINDOW: usize = 64;
+    /// Taps one dot product sums.
+    const TAPS: usize = 4;
+    /// Digits of a weight.
+    const DIGITS: usize = 3;
 
-    /// Bits of the low half of a split weight.
-    const LOW_BITS: u32 = 11;
+    /// The signed base-256 digits `[d0, d1, d2]` of `w` (see the module), or `None`
+    /// when `w` needs more than three.
+    fn digits(w: i32) -> Option<[i8; DIGITS]> {
+        let low = |v: i32| ((v + 128) & 255) - 128;
+        let d0 = low(w);
+        let rest = (w - d0) >> 8;
+        let d1 = low(rest);
+        let d2 = i8::try_from((rest - d1) >> 8).ok()?;
+        Some([d0 as i8, d1 as i8, d2])
+    }
 
     /// Whether the processor has the instructions and `VPIPE_SIMD` allows them.
     pub(super) fn available() -> bool {
         vpipe_core::simd::level() == vpipe_core::simd::Level::Avx512
             && std::arch::is_x86_feature_detected!("avx512vbmi")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
     }
 
-    /// Permute indices and split weights for every block of 16 outputs of one axis.
+    /// Permute indices and weight digits for every block of 16 outputs of one axis.
     pub(super) struct Plan {
         /// First output of each block; the last block ends at the last output and
         /// may overlap the one before it.
         blocks: Vec<usize>,
         /// First source pixel of each block's window.
         bases: Vec<usize>,
-        /// Per block and pair of taps `2 t, 2 t + 1`: bytes `4 j` and `4 j + 2`
-        /// pick output `j`'s two tap pixels from the window (bytes 0..64); bytes
-        /// `4 j + 1` and `4 j + 3` pick a zero (byte 64).
+        /// Per block and group of taps `4 q .. 4 q + 4`: byte `4 j + u` picks output
+        /// `j`'s tap `4 q + u` from the window.
         index: Vec<[u8; WINDOW]>,
-        /// Per block and pair of taps: output `j`'s high weight halves in 16-bit
-        /// lanes `2 j` and `2 j + 1` (0 past an output's taps).
-        high: Vec<[i16; 2 * LANES]>,
-        /// The low weight halves, laid out as `high`.
-        low: Vec<[i16; 2 * LANES]>,
-        /// Pairs of taps.
-        pairs: usize,
+        /// Per block and group of taps, per digit: byte `4 j + u` is that digit of
+        /// output `j`'s tap `4 q + u` (0 past an output's taps).
+        weights: Vec<[[i8; WINDOW]; DIGITS]>,
+        /// Groups of taps.
+        groups: usize,
         /// Fractional bits of the weights.
         precision: u32,
         /// Source row width, in pixels.
@@ -564,8 +667,8 @@ mod permute {
     impl Plan {
         /// The plan for `coeffs` over rows of `src_w` pixels, or `None` when the
         /// processor lacks the instructions (or `VPIPE_SIMD` caps them), the row
-        /// is narrower than 16 outputs, or 16 outputs read more than 64 pixels
-        /// (a downscale by more than about 3).
+        /// is narrower than 16 outputs, 16 outputs read more than 64 pixels
+        /// (a downscale by more than about 3), or a weight needs more digits.
         pub(super) fn new(coeffs: &AxisCoeffs, src_w: usize) -> Option<Plan> {
             if !available() {
                 return None;
@@ -577,11 +680,10 @@ mod permute {
             let blocks: Vec<usize> = (0..out_w.div_ceil(LANES))
                 .map(|b| (b * LANES).min(out_w - LANES))
                 .collect();
-            let pairs = coeffs.ksize.div_ceil(2);
+            let groups = coeffs.max_taps().div_ceil(TAPS);
             let mut bases = Vec::with_capacity(blocks.len());
-            let mut index = Vec::with_capacity(blocks.len() * pairs);
-            let mut high = Vec::with_capacity(blocks.len() * pairs);
-            let mut low = Vec::with_capacity(blocks.len() * pairs);
+            let mut index = Vec::with_capacity(blocks.len() * groups);
+            let mut weights = Vec::with_capacity(blocks.len() * groups);
             for &first in &blocks {
                 let outputs = first..first + LANES;
                 let base = outputs.clone().map(|x| coeffs.start[x]).min()?;
@@ -593,34 +695,33 @@ mod permute {
                     return None;
                 }
                 bases.push(base);
-                for t in 0..pairs {
-                    let mut lanes = [WINDOW as u8; WINDOW];
-                    let (mut h, mut l) = ([0i16; 2 * LANES], [0i16; 2 * LANES]);
+                for q in 0..groups {
+                    let mut lanes = [0u8; WINDOW];
+                    let mut digit_lanes = [[0i8; WINDOW]; DIGITS];
                     for j in 0..LANES {
                         let x = first + j;
-                        for (half, tap) in [2 * t, 2 * t + 1].into_iter().enumerate() {
-                            let lane = 2 * j + half;
+                        for u in 0..TAPS {
+                            let tap = TAPS * q + u;
                             // Taps past an output's last read the window's last
                             // byte and weigh 0.
-                            lanes[2 * lane] = (coeffs.start[x] + tap - base).min(WINDOW - 1) as u8;
+                            lanes[TAPS * j + u] =
+                                (coeffs.start[x] + tap - base).min(WINDOW - 1) as u8;
                             let w = coeffs.taps(x).get(tap).copied().unwrap_or(0);
-                            let lo = w & ((1 << LOW_BITS) - 1);
-                            h[lane] = i16::try_from((w - lo) >> LOW_BITS).ok()?;
-                            l[lane] = lo as i16;
+                            for (d, digit) in digits(w)?.into_iter().enumerate() {
+                                digit_lanes[d][TAPS * j + u] = digit;
+                            }
                         }
                     }
                     index.push(lanes);
-                    high.push(h);
-                    low.push(l);
+                    weights.push(digit_lanes);
                 }
             }
             Some(Plan {
                 blocks,
                 bases,
                 index,
-                high,
-                low,
-                pairs,
+                weights,
+                groups,
                 precision: coeffs.precision,
                 src_w,
                 out_w,
@@ -643,7 +744,7 @@ mod permute {
             }
         }
 
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni")]
         fn filter_row(&self, row: &[u8], out: &mut [u8], planes: &mut [u8], filtered: &mut [u8]) {
             let padded = self.src_w + WINDOW;
             let (r, rest) = planes.split_at_mut(padded);
@@ -669,7 +770,7 @@ mod permute {
         /// Filters the three channel rows of one row (`src_w` pixels and `WINDOW`
         /// bytes of padding each) together, so that each permute index and weight
         /// vector is loaded once for all three.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni")]
         fn filter_planes(&self, planes: [&[u8]; CHANNELS], out: [&mut [u8]; CHANNELS]) {
             let init = _mm512_set1_epi32(1 << (self.precision - 1));
             let shift = _mm_cvtsi32_si128(self.precision as i32);
@@ -683,26 +784,23 @@ mod permute {
                             .unwrap_or_else(|_| unreachable!("rows are padded by a window")),
                     )
                 });
-                let mut high = [zero; CHANNELS];
-                let mut low = [zero; CHANNELS];
-                for t in 0..self.pairs {
-                    let at = bi * self.pairs + t;
+                let mut sums = [[zero; DIGITS]; CHANNELS];
+                for q in 0..self.groups {
+                    let at = bi * self.groups + q;
                     let index = load64(&self.index[at]);
-                    let (h, l) = (load_halves(&self.high[at]), load_halves(&self.low[at]));
+                    let weights = self.weights[at].each_ref().map(|d| load_digits(d));
                     for c in 0..CHANNELS {
-                        let px = _mm512_permutex2var_epi8(windows[c], index, zero);
-                        high[c] = _mm512_add_epi32(high[c], _mm512_madd_epi16(px, h));
-                        low[c] = _mm512_add_epi32(low[c], _mm512_madd_epi16(px, l));
+                        let px = _mm512_permutexvar_epi8(index, windows[c]);
+                        for d in 0..DIGITS {
+                            sums[c][d] = _mm512_dpbusd_epi32(sums[c][d], px, weights[d]);
+                        }
                     }
                 }
                 for (c, out) in [&mut *out_r, &mut *out_g, &mut *out_b]
                     .into_iter()
                     .enumerate()
                 {
-                    let acc = _mm512_add_epi32(
-                        _mm512_add_epi32(_mm512_slli_epi32::<LOW_BITS>(high[c]), low[c]),
-                        init,
-                    );
+                    let acc = _mm512_add_epi32(join(sums[c]), init);
                     // `clip8`: arithmetic shift, then clamp to 0..=255.
                     let v = _mm512_max_epi32(_mm512_sra_epi32(acc, shift), zero);
                     let bytes = _mm512_cvtusepi32_epi8(v);
@@ -716,6 +814,118 @@ mod permute {
         }
     }
 
+    /// `(sums[2] << 16) + (sums[1] << 8) + sums[0]`: the sum over the weights
+    /// from the sums over their digits.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn join(sums: [__m512i; DIGITS]) -> __m512i {
+        _mm512_add_epi32(
+            _mm512_add_epi32(
+                _mm512_slli_epi32::<16>(sums[2]),
+                _mm512_slli_epi32::<8>(sums[1]),
+            ),
+            sums[0],
+        )
+    }
+
+    /// Weight digits of the vertical pass, per output row and group of taps.
+    pub(super) struct Columns {
+        /// Per output row and group of taps `4 q .. 4 q + 4`, per digit: the four
+        /// taps' digits as the bytes of one 32-bit lane (tap `4 q` in the lowest;
+        /// 0 for a tap past the row's last).
+        digits: Vec<[i32; DIGITS]>,
+        /// Groups of taps.
+        groups: usize,
+    }
+
+    impl Columns {
+        /// The weight digits of `coeffs`, or `None` when the processor lacks the
+        /// instructions (or `VPIPE_SIMD` caps them) or a weight needs more digits.
+        pub(super) fn new(coeffs: &AxisCoeffs) -> Option<Columns> {
+            if !available() {
+                return None;
+            }
+            let groups = coeffs.max_taps().div_ceil(TAPS);
+            let out = coeffs.start.len();
+            let mut packed = Vec::with_capacity(out * groups);
+            for i in 0..out {
+                let taps = coeffs.taps(i);
+                for q in 0..groups {
+                    let mut lanes = [0i32; DIGITS];
+                    for u in 0..TAPS {
+                        let w = taps.get(TAPS * q + u).copied().unwrap_or(0);
+                        for (lane, digit) in lanes.iter_mut().zip(digits(w)?) {
+                            *lane |= i32::from(digit as u8) << (8 * u);
+                        }
+                    }
+                    packed.push(lanes);
+                }
+            }
+            Some(Columns {
+                digits: packed,
+                groups,
+            })
+        }
+
+        /// Output row `yy` of the vertical pass from its taps' source `rows`.
+        pub(super) fn filter_row(&self, yy: usize, rows: &[&[u8]], precision: u32, out: &mut [u8]) {
+            let at = yy * self.groups..(yy + 1) * self.groups;
+            // SAFETY: `new` checked that the processor has these features.
+            unsafe { filter_row(rows, &self.digits[at], precision, out) };
+        }
+    }
+
+    /// One output row of the vertical pass: `rows` are the taps' source rows (each
+    /// `out.len()` bytes), `digits` the weight digits of their groups of four.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    fn filter_row(rows: &[&[u8]], digits: &[[i32; DIGITS]], precision: u32, out: &mut [u8]) {
+        const CHUNK: usize = 64;
+        let init = _mm512_set1_epi32(1 << (precision - 1));
+        let shift = _mm_cvtsi32_si128(precision as i32);
+        let zero = _mm512_setzero_si512();
+        let len = out.len();
+        for x in (0..len).step_by(CHUNK) {
+            let mask: __mmask64 = if len - x >= CHUNK {
+                !0
+            } else {
+                (1 << (len - x)) - 1
+            };
+            // Sums of outputs x.. per digit, in the unpacks' order: vector `k`
+            // holds outputs `16 l + 4 k .. 16 l + 4 k + 4` of each 16-byte lane `l`
+            // (the packs below restore the order).
+            let mut sums = [[zero; DIGITS]; 4];
+            for (taps, group) in rows.chunks(TAPS).zip(digits) {
+                // Taps past the row's last weigh 0: any row will do.
+                let [a, b, c, d] = [0, 1, 2, 3].map(|u| {
+                    let row = taps.get(u).copied().unwrap_or(taps[0]);
+                    // SAFETY: the mask reads only bytes x..len of the row, which
+                    // has `len` bytes.
+                    unsafe { _mm512_maskz_loadu_epi8(mask, row.as_ptr().add(x).cast()) }
+                });
+                let (ab_lo, ab_hi) = (_mm512_unpacklo_epi8(a, b), _mm512_unpackhi_epi8(a, b));
+                let (cd_lo, cd_hi) = (_mm512_unpacklo_epi8(c, d), _mm512_unpackhi_epi8(c, d));
+                let quads = [
+                    _mm512_unpacklo_epi16(ab_lo, cd_lo),
+                    _mm512_unpackhi_epi16(ab_lo, cd_lo),
+                    _mm512_unpacklo_epi16(ab_hi, cd_hi),
+                    _mm512_unpackhi_epi16(ab_hi, cd_hi),
+                ];
+                let weights = group.map(|w| _mm512_set1_epi32(w));
+                for (k, px) in quads.into_iter().enumerate() {
+                    for dgt in 0..DIGITS {
+                        sums[k][dgt] = _mm512_dpbusd_epi32(sums[k][dgt], px, weights[dgt]);
+                    }
+                }
+            }
+            let [s0, s1, s2, s3] =
+                sums.map(|s| _mm512_sra_epi32(_mm512_add_epi32(join(s), init), shift));
+            // `clip8`: saturate to 16 bits, then to 0..=255.
+            let bytes = _mm512_packus_epi16(_mm512_packs_epi32(s0, s1), _mm512_packs_epi32(s2, s3));
+            // SAFETY: the mask writes only bytes x..len of `out`.
+            unsafe { _mm512_mask_storeu_epi8(out.as_mut_ptr().add(x).cast(), mask, bytes) };
+        }
+    }
+
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn load64(bytes: &[u8; WINDOW]) -> __m512i {
@@ -725,9 +935,9 @@ mod permute {
 
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn load_halves(w: &[i16; 2 * LANES]) -> __m512i {
-        // SAFETY: `w` is 64 readable bytes.
-        unsafe { _mm512_loadu_si512(w.as_ptr().cast()) }
+    fn load_digits(d: &[i8; WINDOW]) -> __m512i {
+        // SAFETY: `d` is 64 readable bytes.
+        unsafe { _mm512_loadu_si512(d.as_ptr().cast()) }
     }
 
     /// Splits RGB pixels into three channel rows.
@@ -829,29 +1039,43 @@ fn transpose_rgb(src: &[u8], w: usize, h: usize, dst: &mut [u8]) {
 }
 
 /// Vertical pass: `src` has rows of width `width` starting at source row
-/// `row_offset`; writes `coeffs.start.len()` rows into `dst`.
+/// `row_offset`; writes `filter.coeffs.start.len()` rows into `dst`. Returns
+/// `None` when `src` lacks a row that a tap reads.
+///
+/// Each output row is filtered by [`vnni::Columns`] where the processor has it,
+/// else by [`accumulate_row`] and [`finish_row`].
 fn vertical_pass(
     src: &[u8],
     width: usize,
     row_offset: usize,
-    coeffs: &AxisCoeffs,
+    filter: &AxisFilter,
     dst: &mut [u8],
 ) -> Option<()> {
+    let coeffs = &filter.coeffs;
     let stride = width * CHANNELS;
     let precision = coeffs.precision;
     let init = 1i32 << (precision - 1);
     with_scratch(&SUMS, stride, |acc| {
-        for (yy, out_row) in dst.chunks_exact_mut(stride).enumerate() {
-            acc.fill(init);
+        let mut rows: Vec<&[u8]> = Vec::with_capacity(coeffs.ksize);
+        for (yy, out) in dst.chunks_exact_mut(stride).enumerate() {
             let first = coeffs.start[yy].checked_sub(row_offset)?;
-            for (j, &wt) in coeffs.taps(yy).iter().enumerate() {
+            rows.clear();
+            for j in 0..coeffs.len[yy] {
                 let begin = (first + j) * stride;
-                let row = src.get(begin..begin + stride)?;
-                // Integer (wrapping) sums are order independent, so accumulating
-                // row by row gives the same result as the per-pixel tap loop.
+                rows.push(src.get(begin..begin + stride)?);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(columns) = &filter.columns {
+                columns.filter_row(yy, &rows, precision, out);
+                continue;
+            }
+            acc.fill(init);
+            // Integer (wrapping) sums are order independent, so accumulating row
+            // by row gives the same result as the per-pixel tap loop.
+            for (row, &wt) in rows.iter().zip(coeffs.taps(yy)) {
                 accumulate_row(acc, row, wt);
             }
-            finish_row(out_row, acc, precision);
+            finish_row(out, acc, precision);
         }
         Some(())
     })?
@@ -990,42 +1214,149 @@ mod tests {
         assert!(r.is_empty());
     }
 
-    /// The byte-permute horizontal pass gives the transposing pass's bytes.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn permuted_and_transposed_horizontal_passes_agree() {
+    /// Pseudo-random numbers below `n`, from a fixed seed.
+    fn numbers() -> impl FnMut(usize) -> usize {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: usize| {
+        move |n| {
             seed = seed
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             (seed >> 33) as usize % n
-        };
-        let mut compared = 0;
-        for _ in 0..300 {
-            let (w, rows, out_w) = (1 + next(800), 1 + next(9), 1 + next(400));
-            let band: Vec<u8> = (0..w * rows * CHANNELS).map(|_| next(256) as u8).collect();
-            for filter in [Filter::Bilinear, Filter::Bicubic] {
-                for kernel in [ResizeKernel::Pillow, ResizeKernel::TorchAntialias] {
-                    let coeffs = compute_coeffs(w, out_w, filter, kernel).unwrap();
-                    let Some(plan) = permute::Plan::new(&coeffs, w) else {
-                        continue;
-                    };
-                    let mut fast = vec![0u8; out_w * rows * CHANNELS];
-                    plan.filter_rows(&band, &mut fast);
-                    let mut slow = vec![0u8; out_w * rows * CHANNELS];
-                    horizontal_pass_transposed(&band, w, rows, &coeffs, &mut slow).unwrap();
-                    assert_eq!(fast, slow, "{w} -> {out_w}, {filter:?}, {kernel:?}");
-                    compared += 1;
+        }
+    }
+
+    /// The pass along one axis (`horizontal` or not) of `src` (`w` x `h` RGB
+    /// pixels), tap by tap, as the references write it.
+    fn tap_by_tap(
+        src: &[u8],
+        w: usize,
+        h: usize,
+        horizontal: bool,
+        coeffs: &AxisCoeffs,
+    ) -> Vec<u8> {
+        let n = coeffs.start.len();
+        let (out_w, out_h) = if horizontal { (n, h) } else { (w, n) };
+        let init = 1i32 << (coeffs.precision - 1);
+        let mut out = Vec::with_capacity(out_w * out_h * CHANNELS);
+        for y in 0..out_h {
+            for x in 0..out_w {
+                for c in 0..CHANNELS {
+                    let i = if horizontal { x } else { y };
+                    let mut acc = init;
+                    for (j, &wt) in coeffs.taps(i).iter().enumerate() {
+                        let (sx, sy) = if horizontal {
+                            (coeffs.start[i] + j, y)
+                        } else {
+                            (x, coeffs.start[i] + j)
+                        };
+                        let p = i32::from(src[(sy * w + sx) * CHANNELS + c]);
+                        acc = acc.wrapping_add(p.wrapping_mul(wt));
+                    }
+                    out.push(clip8(acc, coeffs.precision));
                 }
             }
         }
-        if permute::available() {
+        out
+    }
+
+    /// Every way this processor can filter with `coeffs`: portable, and with the
+    /// `vnni` plans it supports (for filtering along rows when `horizontal`).
+    fn variants(coeffs: &AxisCoeffs, in_size: usize, horizontal: bool) -> Vec<AxisFilter> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut all = vec![AxisFilter {
+                coeffs: coeffs.clone(),
+                rows: None,
+                columns: None,
+            }];
+            if let Some(columns) = vnni::Columns::new(coeffs) {
+                all.push(AxisFilter {
+                    coeffs: coeffs.clone(),
+                    rows: None,
+                    columns: Some(columns),
+                });
+            }
+            if let Some(plan) = horizontal
+                .then(|| vnni::Plan::new(coeffs, in_size))
+                .flatten()
+            {
+                all.push(AxisFilter {
+                    coeffs: coeffs.clone(),
+                    rows: Some(plan),
+                    columns: None,
+                });
+            }
+            all
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (in_size, horizontal);
+            vec![AxisFilter {
+                coeffs: coeffs.clone(),
+            }]
+        }
+    }
+
+    /// Runs every pass variant along one axis over 300 random images, filters and
+    /// kernels, checks each against [`tap_by_tap`], and counts the cases per variant.
+    fn check_variants(horizontal: bool) -> [usize; 3] {
+        let mut next = numbers();
+        let mut passes = [0; 3];
+        for _ in 0..300 {
+            let (w, h, out) = if horizontal {
+                (1 + next(800), 1 + next(9), 1 + next(400))
+            } else {
+                (1 + next(120), 1 + next(300), 1 + next(200))
+            };
+            let src: Vec<u8> = (0..w * h * CHANNELS).map(|_| next(256) as u8).collect();
+            let in_size = if horizontal { w } else { h };
+            for filter in [Filter::Bilinear, Filter::Bicubic] {
+                for kernel in [ResizeKernel::Pillow, ResizeKernel::TorchAntialias] {
+                    let coeffs = compute_coeffs(in_size, out, filter, kernel).unwrap();
+                    let expected = tap_by_tap(&src, w, h, horizontal, &coeffs);
+                    for (k, variant) in variants(&coeffs, in_size, horizontal).iter().enumerate() {
+                        let mut got = vec![0u8; expected.len()];
+                        if horizontal {
+                            horizontal_pass(&src, w, 0..h, variant, &mut got).unwrap();
+                        } else {
+                            vertical_pass(&src, w, 0, variant, &mut got).unwrap();
+                        }
+                        let case = format!("{w}x{h}, {in_size} -> {out}, {filter:?}, {kernel:?}");
+                        assert_eq!(got, expected, "{case}, variant {k}");
+                        passes[k] += 1;
+                    }
+                }
+            }
+        }
+        passes
+    }
+
+    /// Every horizontal pass (portable transposing, transposing with the VNNI
+    /// column pass, byte permutes) gives the bytes of the tap-by-tap sums.
+    #[test]
+    fn horizontal_passes_match_the_tap_by_tap_sums() {
+        let passes = check_variants(true);
+        #[cfg(target_arch = "x86_64")]
+        if vnni::available() {
+            assert_eq!(passes[1], 1200);
             assert!(
-                compared > 300,
-                "only {compared} cases used the permute pass"
+                passes[2] > 300,
+                "only {} cases used the permute pass",
+                passes[2]
             );
         }
+        assert_eq!(passes[0], 1200);
+    }
+
+    /// Every vertical pass (portable, VNNI) gives the bytes of the tap-by-tap sums.
+    #[test]
+    fn vertical_passes_match_the_tap_by_tap_sums() {
+        let passes = check_variants(false);
+        #[cfg(target_arch = "x86_64")]
+        if vnni::available() {
+            assert_eq!(passes[1], 1200);
+        }
+        assert_eq!(passes[0], 1200);
     }
 
     #[test]
