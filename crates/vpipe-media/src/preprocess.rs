@@ -10,6 +10,7 @@
 //! | `cvnets-seg` | exactly 512x512, bilinear, Pillow | none | RGB | x / 255 |
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::str::FromStr;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -284,9 +285,9 @@ impl Preprocess {
         out: &mut Vec<f32>,
     ) {
         let plane = width * height;
-        let start = out.len();
-        out.resize(start + 3 * plane, 0.0);
-        let (first, rest) = out[start..].split_at_mut(plane);
+        let pixels = &pixels[..3 * plane];
+        out.reserve(3 * plane);
+        let (first, rest) = out.spare_capacity_mut()[..3 * plane].split_at_mut(plane);
         let (second, third) = rest.split_at_mut(plane);
         let source = [0, 1, 2].map(|c| self.channels.index_in(c, order));
         // Per channel `(v * scale - mean) / std`, where `v * scale` is `v / 255`
@@ -297,13 +298,17 @@ impl Preprocess {
         };
         deinterleave_scaled(
             [first, second, third],
-            &pixels[..3 * plane],
+            pixels,
             source,
             scale,
             divide,
             self.mean,
             self.std,
         );
+        // SAFETY: `deinterleave_scaled` wrote every element of the three planes
+        // (each has one element per pixel of `pixels`), which were the `3 * plane`
+        // reserved elements after `out.len()`.
+        unsafe { out.set_len(out.len() + 3 * plane) };
     }
 
     /// The whole recipe: frame in, planar network input and its geometry out.
@@ -353,9 +358,10 @@ vpipe_core::simd_fn! {
     /// Splits interleaved 8-bit pixels into three float planes: plane `c` takes
     /// source channel `order[c]`, as `(v / scale - mean[c]) / std[c]` when
     /// `divide`, else `(v * scale - mean[c]) / std[c]` (the normalisation is
-    /// skipped for a channel with mean 0 and std 1, as in the references).
+    /// skipped for a channel with mean 0 and std 1, as in the references). Writes
+    /// every element of the planes when `pixels` holds one pixel per element.
     fn deinterleave_scaled(
-        planes: [&mut [f32]; 3],
+        planes: [&mut [MaybeUninit<f32>]; 3],
         pixels: &[u8],
         order: [usize; 3],
         scale: f32,
@@ -368,14 +374,18 @@ vpipe_core::simd_fn! {
             let values = plane.iter_mut().zip(pixels.chunks_exact(3));
             let (m, s) = (mean[c], std[c]);
             match (divide, m == 0.0 && s == 1.0) {
-                (true, true) => values.for_each(|(d, p)| *d = f32::from(p[src]) / scale),
-                (false, true) => values.for_each(|(d, p)| *d = f32::from(p[src]) * scale),
-                (true, false) => {
-                    values.for_each(|(d, p)| *d = (f32::from(p[src]) / scale - m) / s)
-                }
-                (false, false) => {
-                    values.for_each(|(d, p)| *d = (f32::from(p[src]) * scale - m) / s)
-                }
+                (true, true) => values.for_each(|(d, p)| {
+                    d.write(f32::from(p[src]) / scale);
+                }),
+                (false, true) => values.for_each(|(d, p)| {
+                    d.write(f32::from(p[src]) * scale);
+                }),
+                (true, false) => values.for_each(|(d, p)| {
+                    d.write((f32::from(p[src]) / scale - m) / s);
+                }),
+                (false, false) => values.for_each(|(d, p)| {
+                    d.write((f32::from(p[src]) * scale - m) / s);
+                }),
             }
         }
     }
