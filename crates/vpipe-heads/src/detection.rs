@@ -345,27 +345,28 @@ impl SsdHead {
         let c = self.num_classes;
         // Scores above the threshold, in one pass over the anchors: (anchor, class,
         // score), then per class by decreasing score (ties: lower anchor first) and
-        // cut to `top_k`, the order of the reference's per-class loop.
-        // Anchors per softmax call: enough rows to keep the vector units busy, few
-        // enough to stay in the L1 cache.
-        const ANCHORS: usize = 64;
-        let mut probs = vec![0.0; ANCHORS * c];
+        // cut to `top_k`, the order of the reference's per-class loop. Anchors whose
+        // foreground bound is below the threshold cannot give one and skip the
+        // softmax; the margin covers the rounding of both computations.
+        let skip_below = s.conf_threshold * (1.0 - BOUND_MARGIN);
+        let mut bounds = vec![0.0; conf_logits.len() / c.max(1)];
+        foreground_bounds(conf_logits, c, &mut bounds);
+        let mut probs = vec![0.0; c];
         let mut candidates: Vec<(usize, usize, f32)> = Vec::new();
-        for (block, logits) in conf_logits.chunks(ANCHORS * c).enumerate() {
-            let probs = &mut probs[..logits.len()];
-            probs.copy_from_slice(logits);
-            vpipe_backbone::cpu::softmax_rows(probs, c);
-            for (i, row) in probs.chunks_exact(c).enumerate() {
-                if !any_above(&row[1..], s.conf_threshold) {
-                    continue;
-                }
-                let a = block * ANCHORS + i;
-                candidates.extend(
-                    (1..c)
-                        .map(|class| (a, class, row[class]))
-                        .filter(|&(_, _, p)| p > s.conf_threshold),
-                );
+        for (a, (logits, &bound)) in conf_logits.chunks_exact(c).zip(&bounds).enumerate() {
+            if bound < skip_below {
+                continue;
             }
+            probs.copy_from_slice(logits);
+            vpipe_backbone::cpu::softmax_rows(&mut probs, c);
+            if !any_above(&probs[1..], s.conf_threshold) {
+                continue;
+            }
+            candidates.extend(
+                (1..c)
+                    .map(|class| (a, class, probs[class]))
+                    .filter(|&(_, _, p)| p > s.conf_threshold),
+            );
         }
         candidates.sort_by(|x, y| x.1.cmp(&y.1).then(y.2.total_cmp(&x.2)).then(x.0.cmp(&y.0)));
         let mut per_class = (0, 0);
@@ -412,6 +413,48 @@ impl SsdHead {
 impl Separable {
     fn pw_out(&self) -> usize {
         self.pw.out_channels()
+    }
+}
+
+/// Relative margin between an anchor's foreground bound and the score threshold
+/// below which the anchor is skipped: far above the rounding error of the bound and
+/// of the softmax (a few units in the last place of `f32`).
+const BOUND_MARGIN: f32 = 1e-3;
+
+vpipe_core::simd_fn! {
+    /// For each `row_len`-long row of class logits (background first), an upper
+    /// bound of the softmax probability of its foreground classes, without an
+    /// exponential per class. With `r` the row's background logit and `f` its
+    /// largest foreground one, each foreground probability is at most
+    /// `e^(f - r) / S` with `S = sum_j e^(x_j - r)`, and
+    /// `S >= sum_j max(0, 1 + x_j - r)` since `e^y >= 1 + y`. (A row with a NaN or
+    /// infinite logit has NaN probabilities, which pass no threshold, whatever its
+    /// bound.) One pass over each row, in 16 interleaved lanes.
+    fn foreground_bounds(logits: &[f32], row_len: usize, bounds: &mut [f32]) {
+        if row_len < 2 {
+            bounds.fill(f32::INFINITY);
+            return;
+        }
+        for (row, bound) in logits.chunks_exact(row_len).zip(bounds.iter_mut()) {
+            let r = row[0];
+            let mut f = [f32::NEG_INFINITY; 16];
+            let mut sum = [0.0f32; 16];
+            let (chunks, tail) = row[1..].as_chunks::<16>();
+            for chunk in chunks {
+                for ((f, sum), &v) in f.iter_mut().zip(&mut sum).zip(chunk) {
+                    *f = f.max(v);
+                    *sum += (1.0 + (v - r)).max(0.0);
+                }
+            }
+            let mut f = f.into_iter().fold(f32::NEG_INFINITY, f32::max);
+            // The background's own term is 1.
+            let mut total = 1.0 + sum.into_iter().sum::<f32>();
+            for &v in tail {
+                f = f.max(v);
+                total += (1.0 + (v - r)).max(0.0);
+            }
+            *bound = (f - r).exp() / total;
+        }
     }
 }
 
@@ -466,6 +509,44 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The foreground bound is never below a foreground class's softmax
+    /// probability, for rows that are flat, peaked on the background, peaked on a
+    /// class, or spread wide.
+    #[test]
+    fn foreground_bounds_hold() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut uniform = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let c = 81;
+        let mut rows = Vec::new();
+        for i in 0..4000 {
+            let spread = [0.1, 0.5, 1.0, 3.0, 10.0][i % 5];
+            let mut row: Vec<f32> = (0..c).map(|_| (uniform() - 0.5) * 2.0 * spread).collect();
+            match i % 3 {
+                0 => row[0] += 8.0 * uniform(),
+                1 => row[1 + i % (c - 1)] += 8.0 * uniform(),
+                _ => {}
+            }
+            rows.extend(row);
+        }
+        let mut bounds = vec![0.0; rows.len() / c];
+        foreground_bounds(&rows, c, &mut bounds);
+        let mut probs = rows.clone();
+        vpipe_backbone::cpu::softmax_rows(&mut probs, c);
+        let mut tight = 0;
+        for (row, &bound) in probs.chunks_exact(c).zip(&bounds) {
+            let top = row[1..].iter().copied().fold(0.0, f32::max);
+            assert!(top <= bound * (1.0 + 1e-5), "{top} > {bound}");
+            tight += usize::from(bound < 2.0 * top);
+        }
+        // Loose bounds would skip nothing; these are within 2x for most rows.
+        assert!(tight > 2000, "{tight}");
+    }
 
     #[test]
     fn iou_handles_degenerate_boxes() {
