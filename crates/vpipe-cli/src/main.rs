@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Large blocks start on a cache line: among others, video frames then reach
+/// OpenCV's writer without a copy (see `vpipe_core::alloc`).
+#[global_allocator]
+static ALLOCATOR: vpipe_core::alloc::LineAligned = vpipe_core::alloc::LineAligned;
+
 /// Multi-task computer vision on MobileViT.
 #[derive(Debug, Parser)]
 #[command(name = "vpipe", version, about)]

@@ -9,7 +9,9 @@
 //! - [`device`]: picks the burn device the networks run on.
 //! - [`geometry`]: where a network input lies in the original image.
 //! - [`pixel`]: the channel order of colour pixels.
+//! - [`alloc`]: a global allocator that starts large blocks on a cache line.
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod device;
 pub mod error;
