@@ -374,6 +374,9 @@ vpipe_core::simd_fn! {
             let values = plane.iter_mut().zip(pixels.chunks_exact(3));
             let (m, s) = (mean[c], std[c]);
             match (divide, m == 0.0 && s == 1.0) {
+                (true, true) if scale == 255.0 => values.for_each(|(d, p)| {
+                    d.write(div255(f32::from(p[src])));
+                }),
                 (true, true) => values.for_each(|(d, p)| {
                     d.write(f32::from(p[src]) / scale);
                 }),
@@ -391,6 +394,17 @@ vpipe_core::simd_fn! {
     }
 }
 
+/// `v / 255` for a byte value `v`, without a division: the product with the
+/// reciprocal, corrected once by its residual (computed exactly by a fused
+/// multiply-add). A test checks all 256 values against the division, bit for bit.
+#[inline(always)]
+fn div255(v: f32) -> f32 {
+    const RECIPROCAL: f32 = 1.0 / 255.0;
+    let q = v * RECIPROCAL;
+    let residual = (-q).mul_add(255.0, v);
+    residual.mul_add(RECIPROCAL, q)
+}
+
 fn round_half_even(x: f64) -> usize {
     let r = x.round();
     let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
@@ -404,6 +418,14 @@ fn round_half_even(x: f64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_values_divide_by_255_exactly_without_a_division() {
+        for v in 0..=255u8 {
+            let v = f32::from(v);
+            assert_eq!(div255(v).to_bits(), (v / 255.0).to_bits(), "{v}");
+        }
+    }
 
     #[test]
     fn plans_follow_each_source() {
