@@ -24,7 +24,8 @@ fn timm_tensors() -> BTreeMap<String, HostTensor> {
 
 #[test]
 fn truncated_files_are_reported() {
-    let dir = temp_dir("truncated");
+    let dir_tmp = temp_dir("truncated");
+    let dir = dir_tmp.path();
     for name in ["cvnets_mobilevit_xxs.pt", "timm_mobilevit_xxs.safetensors"] {
         let bytes = std::fs::read(weights(name)).expect("read");
         for keep in [bytes.len() / 2, bytes.len() - 100, 20] {
@@ -40,7 +41,8 @@ fn truncated_files_are_reported() {
 fn files_that_are_not_checkpoints_are_reported() {
     let e = load_err(&fixture("image.png"));
     assert!(e.contains("not a checkpoint"), "{e}");
-    let dir = temp_dir("empty");
+    let dir_tmp = temp_dir("empty");
+    let dir = dir_tmp.path();
     let p = dir.join("empty.pt");
     std::fs::write(&p, b"").expect("write");
     assert!(load_err(&p).contains("empty"));
@@ -50,7 +52,8 @@ fn files_that_are_not_checkpoints_are_reported() {
 
 #[test]
 fn another_architecture_is_reported() {
-    let dir = temp_dir("resnet");
+    let dir_tmp = temp_dir("resnet");
+    let dir = dir_tmp.path();
     let mut t = BTreeMap::new();
     t.insert(
         "conv1.weight".to_string(),
@@ -68,7 +71,8 @@ fn another_architecture_is_reported() {
 
 #[test]
 fn wrong_missing_and_unexpected_tensors_are_named() {
-    let dir = temp_dir("tensors");
+    let dir_tmp = temp_dir("tensors");
+    let dir = dir_tmp.path();
     let key = "stages.2.1.transformer.0.attn.qkv.weight";
 
     let mut wrong = timm_tensors();

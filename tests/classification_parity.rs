@@ -137,7 +137,8 @@ fn cvnets_intermediate_features_match() {
 fn cvnets_safetensors_copy_loads_like_the_pt() {
     // The same state dict as safetensors (written here from the .pt) gives the same logits.
     let file = vpipe::core::TensorFile::read(&weights("cvnets_mobilevit_xxs.pt")).expect("read");
-    let dir = temp_dir("cvnets-st");
+    let dir_tmp = temp_dir("cvnets-st");
+    let dir = dir_tmp.path();
     let st = dir.join("cvnets_mobilevit_xxs.safetensors");
     write_safetensors(&st, &file.tensors);
     let device = test_device();

@@ -87,10 +87,10 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) {
     std::fs::write(path, out).expect("write safetensors");
 }
 
-/// A fresh temporary folder for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vpipe-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+/// A fresh temporary folder for one test, removed when the guard drops.
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("vpipe-test-{name}-"))
+        .tempdir()
+        .expect("temp dir")
 }

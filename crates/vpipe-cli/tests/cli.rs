@@ -15,11 +15,12 @@ fn vpipe(args: &[&str]) -> Output {
         .expect("run vpipe")
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vpipe-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+/// A fresh temporary folder for one test, removed when the guard drops.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("vpipe-cli-{name}-"))
+        .tempdir()
+        .expect("temp dir")
 }
 
 fn assert_clean_failure(out: &Output, needle: &str) {
@@ -42,11 +43,12 @@ fn assert_ok(out: &Output) {
 
 #[test]
 fn infer_writes_logits_matching_the_reference() {
-    let out_dir = temp_dir("infer");
+    let out_dir_tmp = temp_dir("infer");
+    let out_dir = out_dir_tmp.path();
     let out = infer(
         "weights/reference/timm_mobilevit_xxs.safetensors",
         "tests/fixtures/timm_xxs_input.npy",
-        &out_dir,
+        out_dir,
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_ok(&out);
@@ -118,7 +120,8 @@ fn max_diff(a: &std::path::Path, b: &std::path::Path) -> f32 {
 /// reference, and DeepLabv3 (dilated convolutions) against the widest version.
 #[test]
 fn narrower_vector_units_give_the_same_outputs() {
-    let dir = temp_dir("simd");
+    let dir_tmp = temp_dir("simd");
+    let dir = dir_tmp.path();
     let frame = vpipe_media::load_image(&root().join("tests/fixtures/image.png")).expect("decode");
     let (planar, t) = vpipe_media::PreprocessPreset::HfSeg
         .recipe()
@@ -164,10 +167,11 @@ fn narrower_vector_units_give_the_same_outputs() {
 
 #[test]
 fn infer_rejects_bad_tensors() {
-    let dir = temp_dir("bad-npy");
+    let dir_tmp = temp_dir("bad-npy");
+    let dir = dir_tmp.path();
     let timm = "weights/reference/timm_mobilevit_xxs.safetensors";
     // Wrong shape: logits instead of an image batch.
-    let out = infer(timm, "tests/fixtures/timm_xxs_logits.npy", &dir);
+    let out = infer(timm, "tests/fixtures/timm_xxs_logits.npy", dir);
     assert_clean_failure(&out, "(N, 3, H, W)");
     // Wrong dtype.
     let u8_file = dir.join("u8.npy");
@@ -176,7 +180,7 @@ fn infer_rejects_bad_tensors() {
         vpipe_core::npy::encode_u8(&[1, 3, 64, 64], &[0; 3 * 64 * 64]),
     )
     .expect("write");
-    let out = infer(timm, u8_file.to_str().expect("utf8"), &dir);
+    let out = infer(timm, u8_file.to_str().expect("utf8"), dir);
     assert_clean_failure(&out, "expected float32");
     // Too small an image.
     let tiny = dir.join("tiny.npy");
@@ -185,20 +189,21 @@ fn infer_rejects_bad_tensors() {
         vpipe_core::npy::encode_f32(&[1, 3, 8, 8], &[0.5; 192]),
     )
     .expect("write");
-    let out = infer(timm, tiny.to_str().expect("utf8"), &dir);
+    let out = infer(timm, tiny.to_str().expect("utf8"), dir);
     assert_clean_failure(&out, "smaller than the 32x32 minimum");
     // Not a checkpoint.
     let out = infer(
         "tests/fixtures/image.png",
         "tests/fixtures/timm_xxs_input.npy",
-        &dir,
+        dir,
     );
     assert_clean_failure(&out, "not a checkpoint");
 }
 
 #[test]
 fn classify_prints_top_k_and_reports_bad_images() {
-    let dir = temp_dir("classify");
+    let dir_tmp = temp_dir("classify");
+    let dir = dir_tmp.path();
     let corrupt = dir.join("corrupt.jpg");
     std::fs::write(&corrupt, b"\xff\xd8\xff\xe0 not really a jpeg").expect("write");
     let out = vpipe(&[
@@ -219,7 +224,8 @@ fn classify_prints_top_k_and_reports_bad_images() {
 
 #[test]
 fn classify_saves_annotated_copies_and_never_overwrites_inputs() {
-    let dir = temp_dir("save");
+    let dir_tmp = temp_dir("save");
+    let dir = dir_tmp.path();
     let photo = dir.join("photo.png");
     std::fs::copy(root().join("tests/fixtures/image.png"), &photo).expect("copy");
     let before = std::fs::read(&photo).expect("read");
@@ -292,7 +298,8 @@ fn bench_reports_json() {
 
 #[test]
 fn infer_writes_detection_and_segmentation_outputs() {
-    let dir = temp_dir("dense");
+    let dir_tmp = temp_dir("dense");
+    let dir = dir_tmp.path();
     let frame = vpipe_media::load_image(&root().join("tests/fixtures/image.png")).expect("decode");
     for (weights, preset, files) in [
         (
@@ -339,7 +346,8 @@ fn infer_writes_detection_and_segmentation_outputs() {
 
 #[test]
 fn validate_inspect_and_run_pipelines() {
-    let dir = temp_dir("pipelines");
+    let dir_tmp = temp_dir("pipelines");
+    let dir = dir_tmp.path();
     // A misspelt option: located error with a hint, non-zero exit.
     let bad = dir.join("bad.yaml");
     let weights = root().join("weights/reference/cvnets_ssd_mobilevit_xxs.pt");
@@ -394,12 +402,13 @@ fn validate_inspect_and_run_pipelines() {
     assert_eq!(figures["backbone_runs"], 1);
     assert!(out_dir.join("good.jpg").is_file());
     assert!(out_dir.join("results.jsonl").is_file());
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn device_flag_selects_the_backend_and_names_missing_features() {
-    let dir = temp_dir("device");
+    let dir_tmp = temp_dir("device");
+    let dir = dir_tmp.path();
     // `--device cpu` through infer and classify.
     let out = vpipe(&[
         "infer",
@@ -471,5 +480,5 @@ fn device_flag_selects_the_backend_and_names_missing_features() {
     let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(figures["device"], "cpu");
     assert_eq!(figures["frames"], 1);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -338,7 +338,7 @@ fn clip8(acc: i32, precision: u32) -> u8 {
 }
 
 /// One axis's filter: its coefficients, and on processors with AVX-512 VBMI and
-/// VNNI their split-weight forms for the passes of module `vnni`.
+/// VNNI their weight-digit forms for the passes of module `vnni`.
 struct AxisFilter {
     coeffs: AxisCoeffs,
     /// For filtering along rows (the horizontal pass).

@@ -16,11 +16,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vpipe-pl-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh temporary folder for one test, removed when the guard drops.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("vpipe-pl-{name}-"))
+        .tempdir()
+        .expect("temp dir")
 }
 
 fn compile(path: &Path) -> vpipe_pipeline::Result<Pipeline> {
@@ -76,12 +77,13 @@ fn shipped_pipelines_compile_and_describe_their_graph() {
 
 #[test]
 fn the_device_key_is_checked_where_written_and_an_override_replaces_it() {
-    let dir = scratch("device");
+    let dir_tmp = scratch("device");
+    let dir = dir_tmp.path();
     let text = "device: vulkan\nbackbones:\n  main:\n    weights: $W/cvnets_mobilevit_xxs.pt\nheads:\n  - {name: c, type: classification}\n";
     let path = dir.join("p.yaml");
     if !DeviceSpec::Vulkan(None).is_compiled() {
         // CI's build: a GPU device is a located error naming the feature.
-        let e = config_error(compile_text(&dir, text));
+        let e = config_error(compile_text(dir, text));
         assert_eq!(
             e.to_string(),
             format!(
@@ -90,7 +92,7 @@ fn the_device_key_is_checked_where_written_and_an_override_replaces_it() {
             )
         );
     }
-    let e = config_error(compile_text(&dir, &text.replace("vulkan", "vulcan")));
+    let e = config_error(compile_text(dir, &text.replace("vulkan", "vulcan")));
     assert_eq!((e.path.as_str(), e.line, e.column), ("device", 1, 1), "{e}");
     assert_eq!(e.hint.as_deref(), Some("did you mean 'vulkan'?"), "{e}");
     // `--device cpu` replaces the key, whatever it says.
@@ -105,7 +107,7 @@ fn the_device_key_is_checked_where_written_and_an_override_replaces_it() {
     .unwrap();
     let frame = load_image(&root().join("assets/squirrel_cls.jpg")).unwrap();
     assert_eq!(p.run(&[&frame]).unwrap().len(), 1);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -131,9 +133,10 @@ fn the_shared_backbone_runs_once_per_frame_for_all_heads() {
 
 #[test]
 fn validation_errors_name_the_place_and_suggest_a_fix() {
-    let dir = scratch("validate");
+    let dir_tmp = scratch("validate");
+    let dir = dir_tmp.path();
     let e = config_error(compile_text(
-        &dir,
+        dir,
         "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - name: d\n    type: sdd\n",
     ));
     assert_eq!(
@@ -145,7 +148,7 @@ fn validation_errors_name_the_place_and_suggest_a_fix() {
     assert_eq!(e.hint.as_deref(), Some("did you mean 'ssd'?"));
 
     let e = config_error(compile_text(
-        &dir,
+        dir,
         "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - name: d\n    type: ssd\n    options:\n      conf_treshold: 0.5\n",
     ));
     assert_eq!(e.path, "heads[0].options.conf_treshold", "{e}");
@@ -154,7 +157,7 @@ fn validation_errors_name_the_place_and_suggest_a_fix() {
 
     // DeepLab expects stride-16 features; this backbone gives 32.
     let e = config_error(compile_text(
-        &dir,
+        dir,
         "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - name: s\n    type: deeplabv3\n    backbone: main\n    weights: $W/cvnets_deeplabv3_mobilevit_xxs.pt\n",
     ));
     assert_eq!(e.path, "heads[0].backbone", "{e}");
@@ -168,14 +171,14 @@ fn validation_errors_name_the_place_and_suggest_a_fix() {
     );
 
     let e = config_error(compile_text(
-        &dir,
+        dir,
         "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\n    preprocess: cvnets_ssd\nheads:\n  - {name: d, type: ssd}\n",
     ));
     assert_eq!(e.path, "backbones.main.preprocess");
     assert_eq!(e.hint.as_deref(), Some("did you mean 'cvnets-ssd'?"));
 
     let e = config_error(compile_text(
-        &dir,
+        dir,
         "backbones:\n  a:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\n  b:\n    weights: $W/cvnets_mobilevit_xxs.pt\nheads:\n  - {name: d, type: ssd, backbone: c}\n",
     ));
     assert_eq!(e.path, "heads[0].backbone");
@@ -185,14 +188,14 @@ fn validation_errors_name_the_place_and_suggest_a_fix() {
     let bogus = dir.join("bogus.pt");
     std::fs::write(&bogus, b"not a checkpoint").unwrap();
     let e = config_error(compile_text(
-        &dir,
+        dir,
         &format!(
             "backbones:\n  main:\n    weights: {}\nheads:\n  - {{name: d, type: ssd}}\n",
             bogus.display()
         ),
     ));
     assert_eq!(e.path, "backbones.main.weights", "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A short video of the test photo, shifted a little each frame.
@@ -210,7 +213,8 @@ fn make_video(path: &Path, frames: usize) {
 
 #[test]
 fn a_video_run_writes_a_playable_video_and_one_result_line_per_frame() {
-    let dir = scratch("video");
+    let dir_tmp = scratch("video");
+    let dir = dir_tmp.path();
     let video = dir.join("clip.avi");
     make_video(&video, 6);
     let p = compile(&root().join("pipelines/multitask.yaml")).unwrap();
@@ -249,20 +253,21 @@ fn a_video_run_writes_a_playable_video_and_one_result_line_per_frame() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(!name.starts_with('.'), "left over: {name}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// With `batch` above 1 the preprocessing stage gathers frames into batches:
 /// every frame still gets its result line and video frame, in order.
 #[test]
 fn batched_runs_keep_every_frame_in_order() {
-    let dir = scratch("batched");
+    let dir_tmp = scratch("batched");
+    let dir = dir_tmp.path();
     let video = dir.join("clip.avi");
     make_video(&video, 6);
     let text = "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\n\
                 heads:\n  - name: objects\n    type: ssd\n\
                 runner:\n  batch: 4\n";
-    let p = compile_text(&dir, text).unwrap();
+    let p = compile_text(dir, text).unwrap();
     let out = dir.join("out");
     let summary = run(&p, &Input::Video(VideoInput::File(video)), &options(&out)).unwrap();
     assert_eq!(summary.frames, 6);
@@ -283,12 +288,13 @@ fn batched_runs_keep_every_frame_in_order() {
         n += 1;
     }
     assert_eq!(n, 6);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_stopped_run_still_leaves_a_playable_video_of_the_frames_so_far() {
-    let dir = scratch("stop");
+    let dir_tmp = scratch("stop");
+    let dir = dir_tmp.path();
     let video = dir.join("long.avi");
     make_video(&video, 40);
     let p = compile(&root().join("pipelines/detect.yaml")).unwrap();
@@ -311,12 +317,13 @@ fn a_stopped_run_still_leaves_a_playable_video_of_the_frames_so_far() {
     assert_eq!(n, summary.frames, "interrupted: {}", summary.interrupted);
     let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     assert_eq!(lines.lines().count() as u64, summary.frames);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn image_folders_report_bad_files_and_never_overwrite_inputs() {
-    let dir = scratch("images");
+    let dir_tmp = scratch("images");
+    let dir = dir_tmp.path();
     let inputs = dir.join("in");
     std::fs::create_dir_all(&inputs).unwrap();
     std::fs::copy(root().join("assets/squirrel_cls.jpg"), inputs.join("a.jpg")).unwrap();
@@ -328,7 +335,7 @@ fn image_folders_report_bad_files_and_never_overwrite_inputs() {
     std::fs::write(inputs.join("c.jpg"), b"\xff\xd8\xff truncated jpeg").unwrap();
     // A low threshold, so that the random test weights give some boxes.
     let p = compile_text(
-        &dir,
+        dir,
         "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - name: d\n    type: ssd\n    options: {conf_threshold: 0.001, max_detections: 3}\n",
     )
     .unwrap();
@@ -397,7 +404,7 @@ fn image_folders_report_bad_files_and_never_overwrite_inputs() {
         resolve_input("0").unwrap(),
         Input::Video(VideoInput::Camera(0))
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Serves one file over HTTP/1.0 on a local port, for as many requests as come.
@@ -424,7 +431,8 @@ fn serve_file(path: PathBuf) -> String {
 
 #[test]
 fn a_stream_url_is_read_as_a_live_source() {
-    let dir = scratch("stream");
+    let dir_tmp = scratch("stream");
+    let dir = dir_tmp.path();
     let video = dir.join("clip.avi");
     make_video(&video, 8);
     let url = serve_file(video);
@@ -439,12 +447,13 @@ fn a_stream_url_is_read_as_a_live_source() {
     let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     assert_eq!(lines.lines().count() as u64, summary.frames);
     assert!(out.join("stream_annotated.mp4").is_file());
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn corrupt_video_frames_are_skipped_and_counted() {
-    let dir = scratch("corrupt");
+    let dir_tmp = scratch("corrupt");
+    let dir = dir_tmp.path();
     let video = dir.join("clip.avi");
     make_video(&video, 10);
     // Replace the start of the 5th frame's JPEG data (after its AVI chunk header)
@@ -472,5 +481,5 @@ fn corrupt_video_frames_are_skipped_and_counted() {
     assert!(summary.frames >= 5, "{summary:?}");
     assert!(summary.skipped_frames >= 1, "{summary:?}");
     assert_eq!(summary.frames + summary.skipped_frames, 10, "{summary:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }

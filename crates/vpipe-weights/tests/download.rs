@@ -120,17 +120,21 @@ fn entry(name: &str, url: String, sha256: Option<String>) -> Entry {
     }
 }
 
-fn cache(test: &str) -> CacheConfig {
-    let dir = std::env::temp_dir().join(format!("vpipe-cache-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    CacheConfig::in_dir(dir)
+/// A cache in a fresh temporary folder (a subfolder the cache creates itself), and
+/// the guard that removes the folder when it drops.
+fn cache(test: &str) -> (CacheConfig, tempfile::TempDir) {
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("vpipe-cache-{test}-"))
+        .tempdir()
+        .expect("temp dir");
+    (CacheConfig::in_dir(tmp.path().join("cache")), tmp)
 }
 
 #[test]
 fn pinned_download_is_verified_and_cached() {
     let (_, bytes, hash) = reference();
     let server = serve(bytes.clone());
-    let config = cache("pinned");
+    let (config, _tmp) = cache("pinned");
     let e = entry(
         "test/pinned",
         format!("http://127.0.0.1:{}/ok/model.pt", server.port),
@@ -149,7 +153,7 @@ fn pinned_download_is_verified_and_cached() {
 fn unpinned_hash_is_recorded_and_checked_on_later_use() {
     let (_, bytes, hash) = reference();
     let server = serve(bytes);
-    let config = cache("recorded");
+    let (config, _tmp) = cache("recorded");
     let e = entry(
         "test/unpinned",
         format!("http://127.0.0.1:{}/ok/model.pt", server.port),
@@ -178,7 +182,7 @@ fn unpinned_hash_is_recorded_and_checked_on_later_use() {
 fn corrupted_download_is_refused_and_not_kept() {
     let (_, bytes, hash) = reference();
     let server = serve(bytes);
-    let config = cache("corrupt");
+    let (config, _tmp) = cache("corrupt");
     let e = entry(
         "test/corrupt",
         format!("http://127.0.0.1:{}/corrupt/model.pt", server.port),
@@ -204,7 +208,7 @@ fn corrupted_download_is_refused_and_not_kept() {
 fn interrupted_download_resumes() {
     let (_, bytes, hash) = reference();
     let server = serve(bytes.clone());
-    let config = cache("resume");
+    let (config, _tmp) = cache("resume");
     let e = entry(
         "test/resume",
         format!("http://127.0.0.1:{}/drop/model.pt", server.port),
@@ -225,7 +229,7 @@ fn interrupted_download_resumes() {
 fn interrupted_download_is_resumed_by_the_next_fetch() {
     let (_, bytes, hash) = reference();
     let server = serve(bytes.clone());
-    let mut config = cache("resume-later");
+    let (mut config, _tmp) = cache("resume-later");
     config.attempts = 1;
     let e = entry(
         "test/later",
@@ -246,7 +250,7 @@ fn interrupted_download_is_resumed_by_the_next_fetch() {
 fn not_found_is_a_clear_error() {
     let (_, bytes, _) = reference();
     let server = serve(bytes);
-    let config = cache("404");
+    let (config, _tmp) = cache("404");
     let url = format!("http://127.0.0.1:{}/missing/model.pt", server.port);
     let e = entry("test/missing", url.clone(), None);
     let err = fetch(&e, &config).unwrap_err();
@@ -267,7 +271,7 @@ fn not_found_is_a_clear_error() {
 fn mirror_serves_the_published_path() {
     let (_, bytes, hash) = reference();
     let server = serve(bytes.clone());
-    let mut config = cache("mirror");
+    let (mut config, _tmp) = cache("mirror");
     config.mirror = Some(format!("http://127.0.0.1:{}/mirror/", server.port));
     let e = entry(
         "test/mirror",
@@ -283,7 +287,7 @@ fn mirror_serves_the_published_path() {
 
 #[test]
 fn offline_without_a_cached_copy_names_the_file_and_its_place() {
-    let mut config = cache("offline");
+    let (mut config, _tmp) = cache("offline");
     config.offline = true;
     let e = Registry::builtin().get("cvnets/mobilevit_s").unwrap();
     let msg = fetch(e, &config).unwrap_err().to_string();
