@@ -852,54 +852,31 @@ pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize
     unsafe { assume_init(out) }
 }
 
-/// Softmax of one row, in place, in `f32` with the vectorised `exp` (relative error
-/// below 2e-7).
-pub fn softmax(row: &mut [f32]) {
-    softmax_rows(row, row.len());
-}
-
 vpipe_core::simd_fn! {
-    /// [`softmax`] of each `row_len`-long row of `data`, in place. The phases (row
-    /// maxima, exponentials, row sums) each run over all the rows, so that short
-    /// rows do not wait on one another's reductions; the values are those of
-    /// [`softmax`] row by row.
-    pub fn softmax_rows(data: &mut [f32], row_len: usize) {
-        if row_len == 0 {
-            return;
-        }
-        let whole = data.len() / row_len * row_len;
-        let data = &mut data[..whole];
-        // Maximum in 16 interleaved lanes, subtracted from the row.
-        for row in data.chunks_exact_mut(row_len) {
-            let mut lanes = [f32::NEG_INFINITY; 16];
-            let (chunks, tail) = row.as_chunks::<16>();
-            for c in chunks {
-                for (m, v) in lanes.iter_mut().zip(c) {
-                    *m = m.max(*v);
-                }
-            }
-            let max = tail.iter().fold(lanes.into_iter().fold(f32::NEG_INFINITY, f32::max), |m, &v| m.max(v));
-            row.iter_mut().for_each(|v| *v -= max);
-        }
-        // Four vectors per step: independent dependency chains for the core to
-        // overlap.
-        let (chunks, tail) = data.as_chunks_mut::<64>();
+    /// Softmax of one row, in place, in `f32` with the vectorised `exp` (relative
+    /// error below 2e-7).
+    pub fn softmax(row: &mut [f32]) {
+        // Maximum, exponentials and their sum in 16 interleaved lanes (the same
+        // summation order as `sum`), so that every pass vectorises.
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        let (chunks, tail) = row.as_chunks::<16>();
         for c in chunks {
-            c.iter_mut().for_each(|v| *v = exp_approx(*v));
-        }
-        tail.iter_mut().for_each(|v| *v = exp_approx(*v));
-        // Sum in 16 interleaved lanes (the order of `sum`), then scale.
-        for row in data.chunks_exact_mut(row_len) {
-            let mut acc = [0.0f32; 16];
-            let (chunks, tail) = row.as_chunks::<16>();
-            for c in chunks {
-                for (a, v) in acc.iter_mut().zip(c) {
-                    *a += *v;
-                }
+            for (m, v) in lanes.iter_mut().zip(c) {
+                *m = m.max(*v);
             }
-            let inv = 1.0 / (acc.iter().sum::<f32>() + tail.iter().sum::<f32>());
-            row.iter_mut().for_each(|v| *v *= inv);
         }
+        let max = tail.iter().fold(lanes.into_iter().fold(f32::NEG_INFINITY, f32::max), |m, &v| m.max(v));
+        let mut acc = [0.0f32; 16];
+        let (chunks, tail) = row.as_chunks_mut::<16>();
+        for c in chunks {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *v = exp_approx(*v - max);
+                *a += *v;
+            }
+        }
+        tail.iter_mut().for_each(|v| *v = exp_approx(*v - max));
+        let inv = 1.0 / (acc.iter().sum::<f32>() + tail.iter().sum::<f32>());
+        row.iter_mut().for_each(|v| *v *= inv);
     }
 }
 

@@ -358,10 +358,7 @@ impl SsdHead {
                 continue;
             }
             probs.copy_from_slice(logits);
-            vpipe_backbone::cpu::softmax_rows(&mut probs, c);
-            if !any_above(&probs[1..], s.conf_threshold) {
-                continue;
-            }
+            vpipe_backbone::cpu::softmax(&mut probs);
             candidates.extend(
                 (1..c)
                     .map(|class| (a, class, probs[class]))
@@ -458,16 +455,6 @@ vpipe_core::simd_fn! {
     }
 }
 
-/// Whether any of `values` exceeds `threshold`, checked 16 at a time so that it
-/// vectorises.
-fn any_above(values: &[f32], threshold: f32) -> bool {
-    let (chunks, tail) = values.as_chunks::<16>();
-    chunks
-        .iter()
-        .any(|c| c.iter().fold(false, |any, &v| any | (v > threshold)))
-        || tail.iter().any(|&v| v > threshold)
-}
-
 /// Class-aware non-maximum suppression. Returns indices into `candidates` in
 /// decreasing score order (ties: earlier first) that survive: a box is dropped when
 /// its IoU with a kept box of the same class exceeds `iou_threshold`.
@@ -537,7 +524,9 @@ mod tests {
         let mut bounds = vec![0.0; rows.len() / c];
         foreground_bounds(&rows, c, &mut bounds);
         let mut probs = rows.clone();
-        vpipe_backbone::cpu::softmax_rows(&mut probs, c);
+        probs
+            .chunks_exact_mut(c)
+            .for_each(vpipe_backbone::cpu::softmax);
         let mut tight = 0;
         for (row, &bound) in probs.chunks_exact(c).zip(&bounds) {
             let top = row[1..].iter().copied().fold(0.0, f32::max);
