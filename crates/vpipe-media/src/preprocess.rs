@@ -290,18 +290,11 @@ impl Preprocess {
         let (first, rest) = out.spare_capacity_mut()[..3 * plane].split_at_mut(plane);
         let (second, third) = rest.split_at_mut(plane);
         let source = [0, 1, 2].map(|c| self.channels.index_in(c, order));
-        // Per channel `(v * scale - mean) / std`, where `v * scale` is `v / 255`
-        // or `v * (1 / 255)` exactly as the reference computes it.
-        let (scale, divide) = match self.scaling {
-            Scaling::Divide255 => (255.0, true),
-            Scaling::MultiplyReciprocal => (1.0f32 / 255.0, false),
-        };
         deinterleave_scaled(
             [first, second, third],
             pixels,
             source,
-            scale,
-            divide,
+            self.scaling,
             self.mean,
             self.std,
         );
@@ -356,38 +349,36 @@ impl Preprocess {
 
 vpipe_core::simd_fn! {
     /// Splits interleaved 8-bit pixels into three float planes: plane `c` takes
-    /// source channel `order[c]`, as `(v / scale - mean[c]) / std[c]` when
-    /// `divide`, else `(v * scale - mean[c]) / std[c]` (the normalisation is
-    /// skipped for a channel with mean 0 and std 1, as in the references). Writes
-    /// every element of the planes when `pixels` holds one pixel per element.
+    /// source channel `order[c]`, as `(v * scale - mean[c]) / std[c]`, where
+    /// `v * scale` is `v / 255` or `v * (1 / 255)` as `scaling` says, exactly as the
+    /// reference computes it (the normalisation is skipped for a channel with mean 0
+    /// and std 1, as in the references). Writes every element of the planes when
+    /// `pixels` holds one pixel per element.
     fn deinterleave_scaled(
         planes: [&mut [MaybeUninit<f32>]; 3],
         pixels: &[u8],
         order: [usize; 3],
-        scale: f32,
-        divide: bool,
+        scaling: Scaling,
         mean: [f32; 3],
         std: [f32; 3],
     ) {
+        const RECIPROCAL: f32 = 1.0 / 255.0;
         for (c, plane) in planes.into_iter().enumerate() {
             let src = order[c];
             let values = plane.iter_mut().zip(pixels.chunks_exact(3));
             let (m, s) = (mean[c], std[c]);
-            match (divide, m == 0.0 && s == 1.0) {
-                (true, true) if scale == 255.0 => values.for_each(|(d, p)| {
+            match (scaling, m == 0.0 && s == 1.0) {
+                (Scaling::Divide255, true) => values.for_each(|(d, p)| {
                     d.write(div255(f32::from(p[src])));
                 }),
-                (true, true) => values.for_each(|(d, p)| {
-                    d.write(f32::from(p[src]) / scale);
+                (Scaling::MultiplyReciprocal, true) => values.for_each(|(d, p)| {
+                    d.write(f32::from(p[src]) * RECIPROCAL);
                 }),
-                (false, true) => values.for_each(|(d, p)| {
-                    d.write(f32::from(p[src]) * scale);
+                (Scaling::Divide255, false) => values.for_each(|(d, p)| {
+                    d.write((div255(f32::from(p[src])) - m) / s);
                 }),
-                (true, false) => values.for_each(|(d, p)| {
-                    d.write((f32::from(p[src]) / scale - m) / s);
-                }),
-                (false, false) => values.for_each(|(d, p)| {
-                    d.write((f32::from(p[src]) * scale - m) / s);
+                (Scaling::MultiplyReciprocal, false) => values.for_each(|(d, p)| {
+                    d.write((f32::from(p[src]) * RECIPROCAL - m) / s);
                 }),
             }
         }
