@@ -289,9 +289,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
     let live = matches!(input, Input::Video(v) if v.is_live());
     let fps = reader.as_ref().map_or(0.0, VideoReader::fps);
 
-    let mut writer = Writer::new(pipeline, input, options, inputs_on_disk, fps)?;
-    // Written frames' buffers go back to the reader.
-    writer.recycle = reader.as_ref().map(VideoReader::frame_pool);
+    let mut writer = Writer::new(pipeline, input, options, inputs_on_disk, reader.as_ref())?;
     let progress = progress_bar(total, options.progress);
     let clocks = Clocks::default();
     let abort = AtomicBool::new(false);
@@ -665,12 +663,14 @@ struct Coco {
 }
 
 impl Writer {
+    /// The writer of one run's outputs; `reader` is the video being read, if any
+    /// (its frame rate, and the pool written frames' buffers go back to).
     fn new(
         pipeline: &Pipeline,
         input: &Input,
         options: &RunOptions,
         inputs_on_disk: BTreeSet<PathBuf>,
-        fps: f64,
+        reader: Option<&VideoReader>,
     ) -> Result<Self> {
         let out = &pipeline.file.spec.output;
         let results = if out.results {
@@ -707,14 +707,15 @@ impl Writer {
             video: None,
             video_target,
             codec: out.video_codec.clone(),
-            fps,
+            fps: reader.map_or(0.0, VideoReader::fps),
             coco,
             used_names: HashMap::new(),
             frames: 0,
             failed: Vec::new(),
             outputs: Vec::new(),
             weights_note: pipeline.weights_note,
-            recycle: None,
+            // Written frames' buffers go back to the reader.
+            recycle: reader.map(VideoReader::frame_pool),
         })
     }
 
