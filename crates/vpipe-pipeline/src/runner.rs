@@ -118,9 +118,10 @@ pub struct RunOptions {
 
 /// CPU time of each stage, summed over the run.
 ///
-/// Each stage's thread measures its own CPU time. The model stage also gets the CPU
-/// time of the backend's worker threads, and decoding gets whatever other threads
-/// used (the video decoder's own threads).
+/// Each stage's thread measures its own CPU time; opening the input counts as
+/// decoding, and opening and finishing the outputs as encoding. The model stage also
+/// gets the CPU time of the backend's worker threads, and decoding gets whatever
+/// other threads used (the video decoder's own threads).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct StageTimes {
     /// Reading and decoding frames.
@@ -277,8 +278,9 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
         Input::Video(VideoInput::File(p)) => p.canonicalize().into_iter().collect(),
         Input::Video(_) => BTreeSet::new(),
     };
+    let clocks = Clocks::default();
     let mut reader = match input {
-        Input::Video(v) => Some(VideoReader::open(v)?),
+        Input::Video(v) => Some(timed(&clocks.decode, || VideoReader::open(v))?),
         Input::Images(_) => None,
     };
     let total = match input {
@@ -289,9 +291,10 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
     let live = matches!(input, Input::Video(v) if v.is_live());
     let fps = reader.as_ref().map_or(0.0, VideoReader::fps);
 
-    let mut writer = Writer::new(pipeline, input, options, inputs_on_disk, reader.as_ref())?;
+    let mut writer = timed(&clocks.encode, || {
+        Writer::new(pipeline, input, options, inputs_on_disk, reader.as_ref())
+    })?;
     let progress = progress_bar(total, options.progress);
-    let clocks = Clocks::default();
     let abort = AtomicBool::new(false);
     let dropped = AtomicU64::new(0);
     let skipped = AtomicU64::new(0);
@@ -531,7 +534,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
     progress.finish_and_clear();
     write_result?;
     let interrupted = options.stop.load(Ordering::Relaxed);
-    let mut summary = writer.finish()?;
+    let mut summary = timed(&clocks.encode, || writer.finish())?;
     summary.elapsed = started.elapsed();
     let mut stages = clocks.times();
     stages.model +=
