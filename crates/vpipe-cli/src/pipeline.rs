@@ -111,16 +111,24 @@ pub fn run(args: RunArgs) -> Result<()> {
     let summary = vpipe_pipeline::run(&pipeline, &input, &options)?;
     let secs = summary.elapsed.as_secs_f64();
     let fps = summary.frames as f64 / secs.max(1e-9);
-    let busy = summary.stages.total().as_secs_f64().max(1e-9);
+    let cpu = summary.stages.total().as_secs_f64().max(1e-9);
+    let wall = secs.max(1e-9);
     if args.json {
         let stages: serde_json::Map<String, serde_json::Value> = summary
             .stages
             .named()
             .iter()
-            .map(|(n, d)| {
+            .zip(summary.busy.named())
+            .map(|((n, d), (_, b))| {
+                let (d, b) = (d.as_secs_f64(), b.as_secs_f64());
                 (
                     n.to_string(),
-                    serde_json::json!({"seconds": d.as_secs_f64(), "share": d.as_secs_f64() / busy}),
+                    serde_json::json!({
+                        "seconds": d,
+                        "share": d / cpu,
+                        "busy_seconds": b,
+                        "busy_share": b / wall,
+                    }),
                 )
             })
             .collect();
@@ -148,13 +156,19 @@ pub fn run(args: RunArgs) -> Result<()> {
             device::cpu_threads(),
             out_dir.display()
         );
-        let shares: Vec<String> = summary
-            .stages
-            .named()
-            .iter()
-            .map(|(n, d)| format!("{n} {:.0}%", 100.0 * d.as_secs_f64() / busy))
-            .collect();
-        eprintln!("time per stage: {}", shares.join(", "));
+        let shares = |times: &vpipe_pipeline::StageTimes, of: f64| {
+            times
+                .named()
+                .iter()
+                .map(|(n, d)| format!("{n} {:.0}%", 100.0 * d.as_secs_f64() / of))
+                .collect::<Vec<String>>()
+                .join(", ")
+        };
+        eprintln!("CPU time per stage: {}", shares(&summary.stages, cpu));
+        eprintln!(
+            "busy (of the wall-clock time): {}",
+            shares(&summary.busy, wall)
+        );
         if summary.skipped_frames > 0 {
             eprintln!(
                 "warning: {} corrupt frame(s) skipped",

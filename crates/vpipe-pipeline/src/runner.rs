@@ -4,9 +4,10 @@
 //! Six stages run concurrently, joined by bounded queues so that memory stays flat
 //! however long the input: decode → preprocess → model → post-process and annotate
 //! → write (annotated images or video, `results.jsonl`, masks, COCO detections).
-//! Each stage's busy time is measured ([`StageTimes`]). A stop flag (set on Ctrl-C
-//! by the command line) ends decoding; the frames already read are finished and
-//! every output is closed properly, so the video stays playable.
+//! Each stage's CPU time and wall-clock busy time are measured ([`StageTimes`]). A
+//! stop flag (set on Ctrl-C by the command line) ends decoding; the frames already
+//! read are finished and every output is closed properly, so the video stays
+//! playable.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufWriter, IsTerminal, Write};
@@ -170,8 +171,13 @@ pub struct RunSummary {
     pub dropped_frames: u64,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
-    /// Busy time per stage.
+    /// CPU time per stage (see [`StageTimes`]); the shares of the run's CPU time.
     pub stages: StageTimes,
+    /// Wall-clock time each stage spent in its work, from its own thread (the model's
+    /// includes waiting for the backend's workers). The stages overlap, so these add
+    /// up to more than `elapsed`; the model's, against `elapsed`, says how much of the
+    /// run the network kept the pipeline waiting.
+    pub busy: StageTimes,
     /// Files written.
     pub outputs: Vec<PathBuf>,
     /// Whether the run was stopped before the input ended.
@@ -224,30 +230,45 @@ fn spawn_stage<'scope, 'env>(
         .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"));
 }
 
-/// Adds the CPU time the calling thread spends in `f` to `slot`.
-fn timed<R>(slot: &AtomicU64, f: impl FnOnce() -> R) -> R {
-    let t = cpu_time::thread();
+/// One stage's running totals, in nanoseconds.
+#[derive(Default)]
+struct StageClock {
+    /// CPU time of the stage's thread.
+    cpu: AtomicU64,
+    /// Wall-clock time.
+    wall: AtomicU64,
+}
+
+/// Adds the CPU time and the wall-clock time the calling thread spends in `f` to
+/// `clock`.
+fn timed<R>(clock: &StageClock, f: impl FnOnce() -> R) -> R {
+    let (cpu, wall) = (cpu_time::thread(), Instant::now());
     let r = f();
-    slot.fetch_add(
-        cpu_time::thread().saturating_sub(t).as_nanos() as u64,
+    let nanos = |d: Duration| d.as_nanos() as u64;
+    clock.cpu.fetch_add(
+        nanos(cpu_time::thread().saturating_sub(cpu)),
         Ordering::Relaxed,
     );
+    clock
+        .wall
+        .fetch_add(nanos(wall.elapsed()), Ordering::Relaxed);
     r
 }
 
 #[derive(Default)]
 struct Clocks {
-    decode: AtomicU64,
-    preprocess: AtomicU64,
-    model: AtomicU64,
-    postprocess: AtomicU64,
-    annotate: AtomicU64,
-    encode: AtomicU64,
+    decode: StageClock,
+    preprocess: StageClock,
+    model: StageClock,
+    postprocess: StageClock,
+    annotate: StageClock,
+    encode: StageClock,
 }
 
 impl Clocks {
-    fn times(&self) -> StageTimes {
-        let d = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
+    /// Each stage's total of the counter `pick` chooses.
+    fn times(&self, pick: impl Fn(&StageClock) -> &AtomicU64) -> StageTimes {
+        let d = |c: &StageClock| Duration::from_nanos(pick(c).load(Ordering::Relaxed));
         StageTimes {
             decode: d(&self.decode),
             preprocess: d(&self.preprocess),
@@ -536,7 +557,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
     let interrupted = options.stop.load(Ordering::Relaxed);
     let mut summary = timed(&clocks.encode, || writer.finish())?;
     summary.elapsed = started.elapsed();
-    let mut stages = clocks.times();
+    let mut stages = clocks.times(|c| &c.cpu);
     stages.model +=
         cpu_time::threads_named(vpipe_core::device::CPU_THREAD_PREFIX).saturating_sub(workers_cpu0);
     let unattributed = cpu_time::process()
@@ -544,6 +565,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
         .saturating_sub(stages.total());
     stages.decode += unattributed;
     summary.stages = stages;
+    summary.busy = clocks.times(|c| &c.wall);
     summary.skipped_frames = skipped.load(Ordering::Relaxed);
     summary.dropped_frames = dropped.load(Ordering::Relaxed);
     summary.interrupted = interrupted;

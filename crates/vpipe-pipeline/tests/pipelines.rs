@@ -225,6 +225,20 @@ fn a_video_run_writes_a_playable_video_and_one_result_line_per_frame() {
     assert_eq!(summary.frames, 6);
     assert_eq!(summary.backbone_runs, 6);
     assert!(summary.failed.is_empty());
+    // Every stage did work, and no stage was busy longer than the run: its busy time
+    // is measured on its own thread, once per frame.
+    let (cpu, busy) = (summary.stages.named(), summary.busy.named());
+    for ((name, cpu), (_, busy)) in cpu.iter().zip(busy) {
+        assert!(
+            !cpu.is_zero() && !busy.is_zero(),
+            "{name}: {cpu:?}, {busy:?}"
+        );
+        assert!(
+            busy <= summary.elapsed,
+            "{name}: {busy:?} > {:?}",
+            summary.elapsed
+        );
+    }
     let mut r = VideoReader::open(&VideoInput::File(out.join("clip_annotated.mp4"))).unwrap();
     let src = VideoReader::open(&VideoInput::File(video.clone())).unwrap();
     assert_eq!(r.size(), src.size());
