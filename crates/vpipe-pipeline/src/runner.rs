@@ -89,19 +89,63 @@ pub fn resolve_input(arg: &str) -> Result<Input> {
             Input::Images(vec![path.to_path_buf()])
         });
     }
-    if arg.contains(['*', '?', '[']) {
-        let mut files: Vec<PathBuf> = glob::glob(arg)
-            .map_err(|e| bad(format!("not a valid pattern: {e}")))?
-            .filter_map(|p| p.ok())
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
+    if arg.contains(['*', '?', '[', '{']) {
+        let mut files = BTreeSet::new();
+        for pattern in expand_braces(arg) {
+            let matches =
+                glob::glob(&pattern).map_err(|e| bad(format!("not a valid pattern: {e}")))?;
+            files.extend(matches.filter_map(|p| p.ok()).filter(|p| p.is_file()));
+        }
+        let files: Vec<PathBuf> = files.into_iter().collect();
         if files.is_empty() {
             return Err(bad("the pattern matches no files".into()));
         }
         return Ok(Input::Images(files));
     }
     Err(bad("no such file or folder".into()))
+}
+
+/// The patterns a shell would make of `pattern`'s brace alternatives:
+/// `photos/*.{jpg,png}` gives `photos/*.jpg` and `photos/*.png`; groups may nest or
+/// repeat. Braces without a match, or without a comma inside, stay as written.
+fn expand_braces(pattern: &str) -> Vec<String> {
+    // Every matched group with its commas at its own depth: (open, close, commas).
+    let mut open: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut groups = Vec::new();
+    for (i, c) in pattern.char_indices() {
+        match c {
+            '{' => open.push((i, Vec::new())),
+            '}' => {
+                if let Some((start, commas)) = open.pop() {
+                    groups.push((start, i, commas));
+                }
+            }
+            ',' => {
+                if let Some((_, commas)) = open.last_mut() {
+                    commas.push(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Expand the leftmost group with alternatives that no such group encloses.
+    groups.retain(|g| !g.2.is_empty());
+    let Some((start, end, commas)) = groups
+        .iter()
+        .filter(|g| !groups.iter().any(|o| o.0 < g.0 && g.1 < o.1))
+        .min_by_key(|g| g.0)
+    else {
+        return vec![pattern.to_string()];
+    };
+    let (head, tail) = (&pattern[..*start], &pattern[end + 1..]);
+    let mut bounds = vec![*start];
+    bounds.extend(commas);
+    bounds.push(*end);
+    bounds
+        .windows(2)
+        .map(|w| &pattern[w[0] + 1..w[1]])
+        .flat_map(|alt| expand_braces(&format!("{head}{alt}{tail}")))
+        .collect()
 }
 
 /// Settings of one run.
@@ -1003,4 +1047,27 @@ fn encode_like(img: image::DynamicImage, target: &Path) -> Result<Vec<u8>> {
             message: format!("cannot encode: {e}"),
         })?;
     Ok(bytes.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_braces;
+
+    #[test]
+    fn brace_alternatives_expand_like_a_shell() {
+        assert_eq!(expand_braces("a/*.{jpg,png}"), ["a/*.jpg", "a/*.png"]);
+        assert_eq!(
+            expand_braces("{x,y}/{1,2}.jpg"),
+            ["x/1.jpg", "x/2.jpg", "y/1.jpg", "y/2.jpg"]
+        );
+        assert_eq!(
+            expand_braces("a.{jp{g,eg},png}"),
+            ["a.jpg", "a.jpeg", "a.png"]
+        );
+        assert_eq!(expand_braces("a{,b}"), ["a", "ab"]);
+        assert_eq!(expand_braces("{a{b,c}}"), ["{ab}", "{ac}"]);
+        for literal in ["plain/*.jpg", "a{b}.jpg", "a{b,c", "a}b,c{"] {
+            assert_eq!(expand_braces(literal), [literal]);
+        }
+    }
 }

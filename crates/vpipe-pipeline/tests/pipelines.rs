@@ -407,11 +407,16 @@ fn image_folders_report_bad_files_and_never_overwrite_inputs() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // Globs and missing inputs.
+    // Globs, with brace alternatives as a shell has them, and missing inputs.
     let glob = format!("{}/*.png", inputs.display());
     assert_eq!(
         resolve_input(&glob).unwrap(),
         Input::Images(vec![inputs.join("b.png")])
+    );
+    let braces = format!("{}/{{a,b}}.{{png,jpg}}", inputs.display());
+    assert_eq!(
+        resolve_input(&braces).unwrap(),
+        Input::Images(vec![inputs.join("a.jpg"), inputs.join("b.png")])
     );
     assert!(resolve_input("/nonexistent/x.jpg").is_err());
     assert_eq!(
