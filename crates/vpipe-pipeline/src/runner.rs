@@ -161,12 +161,13 @@ pub struct RunOptions {
     pub max_frames: Option<u64>,
 }
 
-/// CPU time of each stage, summed over the run.
+/// Time of each stage, summed over the run: CPU time in [`RunSummary::stages`],
+/// wall-clock time in [`RunSummary::busy`].
 ///
-/// Each stage's thread measures its own CPU time; opening the input counts as
-/// decoding, and opening and finishing the outputs as encoding. The model stage also
-/// gets the CPU time of the backend's worker threads, and decoding gets whatever
-/// other threads used (the video decoder's own threads).
+/// Each stage's thread measures its own time; opening the input counts as decoding,
+/// and opening and finishing the outputs as encoding. The model stage's CPU time also
+/// includes the backend's worker threads, and decoding's whatever other threads used
+/// (the video decoder's own threads).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct StageTimes {
     /// Reading and decoding frames.
