@@ -6,12 +6,16 @@ mod infer;
 mod pipeline;
 mod weights;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// Large blocks start on a cache line: among others, video frames then reach
 /// OpenCV's writer without a copy (see `vpipe_core::alloc`).
+/// OpenCV's variable for FFmpeg's log level (`-8`: quiet).
+const FFMPEG_LOG_LEVEL: &str = "OPENCV_FFMPEG_LOGLEVEL";
+
 #[global_allocator]
 static ALLOCATOR: vpipe_core::alloc::LineAligned = vpipe_core::alloc::LineAligned;
 
@@ -56,6 +60,8 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal, not in redirected logs.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -76,6 +82,14 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if cli.verbose == 0 && std::env::var_os(FFMPEG_LOG_LEVEL).is_none() {
+        // FFmpeg (inside OpenCV) logs a line per damaged packet of a corrupt video;
+        // vpipe's own warnings and summary report the damage, so its messages are
+        // left for `-v`. OpenCV reads the variable when it first opens a video.
+        // SAFETY: no other thread has started yet, so none reads the environment
+        // while it changes.
+        unsafe { std::env::set_var(FFMPEG_LOG_LEVEL, "-8") };
+    }
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Run(a) => pipeline::run(a),
         Command::Validate(a) => pipeline::validate(a),

@@ -405,6 +405,46 @@ fn validate_inspect_and_run_pipelines() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A video cut short: the frames before the cut are processed, the rest are counted
+/// as skipped; the log stays short (a few warnings, no line per damaged packet from
+/// FFmpeg, no colour codes when redirected) and stdout keeps only the JSON.
+#[test]
+fn a_truncated_video_is_reported_briefly() {
+    let dir_tmp = temp_dir("truncated");
+    let dir = dir_tmp.path();
+    let video = dir.join("cut.mp4");
+    let bytes = std::fs::read(root().join("assets/street.mp4")).unwrap();
+    std::fs::write(&video, &bytes[..bytes.len() / 4]).unwrap();
+    let out_dir = dir.join("out");
+    let out = vpipe(&[
+        "run",
+        "pipelines/detect.yaml",
+        "--input",
+        video.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_ok(&out);
+    let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (frames, skipped) = (
+        figures["frames"].as_u64().unwrap(),
+        figures["skipped_frames"].as_u64().unwrap(),
+    );
+    assert!(frames > 0 && skipped > 0, "{figures}");
+    assert_eq!(frames + skipped, 200, "{figures}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.matches("skipping a frame").count() <= 3,
+        "more than a few warnings: {err}"
+    );
+    assert!(
+        !err.contains("partial file") && !err.contains('\x1b'),
+        "{err}"
+    );
+    assert!(out_dir.join("cut_annotated.mp4").is_file());
+}
+
 #[test]
 fn device_flag_selects_the_backend_and_names_missing_features() {
     let dir_tmp = temp_dir("device");

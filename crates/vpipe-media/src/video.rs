@@ -61,6 +61,10 @@ fn cv_err(input: &str, what: &str, e: opencv::Error) -> MediaError {
 /// Failed reads in a row after which a file or stream counts as ended.
 const MAX_FAILED_READS: u32 = 50;
 
+/// Skipped frames of one input that get a warning each; later ones are logged at
+/// debug level and counted.
+const WARNED_FAILURES: u64 = 3;
+
 /// Frame buffers handed back after use, so that [`VideoReader`] decodes into them
 /// instead of allocating (and zero-filling) a buffer per frame. Cloning gives
 /// another handle to the same pool.
@@ -239,7 +243,16 @@ impl VideoReader {
                 return Ok(None);
             }
             self.skipped += 1;
-            tracing::warn!(input = %self.name, frame = position, "skipping a frame that failed to decode");
+            // A damaged file can fail on every packet that is left: the first few
+            // failures are warnings, the rest only counted (and shown from `-v` on).
+            if self.skipped <= WARNED_FAILURES {
+                tracing::warn!(input = %self.name, frame = position, "skipping a frame that failed to decode");
+                if self.skipped == WARNED_FAILURES {
+                    tracing::warn!(input = %self.name, "further frames that fail to decode are counted without a warning each");
+                }
+            } else {
+                tracing::debug!(input = %self.name, frame = position, "skipping a frame that failed to decode");
+            }
         }
     }
 }
