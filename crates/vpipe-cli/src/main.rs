@@ -11,11 +11,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Large blocks start on a cache line: among others, video frames then reach
-/// OpenCV's writer without a copy (see `vpipe_core::alloc`).
 /// OpenCV's variable for FFmpeg's log level (`-8`: quiet).
 const FFMPEG_LOG_LEVEL: &str = "OPENCV_FFMPEG_LOGLEVEL";
 
+/// Large blocks start on a cache line: among others, video frames then reach
+/// OpenCV's writer without a copy (see `vpipe_core::alloc`).
 #[global_allocator]
 static ALLOCATOR: vpipe_core::alloc::LineAligned = vpipe_core::alloc::LineAligned;
 

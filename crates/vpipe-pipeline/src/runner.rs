@@ -262,8 +262,8 @@ struct Finished {
 }
 
 /// Starts a pipeline stage on its own named thread (the name shows in `top -H`,
-/// `perf` and `/proc`, and threads the stage starts, such as a video decoder's,
-/// inherit it).
+/// `perf` and `/proc`, and threads the stage starts inherit it; the video
+/// decoder's threads start with the reader, before the stages, and do not).
 fn spawn_stage<'scope, 'env>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
     name: &str,
