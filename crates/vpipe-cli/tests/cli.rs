@@ -402,7 +402,6 @@ fn validate_inspect_and_run_pipelines() {
     assert_eq!(figures["backbone_runs"], 1);
     assert!(out_dir.join("good.jpg").is_file());
     assert!(out_dir.join("results.jsonl").is_file());
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A video cut short: the frames before the cut are processed, the rest are counted
@@ -520,5 +519,4 @@ fn device_flag_selects_the_backend_and_names_missing_features() {
     let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(figures["device"], "cpu");
     assert_eq!(figures["frames"], 1);
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -107,7 +107,6 @@ fn the_device_key_is_checked_where_written_and_an_override_replaces_it() {
     .unwrap();
     let frame = load_image(&root().join("assets/squirrel_cls.jpg")).unwrap();
     assert_eq!(p.run(&[&frame]).unwrap().len(), 1);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -195,7 +194,6 @@ fn validation_errors_name_the_place_and_suggest_a_fix() {
         ),
     ));
     assert_eq!(e.path, "backbones.main.weights", "{e}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A short video of the test photo, shifted a little each frame.
@@ -267,7 +265,6 @@ fn a_video_run_writes_a_playable_video_and_one_result_line_per_frame() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(!name.starts_with('.'), "left over: {name}");
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// With `batch` above 1 the preprocessing stage gathers frames into batches:
@@ -302,7 +299,6 @@ fn batched_runs_keep_every_frame_in_order() {
         n += 1;
     }
     assert_eq!(n, 6);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -331,7 +327,6 @@ fn a_stopped_run_still_leaves_a_playable_video_of_the_frames_so_far() {
     assert_eq!(n, summary.frames, "interrupted: {}", summary.interrupted);
     let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     assert_eq!(lines.lines().count() as u64, summary.frames);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -423,7 +418,6 @@ fn image_folders_report_bad_files_and_never_overwrite_inputs() {
         resolve_input("0").unwrap(),
         Input::Video(VideoInput::Camera(0))
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Serves one file over HTTP/1.0 on a local port, for as many requests as come.
@@ -466,7 +460,6 @@ fn a_stream_url_is_read_as_a_live_source() {
     let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     assert_eq!(lines.lines().count() as u64, summary.frames);
     assert!(out.join("stream_annotated.mp4").is_file());
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -500,5 +493,4 @@ fn corrupt_video_frames_are_skipped_and_counted() {
     assert!(summary.frames >= 5, "{summary:?}");
     assert!(summary.skipped_frames >= 1, "{summary:?}");
     assert_eq!(summary.frames + summary.skipped_frames, 10, "{summary:?}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
