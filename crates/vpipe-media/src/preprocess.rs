@@ -347,6 +347,10 @@ impl Preprocess {
     }
 }
 
+/// `1 / 255` in `f32`, the factor of [`Scaling::MultiplyReciprocal`] and of
+/// [`div255`]'s first estimate.
+const RECIPROCAL: f32 = 1.0 / 255.0;
+
 vpipe_core::simd_fn! {
     /// Splits interleaved 8-bit pixels into three float planes: plane `c` takes
     /// source channel `order[c]`, as `(v * scale - mean[c]) / std[c]`, where
@@ -362,7 +366,6 @@ vpipe_core::simd_fn! {
         mean: [f32; 3],
         std: [f32; 3],
     ) {
-        const RECIPROCAL: f32 = 1.0 / 255.0;
         for (c, plane) in planes.into_iter().enumerate() {
             let src = order[c];
             let values = plane.iter_mut().zip(pixels.chunks_exact(3));
@@ -390,7 +393,6 @@ vpipe_core::simd_fn! {
 /// multiply-add). A test checks all 256 values against the division, bit for bit.
 #[inline(always)]
 fn div255(v: f32) -> f32 {
-    const RECIPROCAL: f32 = 1.0 / 255.0;
     let q = v * RECIPROCAL;
     let residual = (-q).mul_add(255.0, v);
     residual.mul_add(RECIPROCAL, q)
