@@ -1,11 +1,13 @@
 //! `vpipe weights list|fetch|import|verify`: the weights registry and cache.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use vpipe_pipeline::closest;
 use vpipe_weights::download::Verified;
+use vpipe_weights::readback::layout_name;
 use vpipe_weights::{CacheConfig, Entry, ImportOptions, Registry, WeightsError};
 
 /// Arguments of `vpipe weights`.
@@ -23,7 +25,8 @@ enum WeightsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Download registry entries into the cache (resuming, checking sha256) and print their paths.
+    /// Download registry entries into the cache (resuming, checking sha256, reading each back
+    /// as a checkpoint of its entry) and print their paths.
     Fetch {
         /// Registry names (see `vpipe weights list`).
         #[arg(required = true)]
@@ -41,7 +44,9 @@ enum WeightsCommand {
         #[arg(long)]
         f16: bool,
     },
-    /// Check the sha256 of every cached file (or the named ones) and of the files shipped in weights/.
+    /// Check every cached file (or the named ones) and the files shipped in weights/: its
+    /// sha256, and that it reads back as a checkpoint of its entry's architecture, task and
+    /// class count (every tensor present with its shape, none left over).
     Verify {
         /// Registry names to check (default: every cached entry).
         names: Vec<String>,
@@ -85,8 +90,8 @@ fn list(config: &CacheConfig, json: bool) -> Result<()> {
     let recorded = config.recorded()?;
     if !json {
         println!(
-            "{:<36} {:<14} {:<14} {:<11} {:<11} {:<10} {:<8} licence",
-            "name", "task", "arch", "layout", "format", "sha256", "cached"
+            "{:<36} {:<14} {:<14} {:<11} {:<11} {:<10} {:<8} {:<7} licence",
+            "name", "task", "arch", "layout", "format", "sha256", "cached", "legacy"
         );
     }
     for e in &registry.entries {
@@ -105,11 +110,12 @@ fn list(config: &CacheConfig, json: bool) -> Result<()> {
                 "sha256": d.sha256.clone().or_else(|| recorded.get(&e.name).map(|r| r.sha256.clone())),
                 "licence": e.description.licence, "cached": cached,
                 "path": config.path_of(e).display().to_string(),
+                "source": e.source, "legacy": e.legacy,
             });
             println!("{line}");
         } else {
             println!(
-                "{:<36} {:<14} {:<14} {:<11} {:<11} {:<10} {:<8} {}",
+                "{:<36} {:<14} {:<14} {:<11} {:<11} {:<10} {:<8} {:<7} {}",
                 e.name,
                 d.task.to_string(),
                 d.arch.arch_name(),
@@ -117,11 +123,22 @@ fn list(config: &CacheConfig, json: bool) -> Result<()> {
                 d.format.to_string(),
                 hash,
                 if cached { "yes" } else { "no" },
+                if e.legacy { "yes" } else { "-" },
                 d.licence
             );
         }
     }
     if !json {
+        let mut legacy: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for e in registry.entries.iter().filter(|e| e.legacy) {
+            legacy.entry(&e.source).or_default().push(&e.name);
+        }
+        for (source, names) in legacy {
+            println!(
+                "\nlegacy: the URLs of {} are documented only in {source}; they may stop working",
+                names.join(", ")
+            );
+        }
         println!("\ncache: {}", config.dir.display());
         if let Some(m) = &config.mirror {
             println!("mirror: {m}");
@@ -177,17 +194,27 @@ fn verify(config: &CacheConfig, names: &[String], shipped: &Path) -> Result<()> 
     };
     let mut bad = 0;
     for e in entries {
+        let readback = format!(
+            "reads back as {}",
+            layout_name(&e.description.checkpoint_layout())
+        );
         let status = if !config.path_of(e).is_file() {
             bad += 1;
             format!("missing (expected at {})", config.path_of(e).display())
         } else {
             match vpipe_weights::verify_cached(e, config) {
-                Ok(Verified::Pinned) => "ok (pinned sha256)".into(),
-                Ok(Verified::Recorded) => "ok (recorded sha256)".into(),
-                Ok(Verified::FirstUse(h)) => format!("no hash known: recorded {h}"),
+                Ok(Verified::Pinned) => format!("ok (pinned sha256, {readback})"),
+                Ok(Verified::Recorded) => format!("ok (recorded sha256, {readback})"),
+                Ok(Verified::FirstUse(h)) => {
+                    format!("ok ({readback}; no hash was known: recorded {h})")
+                }
                 Err(err @ WeightsError::Checksum { .. }) => {
                     bad += 1;
                     format!("MISMATCH: {err}")
+                }
+                Err(err @ WeightsError::NotACheckpoint { .. }) => {
+                    bad += 1;
+                    format!("NOT USABLE: {err}")
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -202,11 +229,23 @@ fn verify(config: &CacheConfig, names: &[String], shipped: &Path) -> Result<()> 
                 "missing".to_string()
             } else {
                 let found = vpipe_weights::sha256_file(&path)?;
-                if Some(found.as_str()) == s.description.sha256.as_deref() {
-                    "ok (sha256 in the registry)".into()
-                } else {
+                if Some(found.as_str()) != s.description.sha256.as_deref() {
                     bad += 1;
                     format!("MISMATCH: sha256 {found}")
+                } else {
+                    match vpipe_weights::read_back(&path, &s.description) {
+                        Ok(layout) => format!(
+                            "ok (sha256 in the registry, reads back as {})",
+                            layout_name(&layout)
+                        ),
+                        Err(err) => {
+                            bad += 1;
+                            format!(
+                                "NOT USABLE: not a {} checkpoint: {err}",
+                                layout_name(&s.description.checkpoint_layout())
+                            )
+                        }
+                    }
                 }
             };
             let note = if s.random_init {
@@ -218,7 +257,7 @@ fn verify(config: &CacheConfig, names: &[String], shipped: &Path) -> Result<()> 
         }
     }
     if bad > 0 {
-        bail!("{bad} file(s) missing or with a wrong sha256");
+        bail!("{bad} file(s) missing, with a wrong sha256 or not usable checkpoints");
     }
     Ok(())
 }

@@ -102,6 +102,20 @@ impl CacheConfig {
     pub fn record(&self, name: &str, recorded: Recorded) -> Result<()> {
         let mut files = self.recorded()?;
         files.insert(name.to_string(), recorded);
+        self.write_recorded(files)
+    }
+
+    /// Drops the hash recorded for `name`, if any (one recorded for a file that turned
+    /// out not to be a usable checkpoint, so that a good download can be recorded).
+    pub fn forget(&self, name: &str) -> Result<()> {
+        let mut files = self.recorded()?;
+        if files.remove(name).is_some() {
+            self.write_recorded(files)?;
+        }
+        Ok(())
+    }
+
+    fn write_recorded(&self, files: BTreeMap<String, Recorded>) -> Result<()> {
         let path = self.hashes_path();
         let text = serde_json::to_vec_pretty(&HashesFile { version: 1, files }).map_err(|e| {
             WeightsError::Format {

@@ -1,6 +1,7 @@
 //! Fetching registry entries into the cache: HTTP(S) with resume of partial
-//! downloads (`Range: bytes=N-`), a progress bar, sha256 verification, and an
-//! atomic rename to the final name only when the hash is right.
+//! downloads (`Range: bytes=N-`), a progress bar, sha256 verification, a read-back
+//! of the file as a checkpoint of the entry (see [`crate::readback`]), and an atomic
+//! rename to the final name only when both are right.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Read, Write};
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{CacheConfig, Recorded, partial_path};
 use crate::error::{Result, WeightsError};
+use crate::readback::{ReadBackError, read_back};
 use crate::registry::{Entry, Registry};
 
 /// The sha256 of a file, lower-case hex.
@@ -55,7 +57,8 @@ pub fn locate(written: &str, base: &Path, config: &CacheConfig) -> Result<PathBu
     }
 }
 
-/// How a cached file was checked.
+/// How a cached file was checked. Whichever the variant, the file has also read back
+/// as a checkpoint of its entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verified {
     /// Its sha256 matches the hash pinned in the registry.
@@ -66,34 +69,66 @@ pub enum Verified {
     FirstUse(String),
 }
 
-/// Checks the cached file of `entry` against its pinned or recorded hash, recording
-/// it when neither exists (a file placed in the cache by hand).
+/// The hash `entry`'s file must have, and where that hash comes from: pinned in the
+/// registry, else recorded on the first download, else none.
+fn expected_hash(entry: &Entry, config: &CacheConfig) -> Result<Option<(String, &'static str)>> {
+    Ok(match &entry.description.sha256 {
+        Some(h) => Some((h.clone(), "pinned in the registry")),
+        None => config
+            .recorded()?
+            .get(&entry.name)
+            .map(|r| (r.sha256.clone(), "recorded on its first download")),
+    })
+}
+
+/// The error for `entry`'s file that did not read back. A hash recorded for the entry
+/// (necessarily the hash of that very file, which passed the hash check) is dropped,
+/// so that a good copy can be recorded in its place.
+fn not_a_checkpoint(
+    entry: &Entry,
+    config: &CacheConfig,
+    reason: ReadBackError,
+    downloaded: bool,
+) -> Result<WeightsError> {
+    if entry.description.sha256.is_none() {
+        config.forget(&entry.name)?;
+    }
+    Ok(WeightsError::NotACheckpoint {
+        name: entry.name.clone(),
+        url: config.url_of(entry),
+        path: config.path_of(entry),
+        expected: entry.description.checkpoint_layout(),
+        reason: Box::new(reason),
+        downloaded,
+    })
+}
+
+/// Checks the cached file of `entry`: its sha256 against the pinned or recorded hash,
+/// then that it reads back as a checkpoint of the entry's layout, size, task and class
+/// count ([`crate::readback::read_back`]). When no hash is known (a file placed in the
+/// cache by hand), its hash is recorded, but only once it has read back. A file that
+/// does not read back is left in place, and no hash is kept for it.
 pub fn verify_cached(entry: &Entry, config: &CacheConfig) -> Result<Verified> {
     let path = config.path_of(entry);
     let found = sha256_file(&path)?;
-    let (expected, origin) = match &entry.description.sha256 {
-        Some(h) => (Some(h.clone()), "pinned in the registry"),
-        None => (
-            config
-                .recorded()?
-                .get(&entry.name)
-                .map(|r| r.sha256.clone()),
-            "recorded on its first download",
-        ),
-    };
-    match expected {
-        Some(expected) if expected == found => Ok(if entry.description.sha256.is_some() {
-            Verified::Pinned
-        } else {
-            Verified::Recorded
-        }),
-        Some(expected) => Err(WeightsError::Checksum {
+    let expected = expected_hash(entry, config)?;
+    if let Some((expected, origin)) = &expected
+        && *expected != found
+    {
+        return Err(WeightsError::Checksum {
             name: entry.name.clone(),
             path,
-            expected,
+            expected: expected.clone(),
             found,
             origin,
-        }),
+        });
+    }
+    if let Err(reason) = read_back(&path, &entry.description) {
+        return Err(not_a_checkpoint(entry, config, reason, false)?);
+    }
+    match expected {
+        Some(_) if entry.description.sha256.is_some() => Ok(Verified::Pinned),
+        Some(_) => Ok(Verified::Recorded),
         None => {
             let size = std::fs::metadata(&path)
                 .map_err(|e| WeightsError::io(&path, e))?
@@ -111,11 +146,14 @@ pub fn verify_cached(entry: &Entry, config: &CacheConfig) -> Result<Verified> {
     }
 }
 
-/// The cached file of `entry`, downloaded on first use and verified on every use.
+/// The cached file of `entry`, downloaded on first use and verified on every use
+/// ([`verify_cached`]).
 ///
 /// A download goes to `<file>.partial`; an interrupted one is resumed (by the next
-/// attempt, or the next call); the file gets its final name only once its sha256
-/// matches the pinned hash (or, unpinned, once that hash has been recorded).
+/// attempt, or the next call). Once the transfer ends, the partial file must have the
+/// pinned (or recorded) sha256, then read back as a checkpoint of the entry; only then
+/// does it get its final name and, unpinned, its hash recorded. A partial file that
+/// fails either check is deleted, so the next call downloads it afresh.
 pub fn fetch(entry: &Entry, config: &CacheConfig) -> Result<PathBuf> {
     let path = config.path_of(entry);
     if path.is_file() {
@@ -186,14 +224,7 @@ pub fn fetch(entry: &Entry, config: &CacheConfig) -> Result<PathBuf> {
     let size = std::fs::metadata(&partial)
         .map_err(|e| WeightsError::io(&partial, e))?
         .len();
-    let expected = match &entry.description.sha256 {
-        Some(h) => Some((h.clone(), "pinned in the registry")),
-        None => config
-            .recorded()?
-            .get(&entry.name)
-            .map(|r| (r.sha256.clone(), "recorded on its first download")),
-    };
-    if let Some((expected, origin)) = expected
+    if let Some((expected, origin)) = expected_hash(entry, config)?
         && expected != found
     {
         let _ = std::fs::remove_file(&partial);
@@ -204,6 +235,10 @@ pub fn fetch(entry: &Entry, config: &CacheConfig) -> Result<PathBuf> {
             found,
             origin,
         });
+    }
+    if let Err(reason) = read_back(&partial, &entry.description) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(not_a_checkpoint(entry, config, reason, true)?);
     }
     std::fs::rename(&partial, &path).map_err(|e| WeightsError::io(&path, e))?;
     if entry.description.sha256.is_none() {

@@ -1,7 +1,11 @@
 //! Errors of the registry, the cache and the weights format. Each names the file
 //! concerned and, where a file is missing or wrong, where to get it and where to put it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use vpipe_backbone::CheckpointLayout;
+
+use crate::readback::{ReadBackError, layout_name};
 
 /// Errors of `vpipe-weights`.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,25 @@ pub enum WeightsError {
         /// Where the expected hash comes from (pinned in the registry, or recorded).
         origin: &'static str,
     },
+    /// A downloaded or cached file does not read back as a checkpoint of its entry's
+    /// layout, size, task and class count (see [`crate::readback`]). A download that
+    /// fails so is deleted; in neither case is a hash recorded for it.
+    #[error("{}", not_a_checkpoint_message(.name, .url, .path, .expected, .reason, *.downloaded))]
+    NotACheckpoint {
+        /// Registry name.
+        name: String,
+        /// The address the file was (or would be) downloaded from.
+        url: String,
+        /// Where vpipe keeps the entry's file.
+        path: PathBuf,
+        /// What the entry describes.
+        expected: CheckpointLayout,
+        /// What is wrong with the file (boxed: it can be large).
+        reason: Box<ReadBackError>,
+        /// The file was just downloaded (and has been deleted), rather than found in
+        /// the cache (and left there).
+        downloaded: bool,
+    },
     /// A file could not be read or written.
     #[error("{}: {cause}", path.display())]
     Io {
@@ -74,6 +97,34 @@ pub enum WeightsError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// The message of [`WeightsError::NotACheckpoint`]: what is wrong, what was done with
+/// the file, and how to get a good one.
+fn not_a_checkpoint_message(
+    name: &str,
+    url: &str,
+    path: &Path,
+    expected: &CheckpointLayout,
+    reason: &ReadBackError,
+    downloaded: bool,
+) -> String {
+    let expected = layout_name(expected);
+    if downloaded {
+        format!(
+            "{name}: the file downloaded from {url} is not a usable {expected} checkpoint: \
+             {reason}; it was deleted and no hash was recorded — `vpipe weights fetch {name}` \
+             downloads it again, or put a good copy at {}",
+            path.display()
+        )
+    } else {
+        format!(
+            "{name}: {} is not a usable {expected} checkpoint: {reason}; no hash is recorded \
+             for it — delete it and run `vpipe weights fetch {name}` (from {url}), or put a \
+             good copy there",
+            path.display()
+        )
+    }
 }
 
 impl WeightsError {

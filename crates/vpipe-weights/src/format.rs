@@ -142,7 +142,9 @@ impl WeightsMetadata {
                 .into_iter()
                 .find(|l| l.name() == labels)
                 .ok_or_else(|| format!("unknown label set '{labels}'"))?,
-            preprocess: get("vpipe.preprocess")?.parse()?,
+            preprocess: get("vpipe.preprocess")?
+                .parse()
+                .map_err(|e: vpipe_media::UnknownPreset| e.to_string())?,
             f16: get("vpipe.dtype")? == "f16",
             original_file: get("vpipe.original_file")?.to_string(),
             original_sha256: get("vpipe.original_sha256")?.to_string(),

@@ -5,8 +5,11 @@
 //! - [`cache`]: the local cache (`VPIPE_CACHE`, else the XDG cache folder), the
 //!   mirror (`VPIPE_WEIGHTS_MIRROR`) and the hashes recorded for unpinned entries.
 //! - [`download`]: fetching a registry entry into the cache, with a progress bar,
-//!   resumed partial downloads and sha256 verification.
-//! - [`format`]: vpipe's own weights format (canonical tensors in safetensors, with
+//!   resumed partial downloads, sha256 verification and a read-back of the file as a
+//!   checkpoint of the entry before it enters the cache.
+//! - [`readback`]: that read-back: the whole model is built from the file, and its
+//!   layout, size, task and class count compared with the entry's.
+//! - [`format`](mod@format): vpipe's own weights format (canonical tensors in safetensors, with
 //!   their metadata) and the import of any supported checkpoint into it.
 //! - [`provenance`]: tells random-initialised reference weights from trained ones.
 
@@ -15,6 +18,7 @@ pub mod download;
 pub mod error;
 pub mod format;
 pub mod provenance;
+pub mod readback;
 pub mod registry;
 
 pub use cache::CacheConfig;
@@ -22,6 +26,7 @@ pub use download::{fetch, locate, sha256_file, verify_cached};
 pub use error::{Result, WeightsError};
 pub use format::{ImportOptions, WeightsMetadata, import};
 pub use provenance::{RANDOM_INIT_NOTE, weights_note};
+pub use readback::{ReadBackError, read_back};
 pub use registry::{Entry, Registry, ShippedFile};
 
 use vpipe_backbone::CheckpointLayout;

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 use vpipe_backbone::layout::CheckpointTask;
-use vpipe_backbone::{MobileVitSize, SourceLayout};
+use vpipe_backbone::{CheckpointLayout, MobileVitSize, SourceLayout};
 use vpipe_core::checkpoint::FileFormat;
 use vpipe_core::labels::LabelSet;
 use vpipe_media::PreprocessPreset;
@@ -43,6 +43,17 @@ pub struct Description {
     pub licence: String,
 }
 
+impl Description {
+    /// The layout, task and size a checkpoint so described reads back as.
+    pub fn checkpoint_layout(&self) -> CheckpointLayout {
+        CheckpointLayout {
+            source: self.layout,
+            task: self.task,
+            size: self.arch,
+        }
+    }
+}
+
 /// A published checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -50,6 +61,11 @@ pub struct Entry {
     pub name: String,
     /// Where it is published.
     pub url: String,
+    /// Where that URL is documented.
+    pub source: String,
+    /// The URL is documented only in an old release of the publisher's docs, no longer
+    /// on its current pages (see [`Entry::source`]): it may stop working.
+    pub legacy: bool,
     /// What it holds.
     pub description: Description,
 }
@@ -101,6 +117,10 @@ struct RawEntry {
     url: Option<String>,
     #[serde(default)]
     path: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    legacy: bool,
     format: String,
     layout: String,
     task: String,
@@ -232,9 +252,16 @@ impl Registry {
                     "{at}: `random_init` is for shipped files"
                 )));
             }
+            let Some(source) = e.source.as_ref().filter(|s| !s.trim().is_empty()) else {
+                return Err(WeightsError::Registry(format!(
+                    "{at}: '{name}' needs a `source` (where its URL is documented)"
+                )));
+            };
             entries.push(Entry {
                 name: name.clone(),
                 url: url.clone(),
+                source: source.clone(),
+                legacy: e.legacy,
                 description: e.describe(&at, &raw.licences)?,
             });
         }
@@ -246,6 +273,11 @@ impl Registry {
                     "{at}: a shipped file has a `path` (and no `name` or `url`)"
                 )));
             };
+            if e.source.is_some() || e.legacy {
+                return Err(WeightsError::Registry(format!(
+                    "{at}: `source` and `legacy` are for published entries"
+                )));
+            }
             let description = e.describe(&at, &raw.licences)?;
             if description.size.is_none() || description.sha256.is_none() {
                 return Err(WeightsError::Registry(format!(
@@ -311,6 +343,61 @@ mod tests {
         assert_eq!(seg.file_name(), "pytorch_model.bin");
         assert_eq!(r.shipped.len(), 7);
         assert!(r.shipped.iter().all(|s| s.random_init));
+    }
+
+    #[test]
+    fn legacy_entries_are_the_cvnets_ssd_and_deeplabv3_urls() {
+        let r = Registry::builtin();
+        let legacy: Vec<&str> = r
+            .entries
+            .iter()
+            .filter(|e| e.legacy)
+            .map(|e| e.name.as_str())
+            .collect();
+        let mut expected = Vec::new();
+        for size in ["xxs", "xs", "s"] {
+            expected.push(format!("cvnets/ssd_mobilevit_{size}_320"));
+        }
+        for size in ["xxs", "xs", "s"] {
+            expected.push(format!("cvnets/deeplabv3_mobilevit_{size}_voc"));
+        }
+        assert_eq!(legacy, expected);
+        for e in r.entries.iter().filter(|e| e.legacy) {
+            assert!(e.source.contains("cvnets-v0.1"), "{}: {}", e.name, e.source);
+        }
+        let text = BUILTIN.replacen(
+            "    source: Hugging Face model repository apple/mobilevit-small (file on main)\n",
+            "",
+            1,
+        );
+        let err = Registry::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("needs a `source`"), "{err}");
+    }
+
+    #[test]
+    fn pinned_hashes_and_licences() {
+        let r = Registry::builtin();
+        let pinned: Vec<&str> = r
+            .entries
+            .iter()
+            .filter(|e| e.description.sha256.is_some())
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(
+            pinned,
+            [
+                "hf/apple/mobilevit-xx-small",
+                "hf/apple/mobilevit-x-small",
+                "hf/apple/mobilevit-small",
+                "hf/apple/deeplabv3-mobilevit-xx-small",
+                "hf/apple/deeplabv3-mobilevit-x-small",
+                "hf/apple/deeplabv3-mobilevit-small",
+                "timm/mobilevit_s.cvnets_in1k",
+            ]
+        );
+        let seg = r.get("hf/apple/deeplabv3-mobilevit-small").unwrap();
+        assert_eq!(seg.description.licence, "apple-amlr");
+        assert!(r.licences["apple-amlr"].contains("research use only"));
     }
 
     #[test]
