@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the preprocessing presets on a 768x576 frame (the size of
-//! the bundled sample video): exact Pillow resize (and crop), then the planar float
-//! conversion.
+//! the bundled sample video): the preset's resize (OpenCV's for `cvnets-*`, the exact
+//! Pillow reimplementation for `timm`) and crop, then the planar float conversion.
 //!
 //! `cargo bench --bench preprocess`.
 

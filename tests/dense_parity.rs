@@ -1,7 +1,8 @@
 //! Parity of the SSDLite detection and DeepLabv3 segmentation heads with ml-cvnets
 //! and Hugging Face, on the MobileViT-XXS reference fixtures. The network inputs are
-//! made here from `image.png` by the preprocessing presets, which must reproduce the
-//! reference inputs bit for bit (checked against the reference arrays' FNV-1a hashes).
+//! made here from `image.png` by the pipeline that made the reference inputs (the
+//! `hf-seg` preset; for ml-cvnets, [`cvnets_fixture_recipe`]), which must reproduce
+//! them bit for bit (checked against the reference arrays' FNV-1a hashes).
 
 mod common;
 
@@ -12,7 +13,7 @@ use vpipe::backbone::layout::CheckpointTask;
 use vpipe::core::npy;
 use vpipe::core::result::HeadOutput;
 use vpipe::heads::{LoadedModel, Model};
-use vpipe::media::{PreprocessPreset, load_image};
+use vpipe::media::{Preprocess, PreprocessPreset, load_image};
 
 /// FNV-1a (64-bit) of the little-endian bytes of a float array.
 fn fnv1a(values: &[f32]) -> u64 {
@@ -24,14 +25,14 @@ fn fnv1a(values: &[f32]) -> u64 {
     h
 }
 
-/// The preset's input for `image.png`, checked against the reference input's hash.
-fn input(preset: PreprocessPreset, reference_hash: u64) -> Tensor<4> {
+/// The reference input of `image.png` made by `recipe`, checked against its hash.
+fn input(recipe: Preprocess, reference_hash: u64) -> Tensor<4> {
     let frame = load_image(&fixture("image.png")).expect("decode");
-    let (planar, t) = preset.recipe().apply(&frame).expect("preprocess");
+    let (planar, t) = recipe.apply(&frame).expect("preprocess");
     assert_eq!(
         fnv1a(&planar),
         reference_hash,
-        "{preset}: input differs from the reference"
+        "{recipe:?}: input differs from the reference"
     );
     let (w, h) = t.input_size;
     Tensor::from_data(TensorData::new(planar, [1, 3, h, w]), &test_device())
@@ -72,7 +73,10 @@ fn check_close(name: &str, got: &[f32], fixture_name: &str, tol: f32) {
 fn ssd_outputs_and_detections_match_cvnets() {
     let loaded = load("cvnets_ssd_mobilevit_xxs.pt");
     assert_eq!(loaded.layout.task, CheckpointTask::Detection);
-    let x = input(PreprocessPreset::CvnetsSsd, 0x83b19dd858ea1598);
+    let x = input(
+        cvnets_fixture_recipe(PreprocessPreset::CvnetsSsd),
+        0x83b19dd858ea1598,
+    );
     let out = loaded.model.forward_raw(x).expect("forward");
     let conf = out.get("conf_logits").expect("conf");
     let loc = out.get("loc").expect("loc");
@@ -180,7 +184,10 @@ fn mask_mismatch(
 fn deeplabv3_matches_cvnets() {
     let loaded = load("cvnets_deeplabv3_mobilevit_xxs.pt");
     assert_eq!(loaded.layout.task, CheckpointTask::Segmentation);
-    let x = input(PreprocessPreset::CvnetsSeg, 0x9150f20635997d29);
+    let x = input(
+        cvnets_fixture_recipe(PreprocessPreset::CvnetsSeg),
+        0x9150f20635997d29,
+    );
     let out = loaded.model.forward_raw(x).expect("forward");
     let logits = out.get("logits").expect("logits");
     assert_eq!(logits.shape, vec![1, 21, 32, 32]);
@@ -230,7 +237,7 @@ fn deeplabv3_matches_huggingface() {
     let loaded = load("hf_deeplabv3_mobilevit_xxs.safetensors");
     assert_eq!(loaded.layout.source, SourceLayout::HuggingFace);
     assert_eq!(loaded.layout.task, CheckpointTask::Segmentation);
-    let x = input(PreprocessPreset::HfSeg, 0x5498e0527eccda08);
+    let x = input(PreprocessPreset::HfSeg.recipe(), 0x5498e0527eccda08);
     let out = loaded.model.forward_raw(x).expect("forward");
     let logits = out.get("logits").expect("logits");
     check_close("logits", &logits.data, "hf_xxs_seg_logits.npy", 1e-4);
@@ -271,7 +278,7 @@ fn heads_built_through_the_registry_map_boxes_to_the_original_image() {
     assert_eq!(head.levels(), &[4, 5]);
 
     let frame = load_image(&fixture("image.png")).expect("decode");
-    let recipe = PreprocessPreset::CvnetsSsd.recipe();
+    let recipe = cvnets_fixture_recipe(PreprocessPreset::CvnetsSsd);
     let (x, geometry) = recipe.batch(&[&frame], &device).expect("preprocess");
     let raw = head
         .forward(&backbone.forward(x).expect("features"), [320, 320])
@@ -448,7 +455,7 @@ fn deeplabv3_at_output_stride_8_matches_huggingface() {
     )
     .expect("load");
     assert_eq!(loaded.model.backbone().config().output_stride, 8);
-    let x = input(PreprocessPreset::HfSeg, 0x5498e0527eccda08);
+    let x = input(PreprocessPreset::HfSeg.recipe(), 0x5498e0527eccda08);
     let out = loaded.model.forward_raw(x).expect("forward");
     let logits = out.get("logits").expect("logits");
     assert_eq!(logits.shape, vec![1, 21, 64, 64]);

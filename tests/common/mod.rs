@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor, TensorData};
 use vpipe::core::device::DeviceSpec;
 use vpipe::core::{HostTensor, npy};
+use vpipe::media::resize::{Filter, ResizeKernel};
+use vpipe::media::{ChannelOrder, Preprocess, PreprocessPreset};
 
 /// The device the parity tests run on: `VPIPE_TEST_DEVICE` (`cpu`, `vulkan`,
 /// `cuda:0`, ...; the backend's cargo feature must be on), else the CPU. On a
@@ -45,6 +47,23 @@ pub fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
 pub fn input_tensor(name: &str) -> Tensor<4> {
     let (s, d) = read_f32(&fixture(name));
     Tensor::from_data(TensorData::new(d, [s[0], s[1], s[2], s[3]]), &test_device())
+}
+
+/// The preprocessing that made the cvnets fixtures' inputs (`image.png` through
+/// ml-cvnets v0.2's PIL pipeline: RGB, Pillow bilinear, bicubic for SSD). The
+/// fixtures test the networks on those tensors; the `cvnets-*` presets follow v0.1
+/// (OpenCV, BGR) instead, as the released weights were trained.
+pub fn cvnets_fixture_recipe(preset: PreprocessPreset) -> Preprocess {
+    Preprocess {
+        kernel: ResizeKernel::Pillow,
+        channels: ChannelOrder::Rgb,
+        filter: if preset == PreprocessPreset::CvnetsSsd {
+            Filter::Bicubic
+        } else {
+            Filter::Bilinear
+        },
+        ..preset.recipe()
+    }
 }
 
 /// Largest absolute difference.

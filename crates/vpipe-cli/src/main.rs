@@ -4,6 +4,7 @@ mod bench;
 mod classify;
 mod infer;
 mod pipeline;
+mod preprocess;
 mod weights;
 
 use std::io::IsTerminal;
@@ -43,6 +44,8 @@ enum Command {
     Infer(infer::InferArgs),
     /// Classify images with a classification checkpoint.
     Classify(classify::ClassifyArgs),
+    /// Write the network input a preprocessing preset makes of each image (.npy).
+    Preprocess(preprocess::PreprocessArgs),
     /// Measure inference latency and throughput.
     Bench(bench::BenchArgs),
     /// The weights registry and cache: list, fetch, import, verify.
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => pipeline::inspect(a),
         Command::Infer(a) => infer::run(a),
         Command::Classify(a) => classify::run(a),
+        Command::Preprocess(a) => preprocess::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Weights(a) => weights::run(a),
     });

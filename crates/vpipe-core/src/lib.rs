@@ -10,6 +10,7 @@
 //! - [`geometry`]: where a network input lies in the original image.
 //! - [`pixel`]: the channel order of colour pixels.
 //! - [`alloc`]: a global allocator that starts large blocks on a cache line.
+//! - [`suggest`]: "did you mean" hints for mistyped names.
 
 pub mod alloc;
 pub mod checkpoint;
@@ -22,6 +23,7 @@ pub mod output;
 pub mod pixel;
 pub mod result;
 pub mod simd;
+pub mod suggest;
 
 pub use checkpoint::{HostTensor, TensorFile};
 pub use error::{CoreError, Result};

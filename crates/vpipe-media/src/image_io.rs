@@ -65,8 +65,14 @@ impl Frame {
     }
 }
 
-/// Decodes an image file (PNG, JPEG, BMP, WebP, TIFF) into RGB8. Alpha is dropped
-/// and grey images are expanded, as PIL's `convert("RGB")` does.
+/// Decodes an image file (PNG, JPEG, BMP, WebP, TIFF) into RGB8, as
+/// `cv2.imread(path, cv2.IMREAD_COLOR)` and PIL's `convert("RGB")` do: alpha is
+/// dropped (not blended), grey images are expanded to three equal channels, and
+/// 16-bit samples keep their high byte (OpenCV's `png_set_strip_16`; Pillow's
+/// 16-bit colour PNGs alike). Lossless files decode to the same pixels as in
+/// OpenCV and Pillow. JPEG is decoded by the `image` crate (zune-jpeg), whose
+/// inverse DCT and chroma upsampling may differ from libjpeg-turbo's (used by
+/// OpenCV and Pillow) by a unit in some pixels.
 pub fn load_image(path: &Path) -> Result<Frame> {
     let bytes = std::fs::read(path).map_err(|cause| MediaError::Io {
         path: path.to_path_buf(),
@@ -76,10 +82,33 @@ pub fn load_image(path: &Path) -> Result<Frame> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let rgb = img.into_rgb8();
-    let (w, h) = rgb.dimensions();
-    Frame::new(w as usize, h as usize, rgb.into_raw()).map_err(|_| MediaError::Decode {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let data = match img {
+        image::DynamicImage::ImageLuma16(i) => high_bytes::<1>(i.as_raw()),
+        image::DynamicImage::ImageLumaA16(i) => high_bytes::<2>(i.as_raw()),
+        image::DynamicImage::ImageRgb16(i) => high_bytes::<3>(i.as_raw()),
+        image::DynamicImage::ImageRgba16(i) => high_bytes::<4>(i.as_raw()),
+        other => other.into_rgb8().into_raw(),
+    };
+    Frame::new(w, h, data).map_err(|_| MediaError::Decode {
         path: path.to_path_buf(),
         reason: "the image is empty".into(),
     })
+}
+
+/// RGB8 pixels from 16-bit pixels of `N` channels (grey, grey + alpha, RGB or
+/// RGBA): the high byte of each colour sample, grey repeated, alpha dropped.
+fn high_bytes<const N: usize>(samples: &[u16]) -> Vec<u8> {
+    let (pixels, _) = samples.as_chunks::<N>();
+    let byte = |v: u16| (v >> 8) as u8;
+    pixels
+        .iter()
+        .flat_map(|p| {
+            if N < 3 {
+                [byte(p[0]); 3]
+            } else {
+                [byte(p[0]), byte(p[1]), byte(p[2])]
+            }
+        })
+        .collect()
 }

@@ -1,7 +1,8 @@
 //! Media input and preprocessing.
 //!
 //! - [`image_io`]: frames, and still images decoded into RGB8 frames.
-//! - [`resize`]: bit-exact reimplementations of Pillow's and PyTorch's uint8 resizes.
+//! - [`resize`]: bit-exact reimplementations of Pillow's and PyTorch's uint8 resizes,
+//!   and OpenCV's own.
 //! - [`preprocess`]: the named preprocessing presets of each checkpoint source.
 //! - [`video`]: video files, streams and cameras through OpenCV.
 
@@ -13,6 +14,6 @@ pub mod video;
 
 pub use error::{MediaError, Result};
 pub use image_io::{Frame, load_image};
-pub use preprocess::{Preprocess, PreprocessPreset};
+pub use preprocess::{Preprocess, PreprocessPreset, UnknownPreset};
 pub use video::{FramePool, VideoInput, VideoReader, VideoWriter};
 pub use vpipe_core::pixel::ChannelOrder;

@@ -1,13 +1,22 @@
 //! Preprocessing presets that reproduce each checkpoint source exactly.
 //!
-//! | preset | resize | crop | channels | scaling |
-//! |---|---|---|---|---|
-//! | `timm` | shorter side 284 (256 / 0.9), bicubic, Pillow | centre 256 | RGB | x / 255 |
-//! | `cvnets-cls` | shorter side 288, bilinear, Pillow | centre 256 | RGB | x / 255 |
-//! | `hf-cls` | shorter side 288, bilinear, PyTorch uint8 antialias | centre 256 | BGR | x * (1/255) |
-//! | `hf-seg` | shorter side 544, bilinear, PyTorch uint8 antialias | centre 512 | BGR | x * (1/255) |
-//! | `cvnets-ssd` | exactly 320x320, bicubic, Pillow | none | RGB | x / 255 |
-//! | `cvnets-seg` | exactly 512x512, bilinear, Pillow | none | RGB | x / 255 |
+//! | preset | reproduces | resize | crop | channels | scaling |
+//! |---|---|---|---|---|---|
+//! | `cvnets-cls` | ml-cvnets v0.1 ImageNet evaluation | shorter side 288, `cv2.resize` `INTER_LINEAR` | centre 256, `(size - 256) // 2` | BGR | x / 255 |
+//! | `cvnets-ssd` | ml-cvnets v0.1 COCO SSD evaluation | exactly 320x320, `cv2.resize` `INTER_LINEAR` | none | BGR | x / 255 |
+//! | `cvnets-seg` | ml-cvnets v0.1 PASCAL VOC evaluation | exactly 512x512, `cv2.resize` `INTER_LINEAR` | none | BGR | x / 255 |
+//! | `timm` | timm `mobilevit_*` evaluation transform | shorter side 284 (256 / 0.9), bicubic, Pillow | centre 256 | RGB | x / 255 |
+//! | `hf-cls` | transformers `MobileViTImageProcessor`, `apple/mobilevit-*` | shorter side 288, bilinear, PyTorch uint8 antialias | centre 256 | BGR | x * (1/255) |
+//! | `hf-seg` | the same, `apple/deeplabv3-mobilevit-*` | shorter side 544, bilinear, PyTorch uint8 antialias | centre 512 | BGR | x * (1/255) |
+//!
+//! The MobileViT v1 weights were trained with ml-cvnets v0.1 (tag `cvnets-v0.1`),
+//! which reads images with `cv2.imread` (BGR) and resizes them with `cv2.resize`
+//! (`data/datasets/dataset_base.py` `read_image`; `data/transforms/image.py`
+//! `_resize_fn`, `Resize`, `CenterCrop`, `NumpyToTensor`; the `validation_transforms`
+//! of `data/datasets/classification/imagenet.py`, `detection/coco.py` and
+//! `segmentation/pascal_voc.py`). The `cvnets-*` presets call OpenCV's own resize
+//! ([`ResizeKernel::OpenCv`]). ml-cvnets v0.2 and later read with PIL (RGB) instead;
+//! vpipe has no preset for that, since no MobileViT v1 weights were trained with it.
 
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -38,9 +47,10 @@ pub enum Resize {
 /// How the centre crop's offset is rounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CropRounding {
-    /// `(size - crop) // 2`, as ml-cvnets.
+    /// `(size - crop) // 2`, as ml-cvnets and transformers' image processors.
     Floor,
-    /// `int(round((size - crop) / 2))` with round-half-to-even, as torchvision.
+    /// `int(round((size - crop) / 2))` with round-half-to-even, as torchvision's
+    /// `CenterCrop` (timm).
     HalfEven,
 }
 
@@ -79,17 +89,23 @@ pub struct Preprocess {
 /// The named presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PreprocessPreset {
-    /// timm `mobilevit_*` evaluation transform.
+    /// timm's `mobilevit_*` evaluation transform (`timm.data.create_transform` with
+    /// the model's pretrained config: `Resize(284, bicubic)`, `CenterCrop(256)`,
+    /// `ToTensor`).
     Timm,
-    /// ml-cvnets ImageNet validation transform.
+    /// ml-cvnets v0.1 ImageNet evaluation (`imagenet.py` `validation_transforms`):
+    /// BGR, shorter side to 288 with `cv2.resize` `INTER_LINEAR`, centre crop 256.
     CvnetsCls,
-    /// Hugging Face `MobileViTImageProcessor` for `apple/mobilevit-*`.
+    /// Hugging Face `MobileViTImageProcessor` with the `apple/mobilevit-*` Hub config.
     HfCls,
-    /// Hugging Face `MobileViTImageProcessor` for `apple/deeplabv3-mobilevit-*`.
+    /// Hugging Face `MobileViTImageProcessor` with the `apple/deeplabv3-mobilevit-*`
+    /// Hub config.
     HfSeg,
-    /// ml-cvnets SSD validation transform (320x320).
+    /// ml-cvnets v0.1 COCO SSD evaluation (`coco.py` `validation_transforms`): BGR,
+    /// `cv2.resize` to 320x320, `INTER_LINEAR`.
     CvnetsSsd,
-    /// ml-cvnets DeepLabv3 validation transform (512x512).
+    /// ml-cvnets v0.1 PASCAL VOC evaluation (`pascal_voc.py`
+    /// `validation_transforms`): BGR, `cv2.resize` to 512x512, `INTER_LINEAR`.
     CvnetsSeg,
 }
 
@@ -118,32 +134,37 @@ impl PreprocessPreset {
 
     /// The recipe.
     pub fn recipe(self) -> Preprocess {
-        let base = Preprocess {
+        // ml-cvnets v0.1: cv2.imread (BGR), cv2.resize INTER_LINEAR, x / 255.
+        let cvnets = Preprocess {
             resize: Resize::ShorterSide(288),
             filter: Filter::Bilinear,
-            kernel: ResizeKernel::Pillow,
+            kernel: ResizeKernel::OpenCv,
             crop: Some((256, 256)),
             crop_rounding: CropRounding::Floor,
-            channels: ChannelOrder::Rgb,
+            channels: ChannelOrder::Bgr,
             scaling: Scaling::Divide255,
             mean: [0.0; 3],
             std: [1.0; 3],
         };
+        let pillow = Preprocess {
+            kernel: ResizeKernel::Pillow,
+            channels: ChannelOrder::Rgb,
+            ..cvnets.clone()
+        };
+        // transformers' torchvision backend crops at `int((size - crop) / 2.0)`.
         let hf = Preprocess {
             kernel: ResizeKernel::TorchAntialias,
-            crop_rounding: CropRounding::HalfEven,
             channels: ChannelOrder::Bgr,
             scaling: Scaling::MultiplyReciprocal,
-            ..base.clone()
+            ..pillow.clone()
         };
         match self {
             PreprocessPreset::Timm => Preprocess {
                 resize: Resize::ShorterSide(284),
                 filter: Filter::Bicubic,
                 crop_rounding: CropRounding::HalfEven,
-                ..base
+                ..pillow
             },
-            PreprocessPreset::CvnetsCls => base,
             PreprocessPreset::HfCls => hf,
             PreprocessPreset::HfSeg => Preprocess {
                 resize: Resize::ShorterSide(544),
@@ -155,9 +176,8 @@ impl PreprocessPreset {
                     width: 320,
                     height: 320,
                 },
-                filter: Filter::Bicubic,
                 crop: None,
-                ..base
+                ..cvnets
             },
             PreprocessPreset::CvnetsSeg => Preprocess {
                 resize: Resize::Exact {
@@ -165,8 +185,9 @@ impl PreprocessPreset {
                     height: 512,
                 },
                 crop: None,
-                ..base
+                ..cvnets
             },
+            PreprocessPreset::CvnetsCls => cvnets,
         }
     }
 }
@@ -177,19 +198,52 @@ impl fmt::Display for PreprocessPreset {
     }
 }
 
+/// A preprocessing preset name that is none of [`PreprocessPreset::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPreset {
+    /// The name as written.
+    pub written: String,
+    /// The known name closest to it, if it looks like a typo of one.
+    pub suggestion: Option<&'static str>,
+}
+
+impl UnknownPreset {
+    /// What is wrong, without the suggestion.
+    pub fn message(&self) -> String {
+        let names = PreprocessPreset::ALL.map(PreprocessPreset::name);
+        format!(
+            "unknown preprocessing preset '{}' (known: {})",
+            self.written,
+            names.join(", ")
+        )
+    }
+}
+
+impl fmt::Display for UnknownPreset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())?;
+        match self.suggestion {
+            Some(s) => write!(f, " (hint: did you mean '{s}'?)"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for UnknownPreset {}
+
 impl FromStr for PreprocessPreset {
-    type Err = String;
+    type Err = UnknownPreset;
 
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         PreprocessPreset::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = PreprocessPreset::ALL.iter().map(|p| p.name()).collect();
-                format!(
-                    "unknown preprocessing preset '{s}' (known: {})",
-                    names.join(", ")
-                )
+            .ok_or_else(|| UnknownPreset {
+                written: s.to_string(),
+                suggestion: vpipe_core::suggest::closest(
+                    s,
+                    PreprocessPreset::ALL.map(PreprocessPreset::name),
+                ),
             })
     }
 }

@@ -1,5 +1,6 @@
-//! Bit-exact reimplementations of two reference image-resize algorithms for
-//! interleaved RGB8 images (row-major, 3 channels, stride = `width * 3`).
+//! The reference image resizes for interleaved 8-bit images (row-major, 3
+//! channels, stride = `width * 3`): two bit-exact reimplementations and OpenCV's
+//! own resize.
 //!
 //! * [`ResizeKernel::Pillow`] reproduces Pillow's `Image.resize((w, h), resample)`
 //!   with default arguments (no `box`, no `reducing_gap`) on an `"RGB"` image:
@@ -15,6 +16,9 @@
 //!   filter weights as Pillow computed in `f64`, converted to `i16` with a
 //!   per-axis `weights_precision`, horizontal pass then vertical pass with a
 //!   uint8 intermediate.
+//! * [`ResizeKernel::OpenCv`] is `cv::resize` of the system OpenCV itself (through
+//!   the `opencv` crate), as ml-cvnets v0.1 calls it (`cv2.resize(img, dsize,
+//!   interpolation=...)`): exact by construction rather than reimplemented.
 //!
 //! The inner loops are plain safe Rust compiled for AVX-512, AVX2 and the
 //! baseline target and picked at run time (`vpipe_core::simd_fn!`), except the
@@ -28,7 +32,7 @@ use std::rc::Rc;
 /// Interpolation filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Filter {
-    /// Nearest neighbour.
+    /// Nearest neighbour (OpenCV: `INTER_NEAREST`).
     ///
     /// With [`ResizeKernel::Pillow`] this is `Image.Resampling.NEAREST`.
     /// With [`ResizeKernel::TorchAntialias`] antialiasing does not apply (torch
@@ -36,10 +40,11 @@ pub enum Filter {
     /// `torch.nn.functional.interpolate(x, size=(h, w), mode="nearest")`
     /// (the legacy `floor(dst_index * (in / out))` rule computed in `f32`).
     Nearest,
-    /// Triangle filter, support 1 (scaled by the downscale factor).
+    /// Triangle filter, support 1 (scaled by the downscale factor). OpenCV:
+    /// `INTER_LINEAR` (not antialiased).
     Bilinear,
     /// Keys cubic filter with `a = -0.5`, support 2 (scaled by the downscale
-    /// factor).
+    /// factor). OpenCV: `INTER_CUBIC` (`a = -0.75`, not antialiased).
     Bicubic,
 }
 
@@ -51,6 +56,9 @@ pub enum ResizeKernel {
     /// torch's `F.interpolate(..., antialias=True)` on uint8 CPU tensors
     /// (`i16` weights with a computed precision).
     TorchAntialias,
+    /// OpenCV's `cv::resize` (11-bit fixed point for 8-bit bilinear), called
+    /// directly.
+    OpenCv,
 }
 
 /// Number of interleaved channels handled by this module.
@@ -68,10 +76,10 @@ const PILLOW_PRECISION_BITS: u32 = 22;
 /// `out_h` is zero, when `src` is shorter than `w * h * 3`, when a buffer size
 /// overflows `usize`, or when a working buffer cannot be allocated.
 ///
-/// When the output size equals the input size, both references return an
+/// When the output size equals the input size, every reference returns an
 /// unmodified copy, and so does this function (for every filter and kernel).
 ///
-/// For `Filter::Bilinear` / `Filter::Bicubic` both kernels use the same
+/// For `Filter::Bilinear` / `Filter::Bicubic` the two reimplementations use the same
 /// `f64` filter weights and differ in two ways: the fixed-point conversion
 /// (Pillow: 22 fractional bits in `i32`; torch: `i16` weights whose number of
 /// fractional bits is the largest value, at most 22, that keeps
@@ -109,6 +117,7 @@ pub fn resize_rgb8(
     let result = match (filter, kernel) {
         (Filter::Nearest, ResizeKernel::Pillow) => nearest_pillow(src, w, h, out_w, out_h),
         (Filter::Nearest, ResizeKernel::TorchAntialias) => nearest_torch(src, w, h, out_w, out_h),
+        (_, ResizeKernel::OpenCv) => opencv_resize(src, w, h, out_w, out_h, filter),
         (Filter::Bilinear | Filter::Bicubic, _) => {
             resample_separable(src, w, h, out_w, out_h, filter, kernel)
         }
@@ -117,6 +126,49 @@ pub fn resize_rgb8(
         Some(out) if out.len() == dst_len => out,
         _ => Vec::new(),
     }
+}
+
+/// `cv::resize` of the 3-channel image `src` (`w x h`) into a new `out_w x out_h`
+/// buffer, which OpenCV writes in place. `None` if OpenCV refuses (for example a
+/// size beyond its `int` range).
+fn opencv_resize(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    out_w: usize,
+    out_h: usize,
+    filter: Filter,
+) -> Option<Vec<u8>> {
+    use opencv::core::{Mat, MatTraitConst, Size, Vec3b};
+    use opencv::imgproc;
+    let int = |v: usize| i32::try_from(v).ok();
+    let (w, h, out_w, out_h) = (int(w)?, int(h)?, int(out_w)?, int(out_h)?);
+    let mut out = try_zeroed::<u8>(image_len(out_w as usize, out_h as usize)?)?;
+    let interpolation = match filter {
+        Filter::Nearest => imgproc::INTER_NEAREST,
+        Filter::Bilinear => imgproc::INTER_LINEAR,
+        Filter::Bicubic => imgproc::INTER_CUBIC,
+    };
+    let target = out.as_ptr() as usize;
+    {
+        let input = Mat::new_rows_cols_with_bytes::<Vec3b>(h, w, src).ok()?;
+        let mut output = Mat::new_rows_cols_with_bytes_mut::<Vec3b>(out_h, out_w, &mut out).ok()?;
+        imgproc::resize(
+            &input,
+            &mut output,
+            Size::new(out_w, out_h),
+            0.0,
+            0.0,
+            interpolation,
+        )
+        .ok()?;
+        // OpenCV would write into a new allocation (leaving `out` zero) only if
+        // the output's size or type were wrong; both are set above, but check.
+        if output.data() as usize != target {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// `w * h * 3`, or `None` on overflow.
@@ -232,6 +284,8 @@ fn compute_coeffs(
         ResizeKernel::Pillow => f64::from(in_size as f32) / out_size as f64,
         // torch: `static_cast<double>(input_size) / output_size`.
         ResizeKernel::TorchAntialias => in_size as f64 / out_size as f64,
+        // OpenCV's resize is called, not reimplemented (`resize_rgb8`).
+        ResizeKernel::OpenCv => return None,
     };
     let filterscale = if scale < 1.0 { 1.0 } else { scale };
     let support = filter_support(filter) * filterscale;
@@ -285,6 +339,7 @@ fn compute_coeffs(
                 .collect();
             (PILLOW_PRECISION_BITS, weights)
         }
+        ResizeKernel::OpenCv => return None,
         ResizeKernel::TorchAntialias => {
             let mut precision = 0u32;
             while precision < 22 {
@@ -453,7 +508,7 @@ fn resample_separable(
     let resample = Resample::get((w, h, out_w, out_h, filter, kernel))?;
     let horizontal_first = match kernel {
         ResizeKernel::Pillow => !pillow_vertical_first(w, h, out_w, out_h),
-        ResizeKernel::TorchAntialias => true,
+        ResizeKernel::TorchAntialias | ResizeKernel::OpenCv => true,
     };
     let mut out = try_zeroed::<u8>(out_h.checked_mul(out_w)?.checked_mul(CHANNELS)?)?;
     match (&resample.horizontal, &resample.vertical) {
