@@ -107,6 +107,44 @@ pub struct CanonicalTensors {
     pub source: SourceLayout,
 }
 
+/// Canonical-name prefixes of the backbone's tensors (the stem and layers 1-5);
+/// everything else belongs to a head.
+const BACKBONE_PREFIXES: [&str; 6] = [
+    "conv_1.", "layer_1.", "layer_2.", "layer_3.", "layer_4.", "layer_5.",
+];
+
+impl CanonicalTensors {
+    /// A content hash (sha256) of the backbone's tensors: names, shapes and values,
+    /// in canonical naming, so the same weights give the same digest whatever layout
+    /// they were stored in. `None` when the file carries no backbone tensor (a file
+    /// holding only a head).
+    pub fn backbone_digest(&self) -> Option<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        let mut any = false;
+        let backbone = self
+            .tensors
+            .iter()
+            .filter(|(name, _)| BACKBONE_PREFIXES.iter().any(|p| name.starts_with(p)));
+        for (name, t) in backbone {
+            any = true;
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update((t.shape.len() as u64).to_le_bytes());
+            for d in &t.shape {
+                hasher.update((*d as u64).to_le_bytes());
+            }
+            let mut bytes = Vec::with_capacity(4 * 4096);
+            for chunk in t.data.chunks(4096) {
+                bytes.clear();
+                bytes.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+                hasher.update(&bytes);
+            }
+        }
+        any.then(|| hasher.finalize().into())
+    }
+}
+
 /// Wrapper prefixes some training scripts add around a state dict.
 const WRAPPERS: [&str; 4] = ["state_dict.", "model_state_dict.", "model.", "module."];
 

@@ -368,10 +368,7 @@ fn validate_inspect_and_run_pipelines() {
     assert_ok(&out);
     let out = vpipe(&["inspect", "pipelines/multitask.yaml"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("runs once per frame, feeding 3 head(s)"),
-        "{text}"
-    );
+    assert!(text.contains("backbone passes per frame: 3"), "{text}");
     assert_clean_failure(&vpipe(&["validate", "pipelines/nope.yaml"]), "nope.yaml");
 
     // A folder with one unreadable image: the good one is written, the run fails.
@@ -519,4 +516,120 @@ fn device_flag_selects_the_backend_and_names_missing_features() {
     let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(figures["device"], "cpu");
     assert_eq!(figures["frames"], 1);
+}
+
+/// `vpipe weights ARGS` with the weights cache in `cache`, offline.
+fn vpipe_weights(args: &[&str], cache: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpipe"))
+        .arg("weights")
+        .args(args)
+        .current_dir(root())
+        .env("VPIPE_CACHE", cache)
+        .env("VPIPE_OFFLINE", "1")
+        .output()
+        .expect("run vpipe")
+}
+
+#[test]
+fn weights_verify_reads_back_shipped_and_cached_files() {
+    let tmp = temp_dir("weights-verify");
+    let cache = tmp.path().join("cache");
+    let out = vpipe_weights(&["verify"], &cache);
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout
+            .matches("ok (sha256 in the registry, reads back as mobilevit_xxs ")
+            .count(),
+        7,
+        "{stdout}"
+    );
+
+    // A file cut short, put in the cache by hand, is not usable and gets no hash.
+    let reference =
+        std::fs::read(root().join("weights/reference/cvnets_mobilevit_xxs.pt")).expect("reference");
+    let cached = cache.join("cvnets/mobilevit_xxs/mobilevit_xxs.pt");
+    std::fs::create_dir_all(cached.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&cached, &reference[..reference.len() / 2]).expect("write");
+    let out = vpipe_weights(&["verify", "cvnets/mobilevit_xxs"], &cache);
+    assert_clean_failure(&out, "not usable checkpoints");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("cvnets/mobilevit_xxs\tNOT USABLE: ")
+            && stdout.contains(
+                "is not a usable mobilevit_xxs classification (cvnets layout) checkpoint"
+            ),
+        "{stdout}"
+    );
+    assert!(!cache.join("hashes.json").exists(), "a hash was recorded");
+
+    // The whole file is recorded on first use, then checked against that hash.
+    std::fs::write(&cached, &reference).expect("write");
+    let out = vpipe_weights(&["verify", "cvnets/mobilevit_xxs"], &cache);
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ok (reads back as mobilevit_xxs classification (cvnets layout); no hash was known: recorded "),
+        "{stdout}"
+    );
+    let out = vpipe_weights(&["verify"], &cache);
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("cvnets/mobilevit_xxs\tok (recorded sha256, reads back as"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn weights_list_shows_legacy_urls_and_licences() {
+    let tmp = temp_dir("weights-list");
+    let cache = tmp.path().join("cache");
+    let out = vpipe_weights(&["list"], &cache);
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}: {stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // name task arch layout format sha256 cached legacy licence
+    assert_eq!(row("cvnets/ssd_mobilevit_xxs_320")[7], "yes");
+    assert_eq!(row("cvnets/deeplabv3_mobilevit_s_voc")[7], "yes");
+    assert_eq!(row("cvnets/mobilevit_xxs")[7], "-");
+    assert_eq!(row("hf/apple/mobilevit-small")[5], "pinned");
+    assert_eq!(row("hf/apple/deeplabv3-mobilevit-small")[8], "apple-amlr");
+    assert!(
+        stdout.contains("legacy: the URLs of cvnets/ssd_mobilevit_xxs_320, ")
+            && stdout.contains(
+                "documented only in ml-cvnets examples/README-mobilevit.md at tag cvnets-v0.1"
+            ),
+        "{stdout}"
+    );
+
+    let out = vpipe_weights(&["list", "--json"], &cache);
+    assert_ok(&out);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let ssd = lines
+        .iter()
+        .find(|l| l["name"] == "cvnets/ssd_mobilevit_s_320")
+        .expect("ssd");
+    assert_eq!(ssd["legacy"], true);
+    assert!(ssd["source"].as_str().expect("source").contains("d38a116"));
+    let timm = lines
+        .iter()
+        .find(|l| l["name"] == "timm/mobilevit_s.cvnets_in1k")
+        .expect("timm");
+    assert_eq!(timm["legacy"], false);
+    assert_eq!(
+        timm["sha256"],
+        "87f5585cb61814a5e18920d556772ed9c3af6c9ad72b6cf798c654021c306f81"
+    );
 }

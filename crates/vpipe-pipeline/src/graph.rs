@@ -103,17 +103,21 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Loads the weights and builds every backbone and head of `file` on `device`,
-    /// checking that each head fits its backbone.
+    /// checking that each head fits its backbone: the same size, the feature strides
+    /// it reads, and (for a head with its own `weights`) the backbone it was trained
+    /// with. A head whose file carries a backbone whose tensors differ (by content
+    /// hash) from those of the backbone it is attached to is refused, unless the head
+    /// sets `allow_backbone_mismatch`; a file with no backbone tensors is not checked.
     pub fn compile(file: PipelineFile, registry: &HeadRegistry, device: &Device) -> Result<Self> {
         let spec = &file.spec;
-        let mut checkpoints: HashMap<PathBuf, (CheckpointLayout, Params)> = HashMap::new();
+        let mut checkpoints: HashMap<PathBuf, OpenCheckpoint> = HashMap::new();
         let mut branches = Vec::new();
         for (name, b) in &spec.backbones {
             let at = format!("backbones.{name}");
             let path = file.weights_path(&b.weights);
-            let (layout, params) = open_checkpoint(&mut checkpoints, &path, device)
+            let opened = open_checkpoint(&mut checkpoints, &path, device)
                 .map_err(|e| file.error(&format!("{at}.weights"), e.to_string(), None))?;
-            let layout = *layout;
+            let (layout, params) = (opened.layout, &mut opened.params);
             let default_os = if layout.task == CheckpointTask::Segmentation {
                 16
             } else {
@@ -125,12 +129,11 @@ impl Pipeline {
                 .map_err(|e| file.error(&format!("{at}.weights"), e.to_string(), None))?;
             let preset = match &b.preprocess {
                 None => default_preset(&layout),
-                Some(p) => p.parse::<PreprocessPreset>().map_err(|msg| {
-                    let names = PreprocessPreset::ALL.iter().map(|p| p.name());
+                Some(p) => p.parse::<PreprocessPreset>().map_err(|e| {
                     file.error(
                         &format!("{at}.preprocess"),
-                        msg,
-                        closest(p, names).map(|c| format!("did you mean '{c}'?")),
+                        e.message(),
+                        e.suggestion.map(|c| format!("did you mean '{c}'?")),
                     )
                 })?,
             };
@@ -157,9 +160,38 @@ impl Pipeline {
                 Some(w) => file.weights_path(w),
                 None => branches[bi].weights.clone(),
             };
-            let (layout, params) = open_checkpoint(&mut checkpoints, &path, device)
+            let branch_backbone = checkpoint_key(&branches[bi].weights);
+            let branch_backbone = checkpoints
+                .get(&branch_backbone)
+                .and_then(|c| c.backbone_digest);
+            let opened = open_checkpoint(&mut checkpoints, &path, device)
                 .map_err(|e| file.error(&format!("{at}.weights"), e.to_string(), None))?;
+            let (layout, params) = (opened.layout, &mut opened.params);
             let branch = &branches[bi];
+            if let (Some(head_backbone), Some(branch_backbone)) =
+                (opened.backbone_digest, branch_backbone)
+                && head_backbone != branch_backbone
+                && !h.allow_backbone_mismatch
+            {
+                return Err(file
+                    .error(
+                        &format!("{at}.weights"),
+                        format!(
+                            "head '{}' comes from {}, whose backbone differs from the one it is attached to: backbone '{}' from {} (their backbone tensors hash to {} and {}); every released checkpoint was fine-tuned end to end, so the head would see features it was not trained on",
+                            h.name,
+                            path.display(),
+                            branch.name,
+                            branch.weights.display(),
+                            short_hex(&head_backbone),
+                            short_hex(&branch_backbone),
+                        ),
+                        Some(format!(
+                            "give the head its own backbone (under `backbones:`, a backbone with `weights:` {0} and the head's `backbone:` set to it), or set `allow_backbone_mismatch: true` on the head if you mean it",
+                            h.weights.as_deref().unwrap_or_default()
+                        )),
+                    )
+                    .into());
+            }
             if layout.size != branch.layout.size {
                 return Err(file
                     .error(
@@ -341,6 +373,11 @@ impl Pipeline {
         let mut s = String::new();
         let _ = writeln!(s, "pipeline '{}' ({})", self.name, self.file.path.display());
         let _ = writeln!(s, "device: {:?}", self.device);
+        let _ = writeln!(
+            s,
+            "backbone passes per frame: {} (one per backbone, each feeding all of its heads)",
+            self.branches.len()
+        );
         for b in &self.branches {
             let strides: Vec<String> = (1..=5)
                 .map(|l| format!("L{l}/{}", b.config.level_stride(l)))
@@ -378,23 +415,50 @@ impl Pipeline {
     }
 }
 
+/// A checkpoint read for a pipeline: what it is, its remaining tensors, and the
+/// content hash of its backbone.
+struct OpenCheckpoint {
+    layout: CheckpointLayout,
+    params: Params,
+    /// [`vpipe_backbone::CanonicalTensors::backbone_digest`] of the file.
+    backbone_digest: Option<[u8; 32]>,
+}
+
+/// The key a checkpoint is kept under: its canonical path, so that two spellings
+/// of one file share it.
+fn checkpoint_key(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The first 12 hex digits of a digest, enough to tell two apart in a message.
+fn short_hex(digest: &[u8; 32]) -> String {
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Reads a checkpoint once per pipeline; later uses share its remaining tensors.
 fn open_checkpoint<'a>(
-    cache: &'a mut HashMap<PathBuf, (CheckpointLayout, Params)>,
+    cache: &'a mut HashMap<PathBuf, OpenCheckpoint>,
     path: &Path,
     device: &Device,
-) -> std::result::Result<(&'a CheckpointLayout, &'a mut Params), PipelineError> {
-    let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+) -> std::result::Result<&'a mut OpenCheckpoint, PipelineError> {
+    let key = checkpoint_key(path);
     if !cache.contains_key(&key) {
         let file = TensorFile::read(path).map_err(vpipe_backbone::BackboneError::from)?;
         let layout = CheckpointLayout::detect(&file)?;
         let canonical = to_canonical(&file)?;
+        let backbone_digest = canonical.backbone_digest();
         let params = Params::new(path.display().to_string(), canonical, device);
         tracing::info!(file = %path.display(), source = %layout.source, task = %layout.task, arch = %layout.size, "loaded checkpoint");
-        cache.insert(key.clone(), (layout, params));
+        cache.insert(
+            key.clone(),
+            OpenCheckpoint {
+                layout,
+                params,
+                backbone_digest,
+            },
+        );
     }
-    let (layout, params) = cache
+    Ok(cache
         .get_mut(&key)
-        .unwrap_or_else(|| unreachable!("inserted above"));
-    Ok((layout, params))
+        .unwrap_or_else(|| unreachable!("inserted above")))
 }

@@ -101,6 +101,11 @@ pub struct HeadSpec {
     /// Head options (see the README for each type's).
     #[serde(default)]
     pub options: Map<String, Value>,
+    /// Attach the head although its `weights` file was trained with another backbone
+    /// than the one it is attached to (refused by default: see
+    /// [`crate::Pipeline::compile`]).
+    #[serde(default)]
+    pub allow_backbone_mismatch: bool,
 }
 
 /// What a run writes.

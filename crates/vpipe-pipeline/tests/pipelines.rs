@@ -41,6 +41,25 @@ fn compile_text(dir: &Path, text: &str) -> vpipe_pipeline::Result<Pipeline> {
     compile(&p)
 }
 
+/// One SSD backbone feeding three heads, two of them taken from checkpoints
+/// fine-tuned with other backbones (allowed explicitly): the shared-backbone
+/// mechanics, with the reference weights.
+const SHARED: &str = "backbones:
+  shared:
+    weights: $W/cvnets_ssd_mobilevit_xxs.pt
+heads:
+  - {name: objects, type: ssd}
+  - name: scene
+    type: deeplabv3
+    weights: $W/cvnets_deeplabv3_mobilevit_xxs.pt
+    allow_backbone_mismatch: true
+    options: {stride: 32}
+  - name: imagenet
+    type: classification
+    weights: $W/cvnets_mobilevit_xxs.pt
+    allow_backbone_mismatch: true
+";
+
 fn config_error(r: vpipe_pipeline::Result<Pipeline>) -> ConfigError {
     match r {
         Err(PipelineError::Config(c)) => *c,
@@ -65,14 +84,16 @@ fn shipped_pipelines_compile_and_describe_their_graph() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!p.head_names().is_empty());
     }
+    // Each public checkpoint's head on its own backbone: three passes per frame.
     let p = compile(&root().join("pipelines/multitask.yaml")).unwrap();
     let text = p.describe();
-    assert_eq!(p.branches.len(), 1, "{text}");
-    assert!(
-        text.contains("runs once per frame, feeding 3 head(s)"),
-        "{text}"
-    );
+    assert_eq!(p.branches.len(), 3, "{text}");
+    assert!(text.contains("backbone passes per frame: 3"), "{text}");
     assert!(text.contains("head 'objects': ssd on L4, L5"), "{text}");
+    for b in &p.branches {
+        assert_eq!(b.heads.len(), 1, "{text}");
+        assert_eq!(b.heads[0].weights, b.weights, "{text}");
+    }
 }
 
 #[test]
@@ -111,7 +132,9 @@ fn the_device_key_is_checked_where_written_and_an_override_replaces_it() {
 
 #[test]
 fn the_shared_backbone_runs_once_per_frame_for_all_heads() {
-    let p = compile(&root().join("pipelines/multitask.yaml")).unwrap();
+    let dir_tmp = scratch("shared");
+    let p = compile_text(dir_tmp.path(), SHARED).unwrap();
+    assert!(p.describe().contains("backbone passes per frame: 1"));
     let frame = load_image(&root().join("assets/squirrel_cls.jpg")).unwrap();
     let results = p.run(&[&frame, &frame]).unwrap();
     assert_eq!(
@@ -154,10 +177,46 @@ fn validation_errors_name_the_place_and_suggest_a_fix() {
     assert_eq!((e.line, e.column), (8, 7), "{e}");
     assert_eq!(e.hint.as_deref(), Some("did you mean 'conf_threshold'?"));
 
+    // A head fine-tuned with another backbone than the one it is attached to.
+    let e = config_error(compile_text(
+        dir,
+        "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\n    output_stride: 16\nheads:\n  - name: s\n    type: deeplabv3\n    weights: $W/cvnets_deeplabv3_mobilevit_xxs.pt\n",
+    ));
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (8, 5, "heads[0].weights"),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("head 's' comes from")
+            && e.message.contains("cvnets_deeplabv3_mobilevit_xxs.pt")
+            && e.message.contains("backbone 'main' from")
+            && e.message.contains("cvnets_ssd_mobilevit_xxs.pt"),
+        "{e}"
+    );
+    let hint = e.hint.as_deref().unwrap_or("");
+    assert!(
+        hint.contains("its own backbone") && hint.contains("allow_backbone_mismatch: true"),
+        "{e}"
+    );
+    // Allowed on purpose, the same pipeline compiles.
+    compile_text(
+        dir,
+        "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\n    output_stride: 16\nheads:\n  - name: s\n    type: deeplabv3\n    weights: $W/cvnets_deeplabv3_mobilevit_xxs.pt\n    allow_backbone_mismatch: true\n",
+    )
+    .unwrap();
+    // The same weights in another file (Hugging Face .bin beside its .safetensors)
+    // are the same backbone by content: no error.
+    compile_text(
+        dir,
+        "backbones:\n  main:\n    weights: $W/hf_mobilevit_xxs_cls.safetensors\nheads:\n  - name: c\n    type: classification\n    weights: $W/hf_mobilevit_xxs_cls.bin\n",
+    )
+    .unwrap();
+
     // DeepLab expects stride-16 features; this backbone gives 32.
     let e = config_error(compile_text(
         dir,
-        "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - name: s\n    type: deeplabv3\n    backbone: main\n    weights: $W/cvnets_deeplabv3_mobilevit_xxs.pt\n",
+        "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - name: s\n    type: deeplabv3\n    backbone: main\n    weights: $W/cvnets_deeplabv3_mobilevit_xxs.pt\n    allow_backbone_mismatch: true\n",
     ));
     assert_eq!(e.path, "heads[0].backbone", "{e}");
     assert!(
@@ -221,7 +280,7 @@ fn a_video_run_writes_a_playable_video_and_one_result_line_per_frame() {
     assert!(matches!(input, Input::Video(VideoInput::File(_))));
     let summary = run(&p, &input, &options(&out)).unwrap();
     assert_eq!(summary.frames, 6);
-    assert_eq!(summary.backbone_runs, 6);
+    assert_eq!(summary.backbone_runs, 18, "three backbones, six frames");
     assert!(summary.failed.is_empty());
     // Every stage did work, and no stage was busy longer than the run: its busy time
     // is measured on its own thread, once per frame.

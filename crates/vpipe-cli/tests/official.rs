@@ -1,0 +1,210 @@
+//! The official-weights twins (`pipelines/official/*.yaml`) end to end, with the
+//! registry's download addresses served from a local mirror (the shipped reference
+//! checkpoints stand in for Apple's files, which cannot be downloaded here), and
+//! `vpipe preprocess`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn vpipe(args: &[&str], envs: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vpipe"));
+    cmd.args(args)
+        .current_dir(root())
+        .env_remove("VPIPE_OFFLINE");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run vpipe")
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Serves, for every mirrored address of an ml-cvnets MobileViT-XXS checkpoint,
+/// the reference checkpoint of the same task; 404 elsewhere. Returns the mirror
+/// prefix.
+fn serve_mirror() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = String::new();
+            let mut reader = BufReader::new(&stream);
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) <= 2 {
+                    break;
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let file = match path.rsplit('/').next() {
+                Some("mobilevit_xxs.pt") => Some("cvnets_mobilevit_xxs.pt"),
+                Some("ssd_mobilevit_xxs_320.pt") => Some("cvnets_ssd_mobilevit_xxs.pt"),
+                Some("deeplabv3_mobilevit_xxs.pt") => Some("cvnets_deeplabv3_mobilevit_xxs.pt"),
+                _ => None,
+            };
+            let body =
+                file.and_then(|f| std::fs::read(root().join("weights/reference").join(f)).ok());
+            let _ = match body {
+                Some(b) => stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            b.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|()| stream.write_all(&b)),
+                None => stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    format!("http://127.0.0.1:{port}/mirror")
+}
+
+#[test]
+fn official_twins_fetch_their_weights_by_registry_name_and_run() {
+    let mirror = serve_mirror();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cache = tmp.path().join("cache");
+    let mirror_path = PathBuf::from(&mirror);
+    let envs = [
+        ("VPIPE_CACHE", cache.as_path()),
+        ("VPIPE_WEIGHTS_MIRROR", mirror_path.as_path()),
+    ];
+    for name in ["classify", "detect", "segment", "multitask"] {
+        let twin = format!("pipelines/official/{name}.yaml");
+        let out = vpipe(&["inspect", &twin], &envs);
+        assert_ok(&out);
+        let graph = String::from_utf8_lossy(&out.stdout);
+        // The same graph as the offline pipeline, on the cached registry files.
+        let offline = vpipe(&["inspect", &format!("pipelines/{name}.yaml")], &[]);
+        assert_ok(&offline);
+        let offline = String::from_utf8_lossy(&offline.stdout);
+        let shape = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.contains("head '") || l.contains("passes per frame"))
+                .map(|l| l.split(" (weights").next().unwrap_or(l).to_string())
+                .collect()
+        };
+        assert_eq!(shape(&graph), shape(&offline), "{name}: {graph}");
+        assert!(
+            graph.contains(&cache.display().to_string()),
+            "{name}: weights not from the cache: {graph}"
+        );
+    }
+    let out_dir = tmp.path().join("out");
+    let out = vpipe(
+        &[
+            "run",
+            "pipelines/official/detect.yaml",
+            "--input",
+            "assets/squirrel_cls.jpg",
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+            "--no-progress",
+        ],
+        &envs,
+    );
+    assert_ok(&out);
+    assert!(out_dir.join("squirrel_cls.jpg").is_file());
+    let results = std::fs::read_to_string(out_dir.join("results.jsonl")).expect("results");
+    assert_eq!(results.lines().count(), 1);
+    assert!(results.contains("\"head\":\"objects\""), "{results}");
+}
+
+#[test]
+fn preprocess_writes_each_input_as_npy_and_names_bad_presets_and_files() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out_dir = tmp.path().join("npy");
+    let inputs = root().join("tests/fixtures/preprocess/inputs");
+    let (a, b) = (
+        inputs.join("odd_517x389.png"),
+        inputs.join("strip_300x7.png"),
+    );
+    let out = vpipe(
+        &[
+            "preprocess",
+            "--preset",
+            "cvnets-cls",
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+            a.to_str().expect("utf-8"),
+            b.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert_ok(&out);
+    for (stem, image) in [("odd_517x389", &a), ("strip_300x7", &b)] {
+        let written = vpipe_core::npy::read(&out_dir.join(format!("{stem}.npy"))).expect("npy");
+        assert_eq!(written.shape, vec![1, 3, 256, 256]);
+        let values = written.to_f32("input").expect("f32");
+        let frame = vpipe_media::load_image(image).expect("decode");
+        let (want, _) = vpipe_media::PreprocessPreset::CvnetsCls
+            .recipe()
+            .apply(&frame)
+            .expect("preprocess");
+        assert_eq!(values.len(), want.len());
+        assert!(
+            values
+                .iter()
+                .zip(&want)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+        );
+    }
+
+    let out = vpipe(
+        &[
+            "preprocess",
+            "--preset",
+            "cvnets-sd",
+            "--out",
+            "x",
+            a.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("unknown preprocessing preset 'cvnets-sd'")
+            && err.contains("did you mean 'cvnets-ssd'?"),
+        "{err}"
+    );
+
+    let bad = tmp.path().join("bad.png");
+    std::fs::write(&bad, b"not a png").expect("write");
+    let out = vpipe(
+        &[
+            "preprocess",
+            "--preset",
+            "timm",
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+            bad.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot decode image") && err.contains("bad.png") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(!out_dir.join("bad.npy").exists());
+}
