@@ -1,6 +1,6 @@
 //! Named parameters in the canonical (ml-cvnets) naming, handed out with shape checks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use vpipe_core::HostTensor;
@@ -8,15 +8,19 @@ use vpipe_core::HostTensor;
 use crate::error::{BackboneError, Result};
 use crate::layout::{CanonicalTensors, SourceLayout, source_name};
 
-/// The tensors of a checkpoint under canonical names, consumed as the layers are built.
+/// The tensors of a checkpoint under canonical names, handed out as the layers are
+/// built.
 ///
-/// Every tensor must be taken exactly once: [`Params::finish`] reports any tensor
-/// that no layer used, and [`Params::take`] reports a missing or wrongly shaped one
-/// under the name it has in the original file.
+/// A tensor can be taken by as many layers as ask for it (a checkpoint read once can
+/// feed several backbones and heads); [`Params::finish`] reports any tensor that no
+/// layer took, and [`Params::take`] reports a missing or wrongly shaped one under the
+/// name it has in the original file.
 #[derive(Debug)]
 pub struct Params {
     file: String,
     tensors: BTreeMap<String, HostTensor>,
+    /// Canonical names of the tensors taken so far.
+    taken: BTreeSet<String>,
     source_names: BTreeMap<String, String>,
     source: Option<SourceLayout>,
     device: Device,
@@ -39,6 +43,7 @@ impl Params {
         Self {
             file: file.into(),
             tensors: canonical.tensors,
+            taken: BTreeSet::new(),
             source_names: canonical.source_names,
             source: Some(canonical.source),
             device: device.clone(),
@@ -55,6 +60,7 @@ impl Params {
         Self {
             file: "<synthetic>".into(),
             tensors: BTreeMap::new(),
+            taken: BTreeSet::new(),
             source_names: BTreeMap::new(),
             source: None,
             device: device.clone(),
@@ -138,12 +144,13 @@ impl Params {
         self.tensors.get(key).map(|t| t.shape.as_slice())
     }
 
-    /// Removes and returns tensor `key`, which must have shape `expected`.
+    /// A copy of tensor `key`, which must have shape `expected`; the tensor counts
+    /// as used and stays available to later layers.
     pub fn take(&mut self, key: &str, expected: &[usize]) -> Result<HostTensor> {
         if self.synthetic.is_some() {
             return Ok(self.make_up(key, expected));
         }
-        let Some(t) = self.tensors.remove(key) else {
+        let Some(t) = self.tensors.get(key) else {
             return Err(BackboneError::MissingTensor {
                 file: self.file.clone(),
                 key: self.source_name(key),
@@ -155,9 +162,11 @@ impl Params {
                 file: self.file.clone(),
                 key: self.source_name(key),
                 expected: expected.to_vec(),
-                found: t.shape,
+                found: t.shape.clone(),
             });
         }
+        let t = t.clone();
+        self.taken.insert(key.to_string());
         Ok(t)
     }
 
@@ -201,10 +210,14 @@ impl Params {
 
     /// Reports tensors that no layer took.
     pub fn finish(self) -> Result<()> {
-        if let Some((key, t)) = self.tensors.iter().next() {
+        let mut unused = self
+            .tensors
+            .iter()
+            .filter(|(key, _)| !self.taken.contains(*key));
+        if let Some((key, t)) = unused.next() {
             return Err(BackboneError::UnexpectedTensors {
                 file: self.file.clone(),
-                count: self.tensors.len(),
+                count: 1 + unused.count(),
                 first: self.source_name(key),
                 shape: t.shape.clone(),
             });
