@@ -41,11 +41,12 @@ fn truncated_files_are_reported() {
 fn files_that_are_not_checkpoints_are_reported() {
     let e = load_err(&fixture("image.png"));
     assert!(e.contains("not a checkpoint"), "{e}");
-    let dir_tmp = temp_dir("empty");
+    let dir_tmp = temp_dir("zero-bytes");
     let dir = dir_tmp.path();
-    let p = dir.join("empty.pt");
+    let p = dir.join("nothing.pt");
     std::fs::write(&p, b"").expect("write");
-    assert!(load_err(&p).contains("empty"));
+    let e = load_err(&p);
+    assert!(e.ends_with("nothing.pt: the file is empty"), "{e}");
     let e = load_err(&dir.join("missing.pt"));
     assert!(e.contains("missing.pt"), "{e}");
 }

@@ -66,16 +66,9 @@ pub fn cvnets_fixture_recipe(preset: PreprocessPreset) -> Preprocess {
     }
 }
 
-/// Largest absolute difference.
+/// Largest absolute difference; fails on a length mismatch or a non-finite value.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            assert!(x.is_finite(), "non-finite output {x}");
-            (x - y).abs()
-        })
-        .fold(0.0, f32::max)
+    vpipe::core::compare::max_abs_diff(a, b).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Writes tensors as a safetensors file (F32 only).

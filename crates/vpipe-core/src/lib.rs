@@ -3,6 +3,7 @@
 //! - [`checkpoint`]: reads PyTorch (`.pt`, `.bin`) and safetensors checkpoints into
 //!   host tensors, without executing anything from the file.
 //! - [`npy`]: reads and writes NumPy `.npy` arrays.
+//! - [`compare`]: computed arrays against references, refusing NaN.
 //! - [`output`]: atomic file writes.
 //! - [`labels`]: the class-name sets of the supported datasets.
 //! - [`result`]: the result type shared by every head.
@@ -14,6 +15,7 @@
 
 pub mod alloc;
 pub mod checkpoint;
+pub mod compare;
 pub mod device;
 pub mod error;
 pub mod geometry;

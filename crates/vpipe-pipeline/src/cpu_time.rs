@@ -64,20 +64,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clocks_advance_with_work() {
-        let t0 = thread();
-        let p0 = process();
-        let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        std::hint::black_box(x);
+    fn the_process_clock_includes_the_thread_clock() {
         // The thread's clock is read first: the process clock, read after it,
-        // includes at least that much.
-        let t1 = thread();
-        let p1 = process();
-        assert!(t1 > t0);
-        assert!(p1 >= t1 - t0 + p0);
+        // includes at least that much (an ordering of two readings, not a timing).
+        let t = thread();
+        let p = process();
+        assert!(p >= t, "{p:?} < {t:?}");
         assert_eq!(threads_named("no-such-thread-"), Duration::ZERO);
     }
 }

@@ -49,12 +49,9 @@ fn compare(a: &Path, b: &Path) -> Vec<(String, f32, f32)> {
         .map(|t| {
             let u = ob.get(&t.name).unwrap();
             assert_eq!(t.shape, u.shape);
-            let diff = t
-                .data
-                .iter()
-                .zip(&u.data)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max);
+            let diff = vpipe_core::compare::max_abs_diff(&u.data, &t.data)
+                .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+            // Finite, as the comparison above checked.
             let max = t.data.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
             (t.name.clone(), diff, max)
         })
