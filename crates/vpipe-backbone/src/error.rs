@@ -48,6 +48,18 @@ pub enum BackboneError {
         /// Why it was not recognised.
         reason: String,
     },
+    /// A head option's value is not one the head accepts.
+    #[error("head option '{key}': expected {expected}, got {found}")]
+    HeadOption {
+        /// The option's name.
+        key: String,
+        /// What the head accepts, in words (`a whole number ≥ 1`).
+        expected: String,
+        /// The value given.
+        found: String,
+        /// The default, used when the option is left out.
+        default: String,
+    },
     /// An input tensor does not fit the network.
     #[error("input: {0}")]
     Input(String),

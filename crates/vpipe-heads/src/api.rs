@@ -108,25 +108,53 @@ impl<'a> HeadContext<'a> {
         self.read.borrow().iter().cloned().collect()
     }
 
-    /// Option `key` as a number, or `default`.
-    pub fn f64_option(&self, key: &str, default: f64) -> Result<f64> {
+    /// Option `key` as a number in `range`, or `default`.
+    pub fn f64_option(
+        &self,
+        key: &str,
+        default: f64,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Result<f64> {
+        let expected = || format!("a number from {} to {}", range.start(), range.end());
         match self.option(key) {
             None => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| {
-                BackboneError::Input(format!("head option '{key}' must be a number, got {v}"))
-            }),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| range.contains(x))
+                .ok_or_else(|| option_error(key, expected(), v, default)),
         }
     }
 
-    /// Option `key` as a non-negative integer, or `default`.
-    pub fn usize_option(&self, key: &str, default: usize) -> Result<usize> {
+    /// Option `key` as a whole number of at least `min`, or `default`.
+    pub fn usize_option(&self, key: &str, default: usize, min: usize) -> Result<usize> {
         match self.option(key) {
             None => Ok(default),
-            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
-                BackboneError::Input(format!(
-                    "head option '{key}' must be a whole number, got {v}"
-                ))
-            }),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n >= min)
+                .ok_or_else(|| option_error(key, format!("a whole number ≥ {min}"), v, default)),
+        }
+    }
+
+    /// Option `key` as one of `allowed`, or `default`.
+    pub fn choice_option(&self, key: &str, default: usize, allowed: &[usize]) -> Result<usize> {
+        match self.option(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| allowed.contains(n))
+                .ok_or_else(|| {
+                    let names: Vec<String> = allowed.iter().map(usize::to_string).collect();
+                    let expected = match names.split_last() {
+                        Some((last, rest)) if !rest.is_empty() => {
+                            format!("{} or {last}", rest.join(", "))
+                        }
+                        _ => names.join(""),
+                    };
+                    option_error(key, expected, v, default)
+                }),
         }
     }
 
@@ -134,12 +162,25 @@ impl<'a> HeadContext<'a> {
     pub fn bool_option(&self, key: &str, default: bool) -> Result<bool> {
         match self.option(key) {
             None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| {
-                BackboneError::Input(format!(
-                    "head option '{key}' must be true or false, got {v}"
-                ))
-            }),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| option_error(key, "true or false".into(), v, default)),
         }
+    }
+}
+
+/// The error of an option whose value `found` is not what the head accepts.
+fn option_error(
+    key: &str,
+    expected: String,
+    found: &Value,
+    default: impl fmt::Display,
+) -> BackboneError {
+    BackboneError::HeadOption {
+        key: key.to_string(),
+        expected,
+        found: found.to_string(),
+        default: default.to_string(),
     }
 }
 
@@ -218,7 +259,7 @@ fn row(t: &RawTensor, index: usize) -> Result<&[f32]> {
 }
 
 fn build_classification(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
-    let top_k = ctx.usize_option("top_k", 5)?;
+    let top_k = ctx.usize_option("top_k", 5, 1)?;
     let head = ClassificationHead::load(ctx.params, ctx.backbone)?;
     Ok(Box::new(Classify { head, top_k }))
 }
@@ -266,10 +307,11 @@ impl Head for Classify {
 fn build_ssd(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
     let d = SsdSettings::default();
     let settings = SsdSettings {
-        conf_threshold: ctx.f64_option("conf_threshold", d.conf_threshold as f64)? as f32,
-        nms_iou: ctx.f64_option("nms_iou", d.nms_iou as f64)? as f32,
-        top_k: ctx.usize_option("top_k", d.top_k)?,
-        max_detections: ctx.usize_option("max_detections", d.max_detections)?,
+        conf_threshold: ctx.f64_option("conf_threshold", d.conf_threshold as f64, 0.0..=1.0)?
+            as f32,
+        nms_iou: ctx.f64_option("nms_iou", d.nms_iou as f64, 0.0..=1.0)? as f32,
+        top_k: ctx.usize_option("top_k", d.top_k, 1)?,
+        max_detections: ctx.usize_option("max_detections", d.max_detections, 1)?,
         ..d
     };
     Ok(Box::new(SsdHead::load(
@@ -328,12 +370,7 @@ fn build_deeplab(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
     } else {
         UpsampleConvention::HalfPixel
     };
-    let stride = ctx.usize_option("stride", 16)?;
-    if ![8, 16, 32].contains(&stride) {
-        return Err(BackboneError::Input(format!(
-            "deeplabv3 option 'stride' must be 8, 16 or 32, got {stride}"
-        )));
-    }
+    let stride = ctx.choice_option("stride", 16, &[8, 16, 32])?;
     let in_ch = ctx.backbone.vit_stages[2].out_channels;
     Ok(Box::new(DeepLab {
         head: DeepLabHead::load(ctx.params, in_ch, ASPP_RATES, upsample)?,

@@ -220,8 +220,18 @@ impl Pipeline {
                     .into());
             }
             let mut ctx = HeadContext::new(params, &branch.config, &h.options);
-            let head = registry.build(&h.kind, &mut ctx).map_err(|e| {
-                file.error(&at, format!("cannot build the {} head: {e}", h.kind), None)
+            let head = registry.build(&h.kind, &mut ctx).map_err(|e| match e {
+                vpipe_backbone::BackboneError::HeadOption {
+                    key,
+                    expected,
+                    found,
+                    default,
+                } => file.error_at_value(
+                    &format!("{at}.options.{key}"),
+                    format!("expected {expected}"),
+                    Some(format!("got {found}; left out, it is {default}")),
+                ),
+                e => file.error(&at, format!("cannot build the {} head: {e}", h.kind), None),
             })?;
             if let Some(key) = ctx.unread_options().first() {
                 let known = ctx.read_options();
@@ -252,10 +262,17 @@ impl Pipeline {
                                 "head '{}' ({}) reads layer {level} at output stride {stride}, but backbone '{}' gives stride {have} there",
                                 h.name, h.kind, branch.name
                             ),
-                            Some(format!(
-                                "set `output_stride` of backbone '{}' so that layer {level} has stride {stride}, or use another backbone",
-                                branch.name
-                            )),
+                            Some(if h.kind == "deeplabv3" {
+                                format!(
+                                    "set `output_stride` of backbone '{}' so that layer {level} has stride {stride}, or set the head's `stride` option to {have}, or use another backbone",
+                                    branch.name
+                                )
+                            } else {
+                                format!(
+                                    "set `output_stride` of backbone '{}' so that layer {level} has stride {stride}, or use another backbone",
+                                    branch.name
+                                )
+                            }),
                         )
                         .into());
                 }
@@ -372,7 +389,7 @@ impl Pipeline {
     pub fn describe(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "pipeline '{}' ({})", self.name, self.file.path.display());
-        let _ = writeln!(s, "device: {:?}", self.device);
+        let _ = writeln!(s, "device: {}", self.file.device());
         let _ = writeln!(
             s,
             "backbone passes per frame: {} (one per backbone, each feeding all of its heads)",

@@ -23,6 +23,8 @@ pub struct Position {
 #[derive(Debug, Clone, Default)]
 pub struct Positions {
     by_path: HashMap<String, Position>,
+    /// Where each scalar value starts (a key's value, or a list item).
+    values: HashMap<String, Position>,
 }
 
 impl Positions {
@@ -37,7 +39,16 @@ impl Positions {
             })?;
         Ok(Self {
             by_path: recorder.positions,
+            values: recorder.values,
         })
+    }
+
+    /// The position of the scalar value at `path`, else that of [`locate`](Self::locate).
+    pub fn locate_value(&self, path: &str) -> Position {
+        self.values
+            .get(path)
+            .copied()
+            .unwrap_or_else(|| self.locate(path))
     }
 
     /// The position of `path`, or of its closest recorded ancestor, or line 1.
@@ -73,6 +84,7 @@ enum Frame {
 struct Recorder {
     stack: Vec<Frame>,
     positions: HashMap<String, Position>,
+    values: HashMap<String, Position>,
 }
 
 impl Recorder {
@@ -119,6 +131,7 @@ impl MarkedEventReceiver for Recorder {
                     }
                 }
                 Some(p) => {
+                    self.values.entry(p.clone()).or_insert(position(&mark));
                     self.positions.entry(p).or_insert(position(&mark));
                     self.leave_value();
                 }
@@ -163,6 +176,20 @@ mod tests {
             Position {
                 line: 9,
                 column: 15
+            }
+        );
+        assert_eq!(
+            p.locate_value("heads[1].options.top_k"),
+            Position {
+                line: 9,
+                column: 22
+            }
+        );
+        assert_eq!(
+            p.locate_value("backbones.main.weights"),
+            Position {
+                line: 4,
+                column: 14
             }
         );
         // Unknown paths fall back to the closest ancestor.

@@ -340,16 +340,35 @@ impl PipelineFile {
         }
     }
 
-    /// Resolves a path written in the file against the file's folder.
+    /// [`error`](Self::error) located at the value of `path` rather than its key.
+    pub fn error_at_value(
+        &self,
+        path: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> ConfigError {
+        let pos = self.positions.locate_value(path);
+        ConfigError {
+            line: pos.line,
+            column: pos.column,
+            ..self.error(path, message, hint)
+        }
+    }
+
+    /// Resolves a path written in the file against the file's folder, with `.` and
+    /// `name/..` steps taken out (`pipelines/../weights/x.pt` is `weights/x.pt`).
     pub fn resolve(&self, written: &str) -> PathBuf {
         let p = Path::new(written);
         if p.is_absolute() {
-            return p.to_path_buf();
+            return normalise(p);
         }
-        self.path
-            .parent()
-            .map(|d| d.join(p))
-            .unwrap_or_else(|| p.to_path_buf())
+        normalise(
+            &self
+                .path
+                .parent()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|| p.to_path_buf()),
+        )
     }
 
     /// The weights file a `weights:` value of this pipeline names: the file it
@@ -500,15 +519,85 @@ impl PipelineFile {
     }
 }
 
+/// `path` with `.` steps dropped and each `name/..` pair taken out, without looking
+/// at the file system (a `..` at the start, or after the root, stays).
+fn normalise(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// serde's words for what it expected (Rust types) in a user's words.
+fn expected_in_words(expected: &str) -> String {
+    let words = match expected {
+        "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number ≥ 0",
+        "isize" | "i64" | "i32" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a sequence" => "a list",
+        "a boolean" => "true or false",
+        "a string" => "text",
+        "a map" => "a mapping (`key: value` lines)",
+        e if e.starts_with("struct ") => "a mapping (`key: value` lines)",
+        e => return e.to_string(),
+    };
+    words.to_string()
+}
+
+/// serde's description of a value it got, in a user's words.
+fn found_in_words(found: &str) -> String {
+    let unquote = |s: &str| s.trim_matches('`').to_string();
+    match found.split_once(' ') {
+        Some(("string", v)) => format!("the text {v}"),
+        Some(("integer" | "boolean", v)) => unquote(v),
+        Some(("floating", v)) => unquote(v.trim_start_matches("point ")),
+        _ => match found {
+            "sequence" => "a list".into(),
+            "map" => "a mapping".into(),
+            "unit value" => "nothing".into(),
+            f => f.to_string(),
+        },
+    }
+}
+
+/// "invalid type: string \"x\", expected usize" as "expected a whole number ≥ 0, got
+/// the text \"x\"" (and the same for "invalid value"); other messages as they are.
+fn in_words(message: &str) -> String {
+    let rest = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "));
+    match rest.and_then(|r| r.rsplit_once(", expected ")) {
+        Some((found, expected)) => format!(
+            "expected {}, got {}",
+            expected_in_words(expected),
+            found_in_words(found)
+        ),
+        None => message.to_string(),
+    }
+}
+
 /// Splits a serde_yaml message into a message without its position and a hint.
 fn describe_serde_error(raw: &str) -> (String, Option<String>) {
     // serde_yaml appends " at line L column C"; the position is reported separately.
     let message = match raw.find(" at line ") {
-        Some(i) => raw[..i].to_string(),
-        None => raw.to_string(),
+        Some(i) => &raw[..i],
+        None => raw,
     };
-    let hint = unknown_name_hint(&message);
-    (message, hint)
+    let hint = unknown_name_hint(message);
+    (in_words(message), hint)
 }
 
 /// For "unknown field `x`, expected one of `a`, `b`" (or variant), a "did you mean" hint.
@@ -534,6 +623,34 @@ mod tests {
             PipelineError::Config(c) => *c,
             other => panic!("not a config error: {other}"),
         })
+    }
+
+    #[test]
+    fn rust_type_names_become_words() {
+        assert_eq!(
+            in_words("invalid type: string \"lots\", expected usize"),
+            "expected a whole number ≥ 0, got the text \"lots\""
+        );
+        assert_eq!(
+            in_words("invalid type: map, expected a sequence"),
+            "expected a list, got a mapping"
+        );
+        assert_eq!(
+            in_words("invalid value: integer `-1`, expected usize"),
+            "expected a whole number ≥ 0, got -1"
+        );
+        assert_eq!(
+            in_words("invalid type: floating point `0.5`, expected a boolean"),
+            "expected true or false, got 0.5"
+        );
+        let e = parse("threads: lots\nbackbones:\n  main:\n    weights: a.pt\nheads: []\n")
+            .unwrap_err();
+        assert!(!e.message.contains("usize"), "{e}");
+        assert_eq!(
+            normalise(Path::new("pipelines/../weights/./x.pt")),
+            Path::new("weights/x.pt")
+        );
+        assert_eq!(normalise(Path::new("../a/../b")), Path::new("../b"));
     }
 
     #[test]
