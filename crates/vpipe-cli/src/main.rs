@@ -68,7 +68,24 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// The run was stopped by Ctrl-C after writing what it had: exit code 130, as a
+/// shell reports a command ended by SIGINT.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 fn main() -> ExitCode {
+    // Output into a closed pipe (`vpipe weights list | head -1`) ends the process
+    // quietly, as it does for other command-line tools, instead of a failed write.
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // A bug must still end in one readable line, never a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = info
@@ -105,6 +122,7 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) if e.is::<Interrupted>() => ExitCode::from(130),
         Ok(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

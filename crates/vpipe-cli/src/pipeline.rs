@@ -21,6 +21,9 @@ pub struct RunArgs {
     /// Output folder (default: out/<pipeline name>).
     #[arg(short, long)]
     out: Option<PathBuf>,
+    /// With a folder as input, include the images of its subfolders too.
+    #[arg(long)]
+    recursive: bool,
     /// Stop after this many frames.
     #[arg(long)]
     max_frames: Option<u64>,
@@ -88,7 +91,7 @@ pub fn inspect(args: CheckArgs) -> Result<()> {
 pub fn run(args: RunArgs) -> Result<()> {
     let pipeline = compile(&args.pipeline, args.threads, args.device)?;
     let device_name = pipeline.file.device().to_string();
-    let input = resolve_input(&args.input)?;
+    let input = resolve_input(&args.input, args.recursive)?;
     let out_dir = args
         .out
         .unwrap_or_else(|| PathBuf::from("out").join(&pipeline.name));
@@ -190,6 +193,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         for (input, error) in &summary.failed {
             eprintln!("  {input}: {error}");
         }
+    }
+    if summary.interrupted {
+        return Err(crate::Interrupted.into());
+    }
+    if !summary.failed.is_empty() {
         bail!("{} of the inputs failed", summary.failed.len());
     }
     Ok(())

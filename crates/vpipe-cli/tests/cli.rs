@@ -64,11 +64,7 @@ fn infer_writes_logits_matching_the_reference() {
         got.to_f32("g").expect("f32"),
         want.to_f32("w").expect("f32"),
     );
-    let diff = g
-        .iter()
-        .zip(&w)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let diff = vpipe_core::compare::max_abs_diff(&g, &w).expect("comparable logits");
     assert!(diff <= 1e-4, "max |diff| {diff}");
 }
 
@@ -109,10 +105,7 @@ fn max_diff(a: &std::path::Path, b: &std::path::Path) -> f32 {
     );
     assert_eq!(a.shape, b.shape);
     let (a, b) = (a.to_f32("a").expect("f32"), b.to_f32("b").expect("f32"));
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max)
+    vpipe_core::compare::max_abs_diff(&a, &b).expect("comparable arrays")
 }
 
 /// The AVX2 and baseline versions of the CPU kernels (this machine's widest runs in

@@ -82,6 +82,13 @@ pub fn load_image(path: &Path) -> Result<Frame> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
+    if is_truncated_jpeg(&bytes) {
+        tracing::warn!(
+            "{}: the JPEG data ends before its end-of-image marker (a truncated file?); \
+             using the part that decodes",
+            path.display()
+        );
+    }
     let (w, h) = (img.width() as usize, img.height() as usize);
     let data = match img {
         image::DynamicImage::ImageLuma16(i) => high_bytes::<1>(i.as_raw()),
@@ -94,6 +101,20 @@ pub fn load_image(path: &Path) -> Result<Frame> {
         path: path.to_path_buf(),
         reason: "the image is empty".into(),
     })
+}
+
+/// Whether `bytes` are a JPEG file (SOI marker) whose data does not end with the
+/// end-of-image marker `FF D9` (trailing padding allowed): the decoder then fills in
+/// what is missing without an error.
+fn is_truncated_jpeg(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != 0 && b != b'\n' && b != b'\r' && b != b' ')
+        .map_or(0, |i| i + 1);
+    !bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 
 /// RGB8 pixels from 16-bit pixels of `N` channels (grey, grey + alpha, RGB or
@@ -111,4 +132,41 @@ fn high_bytes<const N: usize>(samples: &[u16]) -> Vec<u8> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jpeg_cut_short_is_recognised() {
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 90]));
+        let mut full = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut full, image::ImageFormat::Jpeg).unwrap();
+        let full = full.into_inner();
+        assert!(!is_truncated_jpeg(&full));
+        let mut padded = full.clone();
+        padded.extend_from_slice(b"\0\0\n");
+        assert!(!is_truncated_jpeg(&padded));
+        assert!(is_truncated_jpeg(&full[..full.len() * 2 / 3]));
+        assert!(!is_truncated_jpeg(b"\x89PNG\r\n\x1a\n"));
+    }
+
+    #[test]
+    fn sixteen_bit_samples_keep_their_high_byte() {
+        assert_eq!(
+            high_bytes::<1>(&[0x12ff, 0xff00]),
+            [0x12; 3]
+                .iter()
+                .chain(&[0xff; 3])
+                .copied()
+                .collect::<Vec<u8>>()
+        );
+        assert_eq!(
+            high_bytes::<4>(&[0x0100, 0x0200, 0x0300, 0xffff]),
+            vec![1, 2, 3]
+        );
+        assert_eq!(high_bytes::<2>(&[0x8000, 0x0000]), vec![0x80; 3]);
+    }
 }

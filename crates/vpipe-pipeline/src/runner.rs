@@ -54,8 +54,10 @@ fn extension(p: &Path) -> String {
 }
 
 /// Interprets a command-line input: a camera index, a URL, a folder, a glob, a
-/// video file or an image file.
-pub fn resolve_input(arg: &str) -> Result<Input> {
+/// video file or an image file. A folder gives its images (with `recursive`, those
+/// of its subfolders too); the videos, other files and subfolders it leaves out are
+/// named in a warning.
+pub fn resolve_input(arg: &str, recursive: bool) -> Result<Input> {
     let bad = |message: String| PipelineError::Input {
         input: arg.to_string(),
         message,
@@ -68,11 +70,12 @@ pub fn resolve_input(arg: &str) -> Result<Input> {
     }
     let path = Path::new(arg);
     if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| bad(format!("cannot list the folder: {e}")))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && IMAGE_EXTENSIONS.contains(&extension(p).as_str()))
-            .collect();
+        let mut listing = FolderListing::default();
+        listing
+            .walk(path, recursive)
+            .map_err(|e| bad(format!("cannot list the folder: {e}")))?;
+        listing.report(path);
+        let mut files = listing.images;
         files.sort();
         if files.is_empty() {
             return Err(bad(format!(
@@ -103,6 +106,78 @@ pub fn resolve_input(arg: &str) -> Result<Input> {
         return Ok(Input::Images(files));
     }
     Err(bad("no such file or folder".into()))
+}
+
+/// What a folder given as input holds: its images (the input), and what is skipped.
+#[derive(Debug, Default)]
+struct FolderListing {
+    images: Vec<PathBuf>,
+    videos: Vec<PathBuf>,
+    others: Vec<PathBuf>,
+    folders: Vec<PathBuf>,
+}
+
+impl FolderListing {
+    /// Sorts the entries of `dir` (and, when `recursive`, of its subfolders).
+    fn walk(&mut self, dir: &Path, recursive: bool) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                if recursive {
+                    self.walk(&path, true)?;
+                } else {
+                    self.folders.push(path);
+                }
+            } else if IMAGE_EXTENSIONS.contains(&extension(&path).as_str()) {
+                self.images.push(path);
+            } else if VIDEO_EXTENSIONS.contains(&extension(&path).as_str()) {
+                self.videos.push(path);
+            } else {
+                self.others.push(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Warns about what a run of folder `dir` leaves out.
+    fn report(&self, dir: &Path) {
+        let some = |paths: &[PathBuf]| {
+            let mut names: Vec<String> = paths
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            let more = names.len().saturating_sub(3);
+            names.truncate(3);
+            if more > 0 {
+                names.push(format!("+{more} more"));
+            }
+            names.join(", ")
+        };
+        let dir = dir.display();
+        if !self.videos.is_empty() {
+            tracing::warn!(
+                "{dir}: skipping {} video file(s) ({}): a folder input runs its images; give each video as --input",
+                self.videos.len(),
+                some(&self.videos)
+            );
+        }
+        if !self.others.is_empty() {
+            tracing::warn!(
+                "{dir}: skipping {} file(s) that are not images ({})",
+                self.others.len(),
+                some(&self.others)
+            );
+        }
+        if !self.folders.is_empty() {
+            tracing::warn!(
+                "{dir}: not searching {} subfolder(s) ({}); add --recursive to include their images",
+                self.folders.len(),
+                some(&self.folders)
+            );
+        }
+    }
 }
 
 /// The patterns a shell would make of `pattern`'s brace alternatives:
