@@ -21,6 +21,10 @@ pub struct RunArgs {
     /// Output folder (default: out/<pipeline name>).
     #[arg(short, long)]
     out: Option<PathBuf>,
+    /// Write into an output folder that holds files vpipe did not write (they are
+    /// kept; the outputs of an earlier run there are always replaced).
+    #[arg(long)]
+    overwrite: bool,
     /// With a folder as input, include the images of its subfolders too.
     #[arg(long)]
     recursive: bool,
@@ -52,7 +56,12 @@ pub struct CheckArgs {
 /// Reads and compiles a pipeline; `device` (the `--device` flag) replaces the
 /// file's `device:` key, and `threads` its `threads:` key.
 fn compile(path: &Path, threads: Option<usize>, device: Option<DeviceSpec>) -> Result<Pipeline> {
-    let file = PipelineFile::read_with_device(path, device)?;
+    build(PipelineFile::read_with_device(path, device)?, threads)
+}
+
+/// Compiles a pipeline file read before.
+fn build(file: PipelineFile, threads: Option<usize>) -> Result<Pipeline> {
+    let path = file.path.clone();
     // Before any tensor exists: the CPU backend's thread pool starts with the first.
     device::set_cpu_threads(threads.unwrap_or(file.spec.threads));
     let device = file.device().device()?;
@@ -67,9 +76,31 @@ fn compile(path: &Path, threads: Option<usize>, device: Option<DeviceSpec>) -> R
 }
 
 /// `vpipe validate`: reads the file, loads every weight file and builds every head,
-/// without running anything.
+/// without running anything and without downloading: registry weights not in the
+/// cache yet are listed as what a run would fetch, and the checks that need them
+/// are left for that run.
 pub fn validate(args: CheckArgs) -> Result<()> {
-    let p = compile(&args.pipeline, Some(0), None)?;
+    let file = PipelineFile::read_without_fetching(&args.pipeline)?;
+    if !file.pending_weights().is_empty() {
+        println!(
+            "{}: valid as far as it can be checked without downloading; a run would first fetch:",
+            args.pipeline.display()
+        );
+        for w in file.pending_weights() {
+            println!(
+                "  {} ({}): {} -> {}",
+                w.name,
+                w.key,
+                w.url,
+                w.path.display()
+            );
+        }
+        println!(
+            "the heads and backbones on those weights are checked once they are cached (`vpipe weights fetch NAME`)"
+        );
+        return Ok(());
+    }
+    let p = build(file, Some(0))?;
     println!(
         "{}: valid ({} backbone(s), {} head(s): {})",
         args.pipeline.display(),
@@ -110,6 +141,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         progress: !args.no_progress,
         stop,
         max_frames: args.max_frames,
+        overwrite: args.overwrite,
     };
     let summary = vpipe_pipeline::run(&pipeline, &input, &options)?;
     let secs = summary.elapsed.as_secs_f64();

@@ -87,10 +87,31 @@ fn official_twins_fetch_their_weights_by_registry_name_and_run() {
         ("VPIPE_CACHE", cache.as_path()),
         ("VPIPE_WEIGHTS_MIRROR", mirror_path.as_path()),
     ];
+    // validate downloads nothing: it says what a run would fetch.
+    let out = vpipe(&["validate", "pipelines/official/multitask.yaml"], &envs);
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "cvnets/ssd_mobilevit_xxs_320",
+        "cvnets/deeplabv3_mobilevit_xxs_voc",
+        "cvnets/mobilevit_xxs",
+    ] {
+        assert!(said.contains(name), "{said}");
+    }
+    assert!(said.contains("a run would first fetch"), "{said}");
+    assert!(!cache.exists(), "validate wrote into the cache");
     for name in ["classify", "detect", "segment", "multitask"] {
         let twin = format!("pipelines/official/{name}.yaml");
         let out = vpipe(&["inspect", &twin], &envs);
         assert_ok(&out);
+        // Once cached, validate checks the whole graph.
+        let checked = vpipe(&["validate", &twin], &envs);
+        assert_ok(&checked);
+        assert!(
+            String::from_utf8_lossy(&checked.stdout).contains(": valid ("),
+            "{}",
+            String::from_utf8_lossy(&checked.stdout)
+        );
         let graph = String::from_utf8_lossy(&out.stdout);
         // The same graph as the offline pipeline, on the cached registry files.
         let offline = vpipe(&["inspect", &format!("pipelines/{name}.yaml")], &[]);

@@ -68,7 +68,9 @@ fn ctrl_c_writes_what_it_has_and_exits_130() {
         let name = entry.expect("entry").file_name();
         let name = name.to_string_lossy();
         assert!(
-            name == "results.jsonl" || name == "street_annotated.mp4",
+            name == "results.jsonl"
+                || name == "street_annotated.mp4"
+                || name == ".vpipe-outputs.json",
             "left over: {name}"
         );
     }

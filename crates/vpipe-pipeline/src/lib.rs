@@ -15,4 +15,4 @@ pub mod spec;
 pub use error::{ConfigError, PipelineError, Result, closest};
 pub use graph::{NamedOutput, Pipeline, default_preset};
 pub use runner::{Input, RunOptions, RunSummary, StageTimes, resolve_input, run};
-pub use spec::{PipelineFile, PipelineSpec};
+pub use spec::{PendingWeights, PipelineFile, PipelineSpec};

@@ -234,6 +234,10 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Stop after this many frames.
     pub max_frames: Option<u64>,
+    /// Write into an output folder that holds files vpipe did not write (they are
+    /// kept). Without it such a folder is refused. Either way, the outputs an earlier
+    /// run recorded there are removed first, so that none is left stale.
+    pub overwrite: bool,
 }
 
 /// Time of each stage, summed over the run: CPU time in [`RunSummary::stages`],
@@ -410,6 +414,8 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
     let process_cpu0 = cpu_time::process();
     let workers_cpu0 = cpu_time::threads_named(vpipe_core::device::CPU_THREAD_PREFIX);
     let spec = &pipeline.file.spec;
+    warn_about_outputs(pipeline, input);
+    clear_earlier_outputs(&options.out_dir, options.overwrite)?;
     std::fs::create_dir_all(&options.out_dir).map_err(|cause| PipelineError::Io {
         path: options.out_dir.clone(),
         cause,
@@ -763,6 +769,10 @@ struct ResultLine {
     timestamp_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<String>,
+    /// The annotated image's file name in the output folder (it differs from the
+    /// source's when two inputs share a name: `a-1.jpg`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotated: Option<String>,
     width: usize,
     height: usize,
     heads: Vec<serde_json::Value>,
@@ -797,14 +807,70 @@ struct Writer {
     weights_note: Option<&'static str>,
     /// Where written frames' buffers go for reuse (a video's reader).
     recycle: Option<FramePool>,
+    /// Whether the record of the outputs has been written.
+    recorded: bool,
 }
 
+/// The COCO detections of an image run (see [`Coco::image_ids`] for the ids).
 #[derive(Default)]
 struct Coco {
     detection_heads: bool,
     images: Vec<serde_json::Value>,
     annotations: Vec<serde_json::Value>,
-    categories: std::collections::BTreeMap<usize, String>,
+    /// The folder `file_name`s are relative to: the inputs' common folder.
+    root: PathBuf,
+    /// The image id of each input, by index.
+    ids: Vec<u64>,
+}
+
+impl Coco {
+    /// The COCO output of a run over `files`.
+    fn new(files: &[PathBuf]) -> Self {
+        Self {
+            root: common_folder(files),
+            ids: Self::image_ids(files),
+            ..Self::default()
+        }
+    }
+
+    /// COCO image ids: the number in each file's name when every name is a number
+    /// and no two are equal (`000000000139.jpg` is image 139, as in the COCO
+    /// datasets, so that results match their annotations), else 1, 2, 3, ... in
+    /// input order.
+    fn image_ids(files: &[PathBuf]) -> Vec<u64> {
+        let numbers: Option<Vec<u64>> = files
+            .iter()
+            .map(|f| {
+                let stem = f.file_stem()?.to_str()?;
+                if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                stem.parse().ok()
+            })
+            .collect();
+        match numbers {
+            Some(n) if n.iter().collect::<BTreeSet<_>>().len() == n.len() => n,
+            _ => (1..=files.len() as u64).collect(),
+        }
+    }
+}
+
+/// The deepest folder holding every one of `files` (for one file, its folder).
+fn common_folder(files: &[PathBuf]) -> PathBuf {
+    let mut folders = files.iter().map(|f| f.parent().unwrap_or(Path::new("")));
+    let Some(first) = folders.next() else {
+        return PathBuf::new();
+    };
+    let mut common: Vec<_> = first.components().collect();
+    for folder in folders {
+        let shared = common
+            .iter()
+            .zip(folder.components())
+            .take_while(|(a, b)| **a == *b)
+            .count();
+        common.truncate(shared);
+    }
+    common.iter().collect()
 }
 
 impl Writer {
@@ -843,7 +909,10 @@ impl Writer {
             }
             _ => None,
         };
-        let coco = (matches!(input, Input::Images(_)) && out.coco).then(Coco::default);
+        let coco = match input {
+            Input::Images(files) if out.coco => Some(Coco::new(files)),
+            _ => None,
+        };
         Ok(Self {
             out_dir: options.out_dir.clone(),
             inputs_on_disk,
@@ -861,6 +930,7 @@ impl Writer {
             weights_note: pipeline.weights_note,
             // Written frames' buffers go back to the reader.
             recycle: reader.map(VideoReader::frame_pool),
+            recorded: false,
         })
     }
 
@@ -906,6 +976,7 @@ impl Writer {
             annotated,
         } = f;
         let (w, h) = (item.frame.width, item.frame.height);
+        let mut annotated_name = None;
         // Annotated image or video frame.
         if let Some(img) = annotated {
             if let Some(target) = self.video_target.clone() {
@@ -926,7 +997,8 @@ impl Writer {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| format!("{:06}.png", item.index));
                 let name = self.unique_name(&name);
-                let target = self.out_dir.join(name);
+                let target = self.out_dir.join(&name);
+                annotated_name = Some(name);
                 self.check_not_input(&target)?;
                 let rgb = img.into_order(ChannelOrder::Rgb);
                 let img = RgbImage::from_raw(w as u32, h as u32, rgb.data)
@@ -960,19 +1032,20 @@ impl Writer {
                     message: "mask does not match its size".into(),
                 })?;
                 write_image(image::DynamicImage::ImageLuma8(img), &target)?;
+                self.outputs.push(target);
                 value["mask"] = json!(rel);
             }
             if let (Some(coco), HeadOutput::Detection { detections }) =
                 (self.coco.as_mut(), &o.output)
             {
                 coco.detection_heads = true;
+                let image_id = coco.ids.get(item.index as usize).copied();
                 for d in detections {
                     let [x1, y1, x2, y2] = d.bbox;
                     let id = coco.annotations.len() + 1;
-                    coco.categories.insert(d.class_id, d.label.clone());
                     coco.annotations.push(json!({
                         "id": id,
-                        "image_id": item.index + 1,
+                        "image_id": image_id,
                         "category_id": coco_category(d.class_id),
                         "bbox": [x1, y1, x2 - x1, y2 - y1],
                         "area": (x2 - x1) * (y2 - y1),
@@ -984,9 +1057,10 @@ impl Writer {
             heads.push(value);
         }
         if let (Some(coco), Some(src)) = (self.coco.as_mut(), &item.source) {
+            let file_name = src.strip_prefix(&coco.root).unwrap_or(src);
             coco.images.push(json!({
-                "id": item.index + 1,
-                "file_name": src.display().to_string(),
+                "id": coco.ids.get(item.index as usize),
+                "file_name": file_name.display().to_string(),
                 "width": w,
                 "height": h,
             }));
@@ -996,6 +1070,7 @@ impl Writer {
                 frame: item.index,
                 timestamp_ms: item.timestamp_ms,
                 source: item.source.as_ref().map(|p| p.display().to_string()),
+                annotated: annotated_name,
                 width: w,
                 height: h,
                 heads,
@@ -1034,24 +1109,54 @@ impl Writer {
                 })?;
             self.outputs.push(target);
         }
-        if let Some(coco) = self.coco.take()
-            && coco.detection_heads
-        {
-            let target = self.out_dir.join("detections_coco.json");
-            let doc = json!({
-                "images": coco.images,
-                "annotations": coco.annotations,
-                "categories": coco.categories.iter().map(|(id, name)| json!({
-                    "id": coco_category(*id),
-                    "name": name,
-                })).collect::<Vec<_>>(),
-            });
-            write_output(
-                &target,
-                &serde_json::to_vec_pretty(&doc).unwrap_or_default(),
-            )?;
-            self.outputs.push(target);
+        match self.coco.take() {
+            Some(coco) if coco.detection_heads => {
+                let names = vpipe_core::labels::LabelSet::Coco81.names();
+                let categories: Vec<serde_json::Value> = (1..=COCO_CATEGORY_IDS.len())
+                    .map(|class| {
+                        json!({
+                            "id": coco_category(class),
+                            "name": names.get(class),
+                            "supercategory": "",
+                        })
+                    })
+                    .collect();
+                // The results list alone, as `COCO.loadRes` and `vpipe eval` take it.
+                let results: Vec<serde_json::Value> = coco
+                    .annotations
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "image_id": a["image_id"],
+                            "category_id": a["category_id"],
+                            "bbox": a["bbox"],
+                            "score": a["score"],
+                        })
+                    })
+                    .collect();
+                let doc = json!({
+                    "images": coco.images,
+                    "annotations": coco.annotations,
+                    "categories": categories,
+                });
+                for (name, value) in [
+                    ("detections_coco.json", doc),
+                    ("detections_coco_results.json", json!(results)),
+                ] {
+                    let target = self.out_dir.join(name);
+                    write_output(
+                        &target,
+                        &serde_json::to_vec_pretty(&value).unwrap_or_default(),
+                    )?;
+                    self.outputs.push(target);
+                }
+            }
+            Some(_) => tracing::warn!(
+                "output.coco is on, but no head gave detections: no detections_coco.json written"
+            ),
+            None => {}
         }
+        self.record_outputs()?;
         Ok(RunSummary {
             frames: self.frames,
             failed: std::mem::take(&mut self.failed),
@@ -1061,12 +1166,132 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Lists the files written so far in the output folder's record, so that the
+    /// next run into the folder can tell them from files vpipe did not write (no
+    /// record when nothing was written).
+    fn record_outputs(&mut self) -> Result<()> {
+        self.recorded = true;
+        if self.outputs.is_empty() {
+            return Ok(());
+        }
+        let mut files: Vec<String> = self
+            .outputs
+            .iter()
+            .filter_map(|p| p.strip_prefix(&self.out_dir).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        files.sort();
+        files.dedup();
+        let target = self.out_dir.join(OUTPUTS_RECORD);
+        write_output(
+            &target,
+            &serde_json::to_vec_pretty(&json!({ "outputs": files })).unwrap_or_default(),
+        )
+    }
+}
+
 impl Drop for Writer {
     fn drop(&mut self) {
-        // A run that ended in an error leaves no partial results file behind.
+        // A run that ended in an error leaves no partial results file behind, and a
+        // record of what it did write.
         if let Some((_, target)) = self.results.take() {
             let _ = std::fs::remove_file(partial_path(&target));
         }
+        if !self.recorded {
+            let _ = self.record_outputs();
+        }
+    }
+}
+
+/// The file in an output folder that lists what the last run wrote there.
+const OUTPUTS_RECORD: &str = ".vpipe-outputs.json";
+
+/// Makes `dir` ready for a run: the outputs an earlier run recorded there are
+/// removed; any other file refuses the folder, unless `overwrite`.
+fn clear_earlier_outputs(dir: &Path, overwrite: bool) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |cause| PipelineError::Io { path, cause }
+    };
+    let entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(list) => list
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .map_err(io(dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let record = dir.join(OUTPUTS_RECORD);
+    let recorded: BTreeSet<PathBuf> = std::fs::read(&record)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| {
+            v["outputs"].as_array().map(|files| {
+                files
+                    .iter()
+                    .filter_map(|f| f.as_str())
+                    .map(|f| dir.join(f))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let ours = |p: &Path| {
+        *p == record
+            || recorded.contains(p)
+            || (p.is_dir()
+                && std::fs::read_dir(p)
+                    .is_ok_and(|mut d| d.all(|e| e.is_ok_and(|e| recorded.contains(&e.path())))))
+    };
+    let foreign: Vec<String> = entries
+        .iter()
+        .filter(|p| !ours(p))
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    if !foreign.is_empty() && !overwrite {
+        let mut named = foreign.clone();
+        named.sort();
+        named.truncate(3);
+        return Err(PipelineError::Output {
+            output: dir.to_path_buf(),
+            message: format!(
+                "the output folder holds {} file(s) vpipe did not write ({}{}); choose a new or empty folder with --out, or add --overwrite to write beside them",
+                foreign.len(),
+                named.join(", "),
+                if foreign.len() > 3 { ", ..." } else { "" }
+            ),
+        });
+    }
+    for p in &recorded {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(p)(e)),
+            _ => {}
+        }
+    }
+    // Folders that held only outputs (masks/) go too; others stay.
+    for p in entries.iter().filter(|p| p.is_dir()) {
+        let _ = std::fs::remove_dir(p);
+    }
+    match std::fs::remove_file(&record) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&record)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Warns about outputs a run of `input` will not write although asked for, or
+/// about a run that writes nothing at all.
+fn warn_about_outputs(pipeline: &Pipeline, input: &Input) {
+    let out = &pipeline.file.spec.output;
+    let video = matches!(input, Input::Video(_));
+    if out.coco && video {
+        tracing::warn!(
+            "output.coco: COCO detections are written for image inputs only; for this video they are in results.jsonl"
+        );
+    }
+    if !out.annotated && !out.results && !out.masks && (!out.coco || video) {
+        tracing::warn!(
+            "every output is off (output.annotated, results, coco, masks): this run writes nothing"
+        );
     }
 }
 
@@ -1127,7 +1352,27 @@ fn encode_like(img: image::DynamicImage, target: &Path) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::expand_braces;
+    use super::{Coco, common_folder, expand_braces};
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn coco_ids_follow_numeric_names_and_names_are_relative_to_the_common_folder() {
+        let numbered: Vec<PathBuf> = ["d/000000000139.jpg", "d/x/000000000009.jpg"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(Coco::image_ids(&numbered), [139, 9]);
+        assert_eq!(common_folder(&numbered), Path::new("d"));
+        let named: Vec<PathBuf> = ["d/a.jpg", "e/7.jpg"].iter().map(PathBuf::from).collect();
+        assert_eq!(Coco::image_ids(&named), [1, 2]);
+        assert_eq!(common_folder(&named), Path::new(""));
+        let twice: Vec<PathBuf> = ["a/1.jpg", "b/1.png"].iter().map(PathBuf::from).collect();
+        assert_eq!(Coco::image_ids(&twice), [1, 2]);
+        assert_eq!(
+            common_folder(&[PathBuf::from("p/q/r.png")]),
+            Path::new("p/q")
+        );
+    }
 
     #[test]
     fn brace_alternatives_expand_like_a_shell() {

@@ -214,6 +214,24 @@ pub struct PipelineFile {
     device: DeviceSpec,
     /// The file each `weights:` value names (registry names resolved to the cache).
     weights: BTreeMap<String, PathBuf>,
+    /// Download registry weights that are not cached yet (else list them in
+    /// `pending`).
+    fetch: bool,
+    /// Registry weights a run would download first (read without fetching).
+    pending: Vec<PendingWeights>,
+}
+
+/// Registry weights that are not in the cache yet: what a run would download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingWeights {
+    /// The key that names them (`backbones.main.weights`).
+    pub key: String,
+    /// The registry name.
+    pub name: String,
+    /// Where they would be downloaded from.
+    pub url: String,
+    /// Where they would be cached.
+    pub path: PathBuf,
 }
 
 impl PipelineFile {
@@ -225,11 +243,27 @@ impl PipelineFile {
     /// Reads and parses a pipeline file; a `device` given (the CLI's `--device`)
     /// replaces the file's `device:` key, which is then not checked.
     pub fn read_with_device(path: &Path, device: Option<DeviceSpec>) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|cause| PipelineError::Io {
+        Self::parse_from(path, &Self::text_of(path)?, device, true)
+    }
+
+    /// Reads and parses a pipeline file without downloading anything: registry
+    /// weights that are not cached yet are listed in
+    /// [`pending_weights`](Self::pending_weights) instead (`vpipe validate`).
+    pub fn read_without_fetching(path: &Path) -> Result<Self> {
+        Self::parse_from(path, &Self::text_of(path)?, None, false)
+    }
+
+    fn text_of(path: &Path) -> Result<String> {
+        std::fs::read_to_string(path).map_err(|cause| PipelineError::Io {
             path: path.to_path_buf(),
             cause,
-        })?;
-        Self::parse_with_device(path, &text, device)
+        })
+    }
+
+    /// Registry weights not in the cache, which a run would download first (only
+    /// ever non-empty for [`read_without_fetching`](Self::read_without_fetching)).
+    pub fn pending_weights(&self) -> &[PendingWeights] {
+        &self.pending
     }
 
     /// Parses pipeline text; `path` names it in errors and anchors relative paths.
@@ -240,6 +274,15 @@ impl PipelineFile {
     /// Parses pipeline text as [`parse`](Self::parse) does; a `device` given
     /// replaces the file's `device:` key, which is then not checked.
     pub fn parse_with_device(path: &Path, text: &str, device: Option<DeviceSpec>) -> Result<Self> {
+        Self::parse_from(path, text, device, true)
+    }
+
+    fn parse_from(
+        path: &Path,
+        text: &str,
+        device: Option<DeviceSpec>,
+        fetch: bool,
+    ) -> Result<Self> {
         let positions = Positions::index(text).map_err(|(pos, message)| ConfigError {
             file: path.to_path_buf(),
             line: pos.line,
@@ -286,6 +329,8 @@ impl PipelineFile {
             positions,
             device: DeviceSpec::Cpu,
             weights: BTreeMap::new(),
+            fetch,
+            pending: Vec::new(),
         };
         file.device = match device {
             Some(d) => {
@@ -294,7 +339,9 @@ impl PipelineFile {
             }
             None => file.check_device()?,
         };
-        file.weights = file.check_form()?;
+        let (weights, pending) = file.check_form()?;
+        file.weights = weights;
+        file.pending = pending;
         Ok(file)
     }
 
@@ -421,8 +468,9 @@ impl PipelineFile {
 
     /// Checks what can be checked without reading any weights, and finds (or
     /// fetches) every weights file.
-    fn check_form(&self) -> Result<BTreeMap<String, PathBuf>> {
+    fn check_form(&self) -> Result<(BTreeMap<String, PathBuf>, Vec<PendingWeights>)> {
         let mut weights = BTreeMap::new();
+        let mut pending = Vec::new();
         let s = &self.spec;
         if s.backbones.is_empty() {
             return Err(self
@@ -447,7 +495,7 @@ impl PipelineFile {
                     )
                     .into());
             }
-            let found = self.locate_weights(&format!("{at}.weights"), &b.weights)?;
+            let found = self.locate_weights(&format!("{at}.weights"), &b.weights, &mut pending)?;
             weights.insert(b.weights.clone(), found);
         }
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
@@ -463,7 +511,7 @@ impl PipelineFile {
             }
             self.backbone_of(i)?;
             if let Some(w) = &h.weights {
-                let found = self.locate_weights(&format!("heads[{i}].weights"), w)?;
+                let found = self.locate_weights(&format!("heads[{i}].weights"), w, &mut pending)?;
                 weights.insert(w.clone(), found);
             }
         }
@@ -488,14 +536,36 @@ impl PipelineFile {
                 )
                 .into());
         }
-        Ok(weights)
+        Ok((weights, pending))
     }
 
     /// The file a `weights:` value names: a path relative to the pipeline file, or a
-    /// registry name, fetched into the cache on first use.
-    fn locate_weights(&self, at: &str, written: &str) -> Result<PathBuf> {
+    /// registry name, fetched into the cache on first use (without fetching: its
+    /// cache path, with the download added to `pending`).
+    fn locate_weights(
+        &self,
+        at: &str,
+        written: &str,
+        pending: &mut Vec<PendingWeights>,
+    ) -> Result<PathBuf> {
         let base = self.path.parent().unwrap_or(Path::new(""));
-        vpipe_weights::locate(written, base, &CacheConfig::from_env()).map_err(|e| match e {
+        let mut config = CacheConfig::from_env();
+        config.offline |= !self.fetch;
+        let located = match vpipe_weights::locate(written, base, &config) {
+            Err(WeightsError::Unavailable {
+                name, url, path, ..
+            }) if !self.fetch => {
+                pending.push(PendingWeights {
+                    key: at.to_string(),
+                    name,
+                    url,
+                    path: path.clone(),
+                });
+                Ok(path)
+            }
+            other => other,
+        };
+        located.map_err(|e| match e {
             WeightsError::NotFound { looked_at, .. } => {
                 let names = Registry::builtin().names();
                 let hint = closest(written, names.iter().copied())

@@ -74,6 +74,7 @@ fn options(out: &Path) -> RunOptions {
         progress: false,
         stop: Arc::new(AtomicBool::new(false)),
         max_frames: None,
+        overwrite: false,
     }
 }
 
@@ -390,11 +391,20 @@ fn a_video_run_writes_a_playable_video_and_one_result_line_per_frame() {
     assert!(heads[1]["areas"].as_array().is_some_and(|a| !a.is_empty()));
     assert_eq!(heads[2]["task"], "classification");
     assert_eq!(heads[2]["top_k"].as_array().unwrap().len(), 3);
-    // No temporary files are left behind.
+    // No temporary files are left behind; the record lists what was written.
     for e in std::fs::read_dir(&out).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.starts_with('.'), "left over: {name}");
+        assert!(
+            !name.starts_with('.') || name == ".vpipe-outputs.json",
+            "left over: {name}"
+        );
     }
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(".vpipe-outputs.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["outputs"],
+        serde_json::json!(["clip_annotated.mp4", "results.jsonl"])
+    );
 }
 
 /// With `batch` above 1 the preprocessing stage gathers frames into batches:
@@ -466,6 +476,63 @@ fn a_stopped_run_still_leaves_a_playable_video_of_the_frames_so_far() {
     assert_eq!(lines.lines().count() as u64, summary.frames);
 }
 
+/// A second run into the same folder replaces the first run's outputs, leaving
+/// none of them stale; a file vpipe did not write refuses the folder unless
+/// `overwrite` (and is kept). Annotated names that clash are recorded per line.
+#[test]
+fn output_folders_hold_only_the_latest_run_and_never_lose_other_files() {
+    let dir_tmp = scratch("rerun");
+    let dir = dir_tmp.path();
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    for d in [&one, &two] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::copy(root().join("assets/squirrel_cls.jpg"), d.join("a.jpg")).unwrap();
+    }
+    std::fs::copy(root().join("tests/fixtures/image.png"), one.join("b.png")).unwrap();
+    let p = compile(&root().join("pipelines/classify.yaml")).unwrap();
+    let out = dir.join("out");
+    // Two inputs named a.jpg: the second is written as a-1.jpg, and says so.
+    let both = resolve_input(dir.to_str().unwrap(), true).unwrap();
+    run(&p, &both, &options(&out)).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l["annotated"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a.jpg", "b.png", "a-1.jpg"]);
+    assert!(out.join("a-1.jpg").is_file());
+
+    // The same folder again, with fewer inputs: nothing of the first run is left.
+    let only = resolve_input(two.to_str().unwrap(), false).unwrap();
+    run(&p, &only, &options(&out)).unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".vpipe-outputs.json", "a.jpg", "results.jsonl"]);
+
+    // A file of the user's: refused without overwrite, kept with it.
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    let err = run(&p, &only, &options(&out)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 file(s) vpipe did not write (notes.txt)"),
+        "{err}"
+    );
+    let overwrite = RunOptions {
+        overwrite: true,
+        ..options(&out)
+    };
+    run(&p, &only, &overwrite).unwrap();
+    assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
+    assert!(out.join("a.jpg").is_file());
+}
+
 #[test]
 fn image_folders_report_bad_files_and_never_overwrite_inputs() {
     let dir_tmp = scratch("images");
@@ -518,7 +585,36 @@ fn image_folders_report_bad_files_and_never_overwrite_inputs() {
     }
     let coco: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("detections_coco.json")).unwrap()).unwrap();
-    assert_eq!(coco["images"].as_array().unwrap().len(), 2);
+    let images = coco["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    // Names relative to the input folder; ids 1, 2, ... (the names are not numbers).
+    assert_eq!(images[0]["file_name"], "a.jpg");
+    assert_eq!(images[1]["file_name"], "b.png");
+    assert_eq!(
+        (images[0]["id"].as_u64(), images[1]["id"].as_u64()),
+        (Some(1), Some(2))
+    );
+    // All 80 categories with COCO's ids, whatever was detected.
+    let categories = coco["categories"].as_array().unwrap();
+    assert_eq!(categories.len(), 80);
+    assert_eq!(
+        (&categories[0]["id"], &categories[0]["name"]),
+        (&serde_json::json!(1), &serde_json::json!("person"))
+    );
+    assert_eq!(
+        (&categories[79]["id"], &categories[79]["name"]),
+        (&serde_json::json!(90), &serde_json::json!("toothbrush"))
+    );
+    // The bare results list, as COCO.loadRes takes it.
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("detections_coco_results.json")).unwrap())
+            .unwrap();
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 6);
+    for r in results {
+        let keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["bbox", "category_id", "image_id", "score"]);
+    }
     let anns = coco["annotations"].as_array().unwrap();
     assert_eq!(anns.len(), 6, "three boxes per image");
     for a in anns {
@@ -539,9 +635,16 @@ fn image_folders_report_bad_files_and_never_overwrite_inputs() {
     assert_eq!(det["bbox"].as_array().unwrap().len(), 4);
     assert!(det["label"].is_string() && det["class_id"].is_u64() && det["score"].is_f64());
 
-    // Writing into the input folder would overwrite the inputs: refused, inputs intact.
+    // The input folder holds files vpipe did not write: refused. With `overwrite`,
+    // writing there would still overwrite the inputs: refused, inputs intact.
     let before = std::fs::read(inputs.join("a.jpg")).unwrap();
     let err = run(&p, &input, &options(&inputs)).unwrap_err();
+    assert!(err.to_string().contains("vpipe did not write"), "{err}");
+    let overwrite = RunOptions {
+        overwrite: true,
+        ..options(&inputs)
+    };
+    let err = run(&p, &input, &overwrite).unwrap_err();
     assert!(
         err.to_string().contains("refusing to overwrite an input"),
         "{err}"
