@@ -52,6 +52,19 @@ enum Command {
     Weights(weights::WeightsArgs),
 }
 
+/// Log lines to stderr, with a run's progress bar cleared while they print.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        vpipe_pipeline::suspend_progress(|| std::io::stderr().write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -62,7 +75,7 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
         // Colours only on a terminal, not in redirected logs.
         .with_ansi(std::io::stderr().is_terminal())
         .init();

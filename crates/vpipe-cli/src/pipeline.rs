@@ -220,17 +220,23 @@ pub fn run(args: RunArgs) -> Result<()> {
             eprintln!("stopped early: outputs hold the frames processed so far");
         }
     }
-    if !summary.failed.is_empty() {
-        eprintln!("{} input(s) failed:", summary.failed.len());
-        for (input, error) in &summary.failed {
-            eprintln!("  {input}: {error}");
-        }
-    }
     if summary.interrupted {
         return Err(crate::Interrupted.into());
     }
     if !summary.failed.is_empty() {
-        bail!("{} of the inputs failed", summary.failed.len());
+        let mut names: Vec<&str> = summary.failed.iter().map(|(i, _)| i.as_str()).collect();
+        let more = names.len().saturating_sub(5);
+        names.truncate(5);
+        bail!(
+            "{} of the inputs failed (reported above): {}{}",
+            summary.failed.len(),
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
     }
     Ok(())
 }

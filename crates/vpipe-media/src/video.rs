@@ -61,8 +61,8 @@ fn cv_err(input: &str, what: &str, e: opencv::Error) -> MediaError {
 /// Failed reads in a row after which a file or stream counts as ended.
 const MAX_FAILED_READS: u32 = 50;
 
-/// Skipped frames of one input that get a warning each; later ones are logged at
-/// debug level and counted.
+/// Runs of skipped frames of one input that get a warning each; later ones are
+/// logged at debug level and counted.
 const WARNED_FAILURES: u64 = 3;
 
 /// Frame buffers handed back after use, so that [`VideoReader`] decodes into them
@@ -108,6 +108,11 @@ pub struct VideoReader {
     height: usize,
     decoded: u64,
     skipped: u64,
+    /// Failed reads since the last frame that decoded: skipped frames once a frame
+    /// decodes after them, nothing if the input ends instead.
+    failed_run: u64,
+    /// Warnings given about skipped frames.
+    warned: u64,
     mat: Mat,
     pool: FramePool,
 }
@@ -159,6 +164,15 @@ impl VideoReader {
             get(videoio::CAP_PROP_FRAME_WIDTH) as usize,
             get(videoio::CAP_PROP_FRAME_HEIGHT) as usize,
         );
+        tracing::debug!(
+            input = %name,
+            backend = %cap.get_backend_name().unwrap_or_default(),
+            fps,
+            frames = count,
+            width,
+            height,
+            "video opened"
+        );
         Ok(Self {
             cap,
             input: input.clone(),
@@ -173,6 +187,8 @@ impl VideoReader {
             height,
             decoded: 0,
             skipped: 0,
+            failed_run: 0,
+            warned: 0,
             mat: Mat::default(),
             pool: FramePool::default(),
         })
@@ -210,11 +226,14 @@ impl VideoReader {
     }
 
     /// The next frame, or `None` at the end. Frames that fail to decode are skipped
-    /// with a warning and counted ([`VideoReader::skipped`]).
+    /// with a warning and counted ([`VideoReader::skipped`]); failed reads at the end
+    /// of the input (a live stream that stopped) are not frames and count for
+    /// nothing.
     pub fn next_frame(&mut self) -> Result<Option<Frame>> {
         let mut failures = 0;
         loop {
             if let Some(frame) = self.read_into_pooled_buffer() {
+                self.confirm_failures();
                 self.decoded += 1;
                 return Ok(Some(frame));
             }
@@ -222,6 +241,7 @@ impl VideoReader {
             if ok {
                 match mat_to_frame(&self.mat) {
                     Ok(f) => {
+                        self.confirm_failures();
                         self.decoded += 1;
                         return Ok(Some(f));
                     }
@@ -239,25 +259,43 @@ impl VideoReader {
             };
             failures += 1;
             if !more || failures >= MAX_FAILED_READS {
+                // Nothing decoded after these failures: the input ended.
+                self.failed_run = 0;
                 self.count_missing();
                 return Ok(None);
             }
-            self.skipped += 1;
-            // A damaged file can fail on every packet that is left: the first few
-            // failures are warnings, the rest only counted (and shown from `-v` on).
-            if self.skipped <= WARNED_FAILURES {
-                tracing::warn!(input = %self.name, frame = position, "skipping a frame that failed to decode");
-                if self.skipped == WARNED_FAILURES {
-                    tracing::warn!(input = %self.name, "further frames that fail to decode are counted without a warning each");
-                }
-            } else {
-                tracing::debug!(input = %self.name, frame = position, "skipping a frame that failed to decode");
-            }
+            self.failed_run += 1;
         }
     }
 }
 
 impl VideoReader {
+    /// A frame decoded after failed reads: those were frames, now skipped. The
+    /// first few runs get a warning each, naming the frames by their place in the
+    /// input; the rest are counted (and shown from `-v` on).
+    fn confirm_failures(&mut self) {
+        if self.failed_run == 0 {
+            return;
+        }
+        let (first, n) = (self.decoded + self.skipped, self.failed_run);
+        self.skipped += n;
+        self.failed_run = 0;
+        let frames = if n == 1 {
+            format!("frame {first}")
+        } else {
+            format!("frames {first}-{}", first + n - 1)
+        };
+        if self.warned < WARNED_FAILURES {
+            self.warned += 1;
+            tracing::warn!(input = %self.name, "skipping {frames}: failed to decode");
+            if self.warned == WARNED_FAILURES {
+                tracing::warn!(input = %self.name, "further frames that fail to decode are counted without a warning each");
+            }
+        } else {
+            tracing::debug!(input = %self.name, "skipping {frames}: failed to decode");
+        }
+    }
+
     /// Reads the next frame. When it is BGR at the container's frame size, OpenCV
     /// writes it straight into a pooled buffer, which becomes the frame; otherwise
     /// (a failed read, an unknown frame size, another size or pixel type) it is
@@ -313,8 +351,14 @@ impl VideoReader {
         if let Some(n) = self.frame_count {
             let missing = n.saturating_sub(self.decoded + self.skipped);
             if missing > 0 {
-                tracing::warn!(input = %self.name, missing, "frames the file announces failed to decode");
+                let first = self.decoded + self.skipped;
                 self.skipped += missing;
+                tracing::warn!(
+                    input = %self.name,
+                    "frames {first}-{} of the {n} the file announces did not decode; {} frame(s) skipped in all",
+                    n - 1,
+                    self.skipped
+                );
             }
         }
     }

@@ -14,5 +14,5 @@ pub mod spec;
 
 pub use error::{ConfigError, PipelineError, Result, closest};
 pub use graph::{NamedOutput, Pipeline, default_preset};
-pub use runner::{Input, RunOptions, RunSummary, StageTimes, resolve_input, run};
+pub use runner::{Input, RunOptions, RunSummary, StageTimes, resolve_input, run, suspend_progress};
 pub use spec::{PendingWeights, PipelineFile, PipelineSpec};

@@ -95,6 +95,16 @@ impl<T> BoundedQueue<T> {
         item
     }
 
+    /// Items waiting now (for logs).
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether no item is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Refuses further pushes and wakes all waiters.
     pub fn close(&self) {
         self.lock().closed = true;

@@ -441,7 +441,18 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
     let mut writer = timed(&clocks.encode, || {
         Writer::new(pipeline, input, options, inputs_on_disk, reader.as_ref())
     })?;
+    tracing::debug!(
+        frames = ?total,
+        fps,
+        live,
+        batch = spec.runner.batch,
+        queue = spec.runner.queue,
+        backbones = pipeline.branches.len(),
+        out = %options.out_dir.display(),
+        "run starting"
+    );
     let progress = progress_bar(total, options.progress);
+    let _active_bar = ActiveBar::set(&progress);
     let abort = AtomicBool::new(false);
     let dropped = AtomicU64::new(0);
     let skipped = AtomicU64::new(0);
@@ -468,6 +479,9 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
                 if live && spec.runner.live == LivePolicy::DropOldest {
                     if q_decoded.push_drop_oldest(m).is_some() {
                         dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(
+                            "live source ahead of the model: dropped the oldest waiting frame"
+                        );
                     }
                 } else {
                     q_decoded.push(m);
@@ -523,6 +537,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
                     skipped.store(reader.skipped(), Ordering::Relaxed);
                 }
             }
+            tracing::debug!("decode stage done");
             q_decoded.close();
         });
 
@@ -573,6 +588,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
                     }
                 }
             }
+            tracing::debug!("preprocess stage done");
             q_prepared.close();
         });
 
@@ -580,7 +596,19 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
         spawn_stage(scope, "vpipe-model", || {
             while let Some(m) = q_prepared.pop() {
                 let out = match m {
-                    Msg::Item(b) => match timed(&clocks.model, || pipeline.infer(b.prepared)) {
+                    Msg::Item(b) => match timed(&clocks.model, || {
+                        let started = Instant::now();
+                        let out = pipeline.infer(b.prepared);
+                        tracing::trace!(
+                            first_frame = b.items[0].index,
+                            frames = b.items.len(),
+                            ms = started.elapsed().as_secs_f64() * 1e3,
+                            waiting_decoded = q_decoded.len(),
+                            waiting_prepared = q_prepared.len(),
+                            "model"
+                        );
+                        out
+                    }) {
                         Ok(raw) => Msg::Item(Inferred {
                             items: b.items,
                             raw,
@@ -602,6 +630,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
                 };
                 q_inferred.push(out);
             }
+            tracing::debug!("model stage done");
             q_inferred.close();
         });
 
@@ -642,6 +671,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
                     }
                 }
             }
+            tracing::debug!("post-process stage done");
             q_finished.close();
         });
 
@@ -650,12 +680,25 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
             while let Some(m) = q_finished.pop() {
                 match m {
                     Msg::Item(f) => {
+                        let (frame, started) = (f.item.index, Instant::now());
                         timed(&clocks.encode, || writer.write(f))?;
+                        tracing::trace!(
+                            frame,
+                            ms = started.elapsed().as_secs_f64() * 1e3,
+                            waiting_inferred = q_inferred.len(),
+                            waiting_finished = q_finished.len(),
+                            "written"
+                        );
                         progress.inc(1);
                     }
                     Msg::Failed { input, error } => {
-                        tracing::error!(%input, %error, "input failed");
-                        progress.suspend(|| eprintln!("error: {input}: {error}"));
+                        // Once as it happens (the summary names it again).
+                        let message = if error.contains(&input) {
+                            error.clone()
+                        } else {
+                            format!("{input}: {error}")
+                        };
+                        progress.suspend(|| eprintln!("error: {message}"));
                         writer.failed.push((input, error));
                         progress.inc(1);
                     }
@@ -742,6 +785,46 @@ fn draw(annotator: &Annotator, frame: &mut Frame, outputs: &[NamedOutput]) -> Fr
     }
 }
 
+/// The progress bar of the run in progress, if one is drawn.
+static ACTIVE_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Runs `f` (a write to the terminal: a log line) with the progress bar of the run
+/// in progress, if any, cleared, and draws the bar again after it, so that the two
+/// never share a line. The command line's log writer goes through it.
+pub fn suspend_progress<R>(f: impl FnOnce() -> R) -> R {
+    let bar = ACTIVE_BAR
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+    match bar {
+        Some(bar) => bar.suspend(f),
+        None => f(),
+    }
+}
+
+/// While it lives, its bar is the one [`suspend_progress`] clears.
+struct ActiveBar;
+
+impl ActiveBar {
+    fn set(bar: &indicatif::ProgressBar) -> Self {
+        Self::replace(Some(bar.clone()));
+        ActiveBar
+    }
+
+    fn replace(bar: Option<indicatif::ProgressBar>) {
+        match ACTIVE_BAR.lock() {
+            Ok(mut active) => *active = bar,
+            Err(poisoned) => *poisoned.into_inner() = bar,
+        }
+    }
+}
+
+impl Drop for ActiveBar {
+    fn drop(&mut self) {
+        Self::replace(None);
+    }
+}
+
 fn progress_bar(total: Option<u64>, wanted: bool) -> indicatif::ProgressBar {
     if !wanted || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
@@ -809,6 +892,8 @@ struct Writer {
     recycle: Option<FramePool>,
     /// Whether the record of the outputs has been written.
     recorded: bool,
+    /// Whether the pipeline file asked for COCO output (`output.coco: true`).
+    coco_asked: bool,
 }
 
 /// The COCO detections of an image run (see [`Coco::image_ids`] for the ids).
@@ -910,7 +995,7 @@ impl Writer {
             _ => None,
         };
         let coco = match input {
-            Input::Images(files) if out.coco => Some(Coco::new(files)),
+            Input::Images(files) if out.coco != Some(false) => Some(Coco::new(files)),
             _ => None,
         };
         Ok(Self {
@@ -931,6 +1016,7 @@ impl Writer {
             // Written frames' buffers go back to the reader.
             recycle: reader.map(VideoReader::frame_pool),
             recorded: false,
+            coco_asked: out.coco == Some(true),
         })
     }
 
@@ -1151,9 +1237,10 @@ impl Writer {
                     self.outputs.push(target);
                 }
             }
-            Some(_) => tracing::warn!(
+            Some(_) if self.coco_asked => tracing::warn!(
                 "output.coco is on, but no head gave detections: no detections_coco.json written"
             ),
+            Some(_) => {}
             None => {}
         }
         self.record_outputs()?;
@@ -1283,12 +1370,12 @@ fn clear_earlier_outputs(dir: &Path, overwrite: bool) -> Result<()> {
 fn warn_about_outputs(pipeline: &Pipeline, input: &Input) {
     let out = &pipeline.file.spec.output;
     let video = matches!(input, Input::Video(_));
-    if out.coco && video {
+    if out.coco == Some(true) && video {
         tracing::warn!(
             "output.coco: COCO detections are written for image inputs only; for this video they are in results.jsonl"
         );
     }
-    if !out.annotated && !out.results && !out.masks && (!out.coco || video) {
+    if !out.annotated && !out.results && !out.masks && (out.coco == Some(false) || video) {
         tracing::warn!(
             "every output is off (output.annotated, results, coco, masks): this run writes nothing"
         );

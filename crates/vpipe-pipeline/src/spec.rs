@@ -118,9 +118,11 @@ pub struct OutputSpec {
     /// `results.jsonl`, one line per frame.
     #[serde(default = "yes")]
     pub results: bool,
-    /// COCO-format detections (`detections_coco.json`) for image inputs.
-    #[serde(default = "yes")]
-    pub coco: bool,
+    /// COCO-format detections (`detections_coco.json`) for image inputs: `true`
+    /// asks for them (with a warning when the run has none to write), `false` turns
+    /// them off; left out, they are written whenever a head gives detections.
+    #[serde(default)]
+    pub coco: Option<bool>,
     /// Class-index mask PNGs per frame (`masks/`), for segmentation heads.
     #[serde(default)]
     pub masks: bool,
@@ -149,7 +151,7 @@ impl Default for OutputSpec {
         Self {
             annotated: true,
             results: true,
-            coco: true,
+            coco: None,
             masks: false,
             mask_alpha: default_alpha(),
             video_codec: default_codec(),
@@ -565,7 +567,7 @@ impl PipelineFile {
             }
             other => other,
         };
-        located.map_err(|e| match e {
+        located.map(|p| normalise(&p)).map_err(|e| match e {
             WeightsError::NotFound { looked_at, .. } => {
                 let names = Registry::builtin().names();
                 let hint = closest(written, names.iter().copied())

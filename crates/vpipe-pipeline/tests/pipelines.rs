@@ -709,11 +709,31 @@ fn a_stream_url_is_read_as_a_live_source() {
     let p = compile(&root().join("pipelines/detect.yaml")).unwrap();
     let out = dir.join("out");
     let summary = run(&p, &input, &options(&out)).unwrap();
-    // Live sources drop the oldest waiting frames when the model falls behind.
+    // Live sources drop the oldest waiting frames when the model falls behind:
+    // the kept frames end with the newest, and the failed reads after the stream's
+    // end are not counted as skipped frames.
     assert_eq!(summary.frames + summary.dropped_frames, 8, "{summary:?}");
+    assert_eq!(summary.skipped_frames, 0, "{summary:?}");
     assert!(summary.frames >= 1);
     let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
-    assert_eq!(lines.lines().count() as u64, summary.frames);
+    let kept: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["frame"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(kept.len() as u64, summary.frames);
+    assert_eq!(kept.last(), Some(&7), "{kept:?}");
+    assert!(kept.windows(2).all(|w| w[0] < w[1]), "{kept:?}");
+    if summary.dropped_frames > 0 {
+        assert_ne!(
+            kept,
+            (0..summary.frames).collect::<Vec<_>>(),
+            "nothing dropped"
+        );
+    }
     assert!(out.join("stream_annotated.mp4").is_file());
 }
 
