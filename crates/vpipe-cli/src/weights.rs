@@ -50,9 +50,10 @@ enum WeightsCommand {
     Verify {
         /// Registry names to check (default: every cached entry).
         names: Vec<String>,
-        /// The folder of shipped weights to check against the registry.
-        #[arg(long, default_value = "weights")]
-        shipped: PathBuf,
+        /// The folder of shipped weights to check against the registry (default:
+        /// `weights`, when there is such a folder here).
+        #[arg(long)]
+        shipped: Option<PathBuf>,
     },
 }
 
@@ -69,7 +70,7 @@ pub fn run(args: WeightsArgs) -> Result<()> {
             Ok(())
         }
         WeightsCommand::Import { input, out, f16 } => import(&config, &input, &out, f16),
-        WeightsCommand::Verify { names, shipped } => verify(&config, &names, &shipped),
+        WeightsCommand::Verify { names, shipped } => verify(&config, &names, shipped),
     }
 }
 
@@ -181,8 +182,13 @@ fn import(config: &CacheConfig, input: &str, out: &Path, f16: bool) -> Result<()
     Ok(())
 }
 
-fn verify(config: &CacheConfig, names: &[String], shipped: &Path) -> Result<()> {
+fn verify(config: &CacheConfig, names: &[String], shipped: Option<PathBuf>) -> Result<()> {
     let registry = Registry::builtin();
+    let shipped = match shipped {
+        Some(dir) if !dir.is_dir() => bail!("--shipped {}: no such folder", dir.display()),
+        Some(dir) => Some(dir),
+        None => Some(PathBuf::from("weights")).filter(|d| d.is_dir()),
+    };
     let entries: Vec<&Entry> = if names.is_empty() {
         registry
             .entries
@@ -192,6 +198,12 @@ fn verify(config: &CacheConfig, names: &[String], shipped: &Path) -> Result<()> 
     } else {
         names.iter().map(|n| entry(n)).collect::<Result<_>>()?
     };
+    if entries.is_empty() {
+        println!(
+            "no registry weights in the cache ({}); `vpipe weights fetch NAME` downloads one",
+            config.dir.display()
+        );
+    }
     let mut bad = 0;
     for e in entries {
         let readback = format!(
@@ -221,39 +233,44 @@ fn verify(config: &CacheConfig, names: &[String], shipped: &Path) -> Result<()> 
         };
         println!("{}\t{status}", e.name);
     }
-    if shipped.is_dir() {
-        for s in &registry.shipped {
-            let path = shipped.join(&s.path);
-            let status = if !path.is_file() {
-                bad += 1;
-                "missing".to_string()
-            } else {
-                let found = vpipe_weights::sha256_file(&path)?;
-                if Some(found.as_str()) != s.description.sha256.as_deref() {
+    match &shipped {
+        None => println!(
+            "no shipped weights checked: no `weights` folder here (run from vpipe's folder, or give --shipped DIR)"
+        ),
+        Some(shipped) => {
+            for s in &registry.shipped {
+                let path = shipped.join(&s.path);
+                let status = if !path.is_file() {
                     bad += 1;
-                    format!("MISMATCH: sha256 {found}")
+                    "missing".to_string()
                 } else {
-                    match vpipe_weights::read_back(&path, &s.description) {
-                        Ok(layout) => format!(
-                            "ok (sha256 in the registry, reads back as {})",
-                            layout_name(&layout)
-                        ),
-                        Err(err) => {
-                            bad += 1;
-                            format!(
-                                "NOT USABLE: not a {} checkpoint: {err}",
-                                layout_name(&s.description.checkpoint_layout())
-                            )
+                    let found = vpipe_weights::sha256_file(&path)?;
+                    if Some(found.as_str()) != s.description.sha256.as_deref() {
+                        bad += 1;
+                        format!("MISMATCH: sha256 {found}")
+                    } else {
+                        match vpipe_weights::read_back(&path, &s.description) {
+                            Ok(layout) => format!(
+                                "ok (sha256 in the registry, reads back as {})",
+                                layout_name(&layout)
+                            ),
+                            Err(err) => {
+                                bad += 1;
+                                format!(
+                                    "NOT USABLE: not a {} checkpoint: {err}",
+                                    layout_name(&s.description.checkpoint_layout())
+                                )
+                            }
                         }
                     }
-                }
-            };
-            let note = if s.random_init {
-                format!(" [{}]", vpipe_weights::RANDOM_INIT_NOTE)
-            } else {
-                String::new()
-            };
-            println!("{}\t{status}{note}", path.display());
+                };
+                let note = if s.random_init {
+                    format!(" [{}]", vpipe_weights::RANDOM_INIT_NOTE)
+                } else {
+                    String::new()
+                };
+                println!("{}\t{status}{note}", path.display());
+            }
         }
     }
     if bad > 0 {

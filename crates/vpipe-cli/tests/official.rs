@@ -1,7 +1,7 @@
 //! The official-weights twins (`pipelines/official/*.yaml`) end to end, with the
 //! registry's download addresses served from a local mirror (the shipped reference
-//! checkpoints stand in for Apple's files, which cannot be downloaded here), and
-//! `vpipe preprocess`.
+//! checkpoints stand in for Apple's files, which cannot be downloaded here), the
+//! `vpipe weights` commands against the same mirror, and `vpipe preprocess`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -77,15 +77,20 @@ fn serve_mirror() -> String {
     format!("http://127.0.0.1:{port}/mirror")
 }
 
-#[test]
-fn official_twins_fetch_their_weights_by_registry_name_and_run() {
-    let mirror = serve_mirror();
+/// A temporary folder, the empty cache folder in it, and the mirror prefix.
+fn mirrored_cache() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let mirror = PathBuf::from(serve_mirror());
     let tmp = tempfile::tempdir().expect("temp dir");
     let cache = tmp.path().join("cache");
-    let mirror_path = PathBuf::from(&mirror);
+    (tmp, cache, mirror)
+}
+
+#[test]
+fn official_twins_fetch_their_weights_by_registry_name_and_run() {
+    let (tmp, cache, mirror) = mirrored_cache();
     let envs = [
         ("VPIPE_CACHE", cache.as_path()),
-        ("VPIPE_WEIGHTS_MIRROR", mirror_path.as_path()),
+        ("VPIPE_WEIGHTS_MIRROR", mirror.as_path()),
     ];
     // validate downloads nothing: it says what a run would fetch.
     let out = vpipe(&["validate", "pipelines/official/multitask.yaml"], &envs);
@@ -228,4 +233,84 @@ fn preprocess_writes_each_input_as_npy_and_names_bad_presets_and_files() {
         "{err}"
     );
     assert!(!out_dir.join("bad.npy").exists());
+}
+
+#[test]
+fn weights_fetch_import_and_verify_through_the_command_line() {
+    let (tmp, cache, mirror) = mirrored_cache();
+    let envs = [
+        ("VPIPE_CACHE", cache.as_path()),
+        ("VPIPE_WEIGHTS_MIRROR", mirror.as_path()),
+    ];
+    // Nothing cached yet, and run outside vpipe's folder: verify says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_vpipe"))
+        .args(["weights", "verify"])
+        .current_dir(tmp.path())
+        .env("VPIPE_CACHE", &cache)
+        .output()
+        .expect("run vpipe");
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("no registry weights in the cache"), "{said}");
+    assert!(said.contains("no shipped weights checked"), "{said}");
+
+    let out = vpipe(&["weights", "fetch", "cvnets/mobilevit_xxs"], &envs);
+    assert_ok(&out);
+    let cached = cache.join("cvnets/mobilevit_xxs/mobilevit_xxs.pt");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&cached.display().to_string()),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(&cached).expect("cached"),
+        std::fs::read(root().join("weights/reference/cvnets_mobilevit_xxs.pt")).expect("ref")
+    );
+    let out = vpipe(&["weights", "verify", "cvnets/mobilevit_xxs"], &envs);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok ("));
+    let out = vpipe(&["weights", "fetch", "cvnets/mobilevit_xxx"], &envs);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cvnets/mobilevit_xxs"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Import by registry name: the vpipe-format file gives the same logits.
+    let imported = tmp.path().join("xxs.safetensors");
+    let out = vpipe(
+        &[
+            "weights",
+            "import",
+            "cvnets/mobilevit_xxs",
+            "--out",
+            imported.to_str().expect("utf-8"),
+        ],
+        &envs,
+    );
+    assert_ok(&out);
+    let logits = |weights: &Path, dir: &str| {
+        let out_dir = tmp.path().join(dir);
+        let out = vpipe(
+            &[
+                "infer",
+                "--weights",
+                weights.to_str().expect("utf-8"),
+                "--tensor",
+                "tests/fixtures/cvnets_xxs_cls_input.npy",
+                "--out",
+                out_dir.to_str().expect("utf-8"),
+            ],
+            &[],
+        );
+        assert_ok(&out);
+        vpipe_core::npy::read(&out_dir.join("logits.npy"))
+            .expect("logits")
+            .to_f32("logits")
+            .expect("f32")
+    };
+    let d = vpipe_core::compare::max_abs_diff(&logits(&imported, "a"), &logits(&cached, "b"))
+        .expect("comparable");
+    assert_eq!(d, 0.0);
 }

@@ -533,10 +533,8 @@ fn output_folders_hold_only_the_latest_run_and_never_lose_other_files() {
     assert!(out.join("a.jpg").is_file());
 }
 
-#[test]
-fn image_folders_report_bad_files_and_never_overwrite_inputs() {
-    let dir_tmp = scratch("images");
-    let dir = dir_tmp.path();
+/// A folder `in` under `dir` with two photos, `a.jpg` and `b.png`.
+fn two_images(dir: &Path) -> PathBuf {
     let inputs = dir.join("in");
     std::fs::create_dir_all(&inputs).unwrap();
     std::fs::copy(root().join("assets/squirrel_cls.jpg"), inputs.join("a.jpg")).unwrap();
@@ -545,6 +543,47 @@ fn image_folders_report_bad_files_and_never_overwrite_inputs() {
         inputs.join("b.png"),
     )
     .unwrap();
+    inputs
+}
+
+/// A write that fails mid-run ends the run with an error naming the file; nothing
+/// half-written is left, and the files already at the targets stay as they were.
+#[test]
+fn a_write_failure_mid_run_leaves_no_partial_file_and_old_targets_intact() {
+    let dir_tmp = scratch("write-failure");
+    let dir = dir_tmp.path();
+    let inputs = two_images(dir);
+    let out = dir.join("out");
+    // The second image's target is a folder (with a file in it): its write fails.
+    std::fs::create_dir_all(out.join("b.png")).unwrap();
+    std::fs::write(out.join("b.png/keep.txt"), b"kept").unwrap();
+    std::fs::write(out.join("results.jsonl"), b"old results\n").unwrap();
+    let p = compile(&root().join("pipelines/classify.yaml")).unwrap();
+    let input = resolve_input(inputs.to_str().unwrap(), false).unwrap();
+    let overwrite = RunOptions {
+        overwrite: true,
+        ..options(&out)
+    };
+    let err = run(&p, &input, &overwrite).unwrap_err();
+    assert!(err.to_string().contains("b.png"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("results.jsonl")).unwrap(),
+        b"old results\n"
+    );
+    assert_eq!(std::fs::read(out.join("b.png/keep.txt")).unwrap(), b"kept");
+    let partial: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial") || n.contains(".tmp") || n.starts_with(".tmp"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+}
+
+#[test]
+fn image_folders_report_bad_files_and_never_overwrite_inputs() {
+    let dir_tmp = scratch("images");
+    let dir = dir_tmp.path();
+    let inputs = two_images(dir);
     std::fs::write(inputs.join("c.jpg"), b"\xff\xd8\xff truncated jpeg").unwrap();
     // A low threshold, so that the random test weights give some boxes.
     let p = compile_text(

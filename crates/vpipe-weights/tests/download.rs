@@ -33,6 +33,8 @@ enum Reply {
     /// Headers announcing the whole body, then only its first half, then the
     /// connection closes.
     HalfThenClose(Vec<u8>),
+    /// The whole body with a 200, whatever `Range` was asked for.
+    IgnoreRange(Vec<u8>),
 }
 
 /// A path suffix and the replies to the requests for it, in order (the last one
@@ -79,6 +81,7 @@ fn serve_routes(routes: Vec<Route>) -> Server {
             served[i] += 1;
             match reply {
                 Reply::HalfThenClose(data) => respond(stream, data, None, Some(data.len() / 2)),
+                Reply::IgnoreRange(data) => respond(stream, data, None, None),
                 Reply::Body(data) => {
                     let start = range
                         .as_deref()
@@ -261,6 +264,35 @@ fn interrupted_download_resumes() {
     assert_eq!(
         seen[1].1.as_deref(),
         Some(format!("bytes={}-", bytes.len() / 2).as_str())
+    );
+}
+
+/// A server that answers a resumed request with the whole file (200, not 206):
+/// the download starts over instead of appending the file to its first half.
+#[test]
+fn a_server_that_ignores_range_gets_the_file_downloaded_afresh() {
+    let (_, bytes, hash) = reference();
+    let server = serve_routes(vec![(
+        "/norange/model.pt",
+        vec![
+            Reply::HalfThenClose(bytes.clone()),
+            Reply::IgnoreRange(bytes.clone()),
+        ],
+    )]);
+    let (config, _tmp) = cache("no-range");
+    let e = entry(
+        "test/norange",
+        format!("http://127.0.0.1:{}/norange/model.pt", server.port),
+        Some(hash),
+    );
+    let path = fetch(&e, &config).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen[1].1.as_deref(),
+        Some(format!("bytes={}-", bytes.len() / 2).as_str()),
+        "the second request asked to resume"
     );
 }
 
