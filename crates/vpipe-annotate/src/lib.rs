@@ -7,7 +7,8 @@
 //!
 //! Colours are stable per class (the PASCAL VOC palette for segmentation, a fixed
 //! high-contrast palette for other heads). Line widths and text sizes follow the
-//! image size, so that annotations stay readable on small and large frames. The
+//! image size, and [`Annotator::layout`] places the banner, the legend and the tags
+//! so that none covers another, on small and large frames alike. The
 //! font (DejaVu Sans Bold, Bitstream Vera licence in `fonts/LICENSE-DejaVu.txt`) is
 //! embedded in the binary.
 
@@ -123,99 +124,280 @@ impl Annotator {
         }
     }
 
-    /// Text height in pixels for an image: about 2 % of its shorter side, at least 11.
-    fn text_px(img: &RgbImage) -> f32 {
-        (img.width().min(img.height()) as f32 * 0.02).max(11.0)
+    /// Text height in pixels for an image: about 2 % of its shorter side, at least 8.
+    fn text_px(width: u32, height: u32) -> f32 {
+        (width.min(height) as f32 * 0.02).max(8.0)
     }
 
-    /// Box line width in pixels: about 0.3 % of the shorter side, at least 2.
-    fn line_px(img: &RgbImage) -> u32 {
-        ((img.width().min(img.height()) as f32 * 0.003).round() as u32).max(2)
+    /// Box line width in pixels: about 0.3 % of the shorter side, at least 1.
+    fn line_px(width: u32, height: u32) -> u32 {
+        ((width.min(height) as f32 * 0.003).round() as u32).max(1)
     }
 
-    /// Draws one head's output.
+    /// Draws one head's output (see [`Annotator::draw_all`]).
     pub fn draw(&self, img: &mut RgbImage, output: &HeadOutput) {
-        match output {
-            HeadOutput::Classification { top_k } => self.draw_banner(img, top_k),
-            HeadOutput::Detection { detections } => self.draw_detections(img, detections),
-            HeadOutput::Segmentation {
+        self.draw_all(img, &[output]);
+    }
+
+    /// Draws every output of one frame so that nothing hides anything else: masks
+    /// first, then boxes, the top-k banner along the top, the mask legend in the
+    /// bottom-left corner, and each box's tag where it covers neither the banner,
+    /// the legend nor another tag (see [`Annotator::layout`]).
+    pub fn draw_all(&self, img: &mut RgbImage, outputs: &[&HeadOutput]) {
+        let layout = self.layout(img.width(), img.height(), outputs);
+        for o in outputs {
+            if let HeadOutput::Segmentation {
                 width,
                 height,
                 mask,
-                areas,
-            } => self.draw_mask(img, mask, *width, *height, areas),
+                ..
+            } = o
+            {
+                self.blend_mask(img, mask, *width, *height);
+            }
+        }
+        let line = Self::line_px(img.width(), img.height());
+        for o in outputs {
+            if let HeadOutput::Detection { detections } = o {
+                for d in detections {
+                    self.draw_box(img, d, line);
+                }
+            }
+        }
+        if let Some(banner) = &layout.banner {
+            // Darken the panel so that white text reads on any photo.
+            for y in banner.area.y..banner.area.bottom() {
+                for x in banner.area.x..banner.area.right() {
+                    let p = img.get_pixel_mut(x as u32, y as u32);
+                    p.0 = p.0.map(|v| (v as f32 * 0.35) as u8);
+                }
+            }
+            for (text, at) in &banner.lines {
+                self.text(img, text, *at, Rgb([255, 255, 255]), layout.scale);
+            }
+        }
+        for tag in layout
+            .legend
+            .iter()
+            .flat_map(|l| &l.tags)
+            .chain(&layout.tags)
+        {
+            self.tag(img, tag, layout.scale);
         }
     }
 
-    /// A filled tag with `text` whose top-left corner is at `(x, y)` (kept inside the image).
-    fn tag(&self, img: &mut RgbImage, x: i32, y: i32, text: &str, bg: Rgb<u8>, scale: f32) {
-        let (tw, th) = text_size(PxScale::from(scale), &self.font, text);
+    /// Where the banner, the legend and the box tags of `outputs` go on a
+    /// `width x height` image, without overlaps:
+    ///
+    /// - the banner (top left) lists the top-k classes, using at most a quarter of
+    ///   the height; classes that do not fit become a last line `+N more`;
+    /// - the legend (bottom left) lists the mask's classes, largest first, below
+    ///   the banner and in at most a third of the height, with `+N more` likewise;
+    /// - each box's tag goes above the box, else inside its top, below it, or
+    ///   inside its bottom, at the first place that covers neither the banner, the
+    ///   legend nor a tag placed before (higher scores first); a tag with no such
+    ///   place is left out, its box still drawn.
+    ///
+    /// The text size follows the image (2 % of its shorter side, at least 8 px).
+    pub fn layout(&self, width: u32, height: u32, outputs: &[&HeadOutput]) -> Layout {
+        let scale = Self::text_px(width, height);
+        let row = (scale * 1.4).ceil() as i32;
         let pad = (scale * 0.2).ceil() as i32;
-        let (w, h) = (tw as i32 + 2 * pad, th as i32 + 2 * pad);
-        let x = x.clamp(0, (img.width() as i32 - w).max(0));
-        let y = y.clamp(0, (img.height() as i32 - h).max(0));
-        draw_filled_rect_mut(
-            img,
-            Rect::at(x, y).of_size(w as u32, h as u32),
-            self.paint(bg),
-        );
+        let (w, h) = (width as i32, height as i32);
+        let mut layout = Layout {
+            scale,
+            ..Layout::default()
+        };
+        let top_k: Vec<&ClassScore> = outputs
+            .iter()
+            .flat_map(|o| match o {
+                HeadOutput::Classification { top_k } => top_k.as_slice(),
+                _ => &[],
+            })
+            .collect();
+        if !top_k.is_empty() {
+            let fit = ((h / 4 - row / 2) / row).max(1) as usize;
+            let lines = fit_lines(
+                top_k
+                    .iter()
+                    .map(|c| format!("{:.1}%  {}", c.score * 100.0, c.label))
+                    .collect(),
+                fit,
+            );
+            let widest = lines
+                .iter()
+                .map(|l| self.text_width(l, scale))
+                .max()
+                .unwrap_or(0);
+            let area = Area {
+                x: 0,
+                y: 0,
+                w: (widest + row).min(w),
+                h: (row * lines.len() as i32 + row / 2).min(h),
+            };
+            layout.banner = Some(Banner {
+                lines: lines
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, text)| (text, (row / 2, row / 4 + i as i32 * row)))
+                    .collect(),
+                area,
+            });
+        }
+        let classes: Vec<&ClassArea> = outputs
+            .iter()
+            .flat_map(|o| match o {
+                HeadOutput::Segmentation { areas, .. } if self.style.legend => areas.as_slice(),
+                _ => &[],
+            })
+            .filter(|c| c.class_id != 0)
+            .collect();
+        if !classes.is_empty() {
+            let mut classes = classes;
+            classes.sort_by(|a, b| b.fraction.total_cmp(&a.fraction));
+            let below_banner = layout.banner.as_ref().map_or(0, |b| b.area.bottom());
+            // One filled tag per line, a pixel or more apart.
+            let line_h = self.tag_area("Agy", 0, 0, scale, pad, w, h).h + (pad / 2).max(1);
+            let room = (h / 3).min(h - below_banner - row / 2);
+            let fit = (room / line_h).max(0) as usize;
+            let texts: Vec<(String, Rgb<u8>)> = classes
+                .iter()
+                .map(|c| {
+                    (
+                        format!("{} {:.0}%", c.label, c.fraction * 100.0),
+                        mask_color(c.class_id),
+                    )
+                })
+                .collect();
+            let lines = fit_lines(texts.iter().map(|(t, _)| t.clone()).collect(), fit);
+            let mut tags = Vec::with_capacity(lines.len());
+            let mut y = h - line_h * lines.len() as i32 - row / 2;
+            for (i, text) in lines.into_iter().enumerate() {
+                let bg = match texts.get(i) {
+                    Some((t, c)) if *t == text => *c,
+                    _ => Rgb([60, 60, 60]),
+                };
+                let area = self.tag_area(&text, row / 2, y, scale, pad, w, h);
+                tags.push(Tag { text, area, bg });
+                y += line_h;
+            }
+            if let Some(area) = bounding(tags.iter().map(|t| t.area)) {
+                layout.legend = Some(Legend { tags, area });
+            }
+        }
+        let mut detections: Vec<&Detection> = outputs
+            .iter()
+            .flat_map(|o| match o {
+                HeadOutput::Detection { detections } => detections.as_slice(),
+                _ => &[],
+            })
+            .collect();
+        detections.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut taken: Vec<Area> = layout
+            .banner
+            .iter()
+            .map(|b| b.area)
+            .chain(layout.legend.iter().map(|l| l.area))
+            .collect();
+        let line = Self::line_px(width, height) as i32;
+        for d in detections {
+            let [x1, y1, _, y2] = box_pixels(d.bbox, width, height);
+            let text = format!("{} {:.0}%", d.label, d.score * 100.0);
+            let probe = self.tag_area(&text, x1, 0, scale, pad, w, h);
+            let th = probe.h;
+            let candidates = [y1 - th, y1 + line, y2 + 1, y2 - th - line];
+            let free = candidates.iter().find_map(|&ty| {
+                let area = self.tag_area(&text, x1, ty, scale, pad, w, h);
+                taken.iter().all(|t| !t.overlaps(&area)).then_some(area)
+            });
+            if let Some(area) = free {
+                taken.push(area);
+                layout.tags.push(Tag {
+                    text,
+                    area,
+                    bg: class_color(d.class_id),
+                });
+            } else {
+                layout.hidden_tags += 1;
+            }
+        }
+        layout
+    }
+
+    /// The width of `text` at `scale`, in pixels.
+    fn text_width(&self, text: &str, scale: f32) -> i32 {
+        text_size(PxScale::from(scale), &self.font, text).0 as i32
+    }
+
+    /// The area of a tag with `text` whose top-left corner is wanted at `(x, y)`,
+    /// moved inside the `w x h` image.
+    #[allow(clippy::too_many_arguments)]
+    fn tag_area(&self, text: &str, x: i32, y: i32, scale: f32, pad: i32, w: i32, h: i32) -> Area {
+        let (tw, th) = text_size(PxScale::from(scale), &self.font, text);
+        let (tw, th) = ((tw as i32 + 2 * pad).min(w), (th as i32 + 2 * pad).min(h));
+        Area {
+            x: x.clamp(0, (w - tw).max(0)),
+            y: y.clamp(0, (h - th).max(0)),
+            w: tw,
+            h: th,
+        }
+    }
+
+    /// Draws `text` with its top-left corner at `at`.
+    fn text(&self, img: &mut RgbImage, text: &str, at: (i32, i32), color: Rgb<u8>, scale: f32) {
         draw_text_mut(
             img,
-            self.paint(text_color(bg)),
-            x + pad,
-            y + pad,
+            self.paint(color),
+            at.0,
+            at.1,
             PxScale::from(scale),
             &self.font,
             text,
         );
     }
 
-    /// Boxes with a tag `label score` above each (inside the box when there is no room).
-    pub fn draw_detections(&self, img: &mut RgbImage, detections: &[Detection]) {
-        let scale = Self::text_px(img);
-        let line = Self::line_px(img) as i32;
-        let (iw, ih) = (img.width() as f32, img.height() as f32);
-        for d in detections {
-            let [x1, y1, x2, y2] = d.bbox.map(|v| if v.is_finite() { v } else { 0.0 });
-            let (x1, x2) = (
-                x1.clamp(0.0, iw - 1.0) as i32,
-                x2.clamp(0.0, iw - 1.0) as i32,
-            );
-            let (y1, y2) = (
-                y1.clamp(0.0, ih - 1.0) as i32,
-                y2.clamp(0.0, ih - 1.0) as i32,
-            );
-            let color = class_color(d.class_id);
-            let (w, h) = ((x2 - x1).max(0) as u32 + 1, (y2 - y1).max(0) as u32 + 1);
-            for t in 0..line {
-                let (rw, rh) = (w as i32 - 2 * t, h as i32 - 2 * t);
-                if rw <= 0 || rh <= 0 {
-                    break;
-                }
-                imageproc::drawing::draw_hollow_rect_mut(
-                    img,
-                    Rect::at(x1 + t, y1 + t).of_size(rw as u32, rh as u32),
-                    self.paint(color),
-                );
+    /// Draws a filled tag.
+    fn tag(&self, img: &mut RgbImage, tag: &Tag, scale: f32) {
+        let a = tag.area;
+        if a.w <= 0 || a.h <= 0 {
+            return;
+        }
+        draw_filled_rect_mut(
+            img,
+            Rect::at(a.x, a.y).of_size(a.w as u32, a.h as u32),
+            self.paint(tag.bg),
+        );
+        let pad = (scale * 0.2).ceil() as i32;
+        self.text(
+            img,
+            &tag.text,
+            (a.x + pad, a.y + pad),
+            text_color(tag.bg),
+            scale,
+        );
+    }
+
+    /// A box's outline, `line` pixels wide, in its class colour.
+    fn draw_box(&self, img: &mut RgbImage, d: &Detection, line: u32) {
+        let [x1, y1, x2, y2] = box_pixels(d.bbox, img.width(), img.height());
+        let color = self.paint(class_color(d.class_id));
+        let (w, h) = ((x2 - x1).max(0) as u32 + 1, (y2 - y1).max(0) as u32 + 1);
+        for t in 0..line as i32 {
+            let (rw, rh) = (w as i32 - 2 * t, h as i32 - 2 * t);
+            if rw <= 0 || rh <= 0 {
+                break;
             }
-            let text = format!("{} {:.0}%", d.label, d.score * 100.0);
-            let (_, th) = text_size(PxScale::from(scale), &self.font, &text);
-            let tag_h = th as i32 + 2 * (scale * 0.2).ceil() as i32;
-            let ty = if y1 - tag_h >= 0 { y1 - tag_h } else { y1 };
-            self.tag(img, x1, ty, &text, color, scale);
+            imageproc::drawing::draw_hollow_rect_mut(
+                img,
+                Rect::at(x1 + t, y1 + t).of_size(rw as u32, rh as u32),
+                color,
+            );
         }
     }
 
-    /// Blends the mask over the image (class 0, background, is left clear) and draws
-    /// a legend of the classes present in the bottom-left corner.
-    pub fn draw_mask(
-        &self,
-        img: &mut RgbImage,
-        mask: &[u8],
-        width: usize,
-        height: usize,
-        areas: &[ClassArea],
-    ) {
+    /// Blends the mask over the image (class 0, background, is left clear); a mask
+    /// of another size is scaled to the image (nearest).
+    fn blend_mask(&self, img: &mut RgbImage, mask: &[u8], width: usize, height: usize) {
         let (iw, ih) = (img.width() as usize, img.height() as usize);
         if width == 0 || height == 0 || mask.len() != width * height {
             return;
@@ -235,48 +417,126 @@ impl Annotator {
                 }
             }
         }
-        if !self.style.legend {
-            return;
-        }
-        let scale = Self::text_px(img);
-        let row = (scale * 1.4).ceil() as i32;
-        let present: Vec<&ClassArea> = areas.iter().filter(|c| c.class_id != 0).collect();
-        let mut y = img.height() as i32 - row * present.len() as i32 - row / 2;
-        for c in present {
-            let text = format!("{} {:.0}%", c.label, c.fraction * 100.0);
-            self.tag(img, row / 2, y, &text, mask_color(c.class_id), scale);
-            y += row;
-        }
+    }
+}
+
+/// A rectangle of pixels: `w x h` from `(x, y)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Area {
+    /// Left column.
+    pub x: i32,
+    /// Top row.
+    pub y: i32,
+    /// Width.
+    pub w: i32,
+    /// Height.
+    pub h: i32,
+}
+
+impl Area {
+    /// One past the right column.
+    pub fn right(&self) -> i32 {
+        self.x + self.w
     }
 
-    /// A banner along the top with the top-k classes, best first.
-    pub fn draw_banner(&self, img: &mut RgbImage, top_k: &[ClassScore]) {
-        let scale = Self::text_px(img);
-        let row = (scale * 1.4).ceil() as i32;
-        let h = (row * top_k.len() as i32 + row / 2).min(img.height() as i32);
-        if h <= 0 {
-            return;
-        }
-        // Darken the strip so that white text reads on any photo.
-        for y in 0..h as u32 {
-            for x in 0..img.width() {
-                let p = img.get_pixel_mut(x, y);
-                p.0 = p.0.map(|v| (v as f32 * 0.35) as u8);
-            }
-        }
-        for (i, c) in top_k.iter().enumerate() {
-            let text = format!("{:.1}%  {}", c.score * 100.0, c.label);
-            draw_text_mut(
-                img,
-                Rgb([255, 255, 255]),
-                row / 2,
-                row / 4 + i as i32 * row,
-                PxScale::from(scale),
-                &self.font,
-                &text,
-            );
-        }
+    /// One past the bottom row.
+    pub fn bottom(&self) -> i32 {
+        self.y + self.h
     }
+
+    /// Whether the two share a pixel.
+    pub fn overlaps(&self, other: &Area) -> bool {
+        self.x < other.right()
+            && other.x < self.right()
+            && self.y < other.bottom()
+            && other.y < self.bottom()
+    }
+}
+
+/// A filled label: its text, where it goes, and its colour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tag {
+    /// The text.
+    pub text: String,
+    /// Where the tag (text and padding) goes.
+    pub area: Area,
+    /// The fill colour (RGB).
+    pub bg: Rgb<u8>,
+}
+
+/// The top-k banner: its lines with where each starts, and the panel behind them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Banner {
+    /// Each line and its top-left corner.
+    pub lines: Vec<(String, (i32, i32))>,
+    /// The darkened panel.
+    pub area: Area,
+}
+
+/// The mask legend: one tag per class, and the area they cover together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Legend {
+    /// The entries, top to bottom.
+    pub tags: Vec<Tag>,
+    /// Their bounding box.
+    pub area: Area,
+}
+
+/// Where everything drawn over a frame goes ([`Annotator::layout`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Layout {
+    /// Text height in pixels.
+    pub scale: f32,
+    /// The top-k banner, if a head gave classes.
+    pub banner: Option<Banner>,
+    /// The mask legend, if a mask has classes other than background.
+    pub legend: Option<Legend>,
+    /// The box tags that have a free place.
+    pub tags: Vec<Tag>,
+    /// Box tags left out for want of a free place.
+    pub hidden_tags: usize,
+}
+
+/// `lines` cut to at most `fit` (at least one): when they do not all fit, the last
+/// shown says how many more there are.
+fn fit_lines(mut lines: Vec<String>, fit: usize) -> Vec<String> {
+    if lines.len() <= fit {
+        return lines;
+    }
+    let shown = fit.saturating_sub(1);
+    let more = lines.len() - shown;
+    lines.truncate(shown);
+    lines.push(format!("+{more} more"));
+    lines
+}
+
+/// The smallest area holding all of `areas`.
+fn bounding(areas: impl Iterator<Item = Area>) -> Option<Area> {
+    areas.reduce(|a, b| {
+        let (x, y) = (a.x.min(b.x), a.y.min(b.y));
+        Area {
+            x,
+            y,
+            w: a.right().max(b.right()) - x,
+            h: a.bottom().max(b.bottom()) - y,
+        }
+    })
+}
+
+/// A box's corners in whole pixels inside a `width x height` image (non-finite
+/// values as 0).
+fn box_pixels(bbox: [f32; 4], width: u32, height: u32) -> [i32; 4] {
+    let [x1, y1, x2, y2] = bbox.map(|v| if v.is_finite() { v } else { 0.0 });
+    let (iw, ih) = (
+        (width as f32 - 1.0).max(0.0),
+        (height as f32 - 1.0).max(0.0),
+    );
+    [
+        x1.clamp(0.0, iw) as i32,
+        y1.clamp(0.0, ih) as i32,
+        x2.clamp(0.0, iw) as i32,
+        y2.clamp(0.0, ih) as i32,
+    ]
 }
 
 #[cfg(test)]
@@ -295,9 +555,12 @@ mod tests {
     #[test]
     fn boxes_get_their_class_colour_and_a_tag() {
         let mut img = RgbImage::from_pixel(200, 150, Rgb([10, 10, 10]));
-        Annotator::default().draw_detections(&mut img, &[det([50.0, 60.0, 150.0, 140.0], 3)]);
+        let boxes = HeadOutput::Detection {
+            detections: vec![det([50.0, 60.0, 150.0, 140.0], 3)],
+        };
+        Annotator::default().draw(&mut img, &boxes);
         let c = class_color(3);
-        assert_eq!(*img.get_pixel(100, 139), c, "bottom edge");
+        assert_eq!(*img.get_pixel(100, 140), c, "bottom edge");
         assert_eq!(*img.get_pixel(50, 100), c, "left edge");
         assert_eq!(
             *img.get_pixel(100, 100),
@@ -356,16 +619,18 @@ mod tests {
         let a = Annotator::default();
         for (w, h) in [(1, 1), (16, 9), (3000, 2000)] {
             let mut img = RgbImage::new(w, h);
-            a.draw_detections(
+            a.draw(
                 &mut img,
-                &[
-                    det([-50.0, -50.0, 1e9, 1e9], 0),
-                    det([5.0, 5.0, 5.0, 5.0], 1),
-                    det([f32::NAN, 0.0, f32::INFINITY, 2.0], 2),
-                    det([30.0, 30.0, 10.0, 10.0], 3),
-                ],
+                &HeadOutput::Detection {
+                    detections: vec![
+                        det([-50.0, -50.0, 1e9, 1e9], 0),
+                        det([5.0, 5.0, 5.0, 5.0], 1),
+                        det([f32::NAN, 0.0, f32::INFINITY, 2.0], 2),
+                        det([30.0, 30.0, 10.0, 10.0], 3),
+                    ],
+                },
             );
-            a.draw_banner(&mut img, &[]);
+            a.draw(&mut img, &HeadOutput::Classification { top_k: vec![] });
         }
     }
 
@@ -377,14 +642,20 @@ mod tests {
             legend: false,
             ..Style::default()
         });
-        a.draw_mask(&mut img, &mask, 4, 2, &[]);
+        let seg = |mask: &Vec<u8>| HeadOutput::Segmentation {
+            width: 4,
+            height: 2,
+            mask: mask.clone(),
+            areas: vec![],
+        };
+        a.draw(&mut img, &seg(&mask));
         assert_eq!(*img.get_pixel(0, 0), Rgb([100, 100, 100]));
         let person = voc_color(15);
         let want = Rgb(person.map(|c| ((100.0 + c as f32) / 2.0).round() as u8));
         assert_eq!(*img.get_pixel(1, 0), want);
         // A mask of another size is scaled to the image (nearest).
         let mut big = RgbImage::from_pixel(8, 4, Rgb([100, 100, 100]));
-        a.draw_mask(&mut big, &mask, 4, 2, &[]);
+        a.draw(&mut big, &seg(&mask));
         assert_eq!(*big.get_pixel(2, 1), want);
         assert_eq!(*big.get_pixel(0, 3), Rgb([100, 100, 100]));
     }
@@ -398,8 +669,10 @@ mod tests {
             score: 0.9,
             logit: 3.0,
         }];
-        Annotator::default().draw_banner(&mut img, &top);
-        assert_eq!(*img.get_pixel(299, 2), Rgb([70, 70, 70]));
+        Annotator::default().draw(&mut img, &HeadOutput::Classification { top_k: top });
+        assert_eq!(*img.get_pixel(2, 2), Rgb([70, 70, 70]));
+        // The panel is as wide as its text, not the whole image.
+        assert_eq!(*img.get_pixel(299, 2), Rgb([200, 200, 200]));
         let white = (0..20)
             .flat_map(|y| (0..150).map(move |x| (x, y)))
             .filter(|&(x, y)| img.get_pixel(x, y).0[0] > 200)

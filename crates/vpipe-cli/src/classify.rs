@@ -55,9 +55,7 @@ fn save_annotated(dir: &Path, input: &Path, frame: Frame, outputs: &[HeadOutput]
     let mut img = image::RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.data)
         .context("frame buffer does not match its size")?;
     let annotator = Annotator::default();
-    for o in outputs {
-        annotator.draw(&mut img, o);
-    }
+    annotator.draw_all(&mut img, &outputs.iter().collect::<Vec<_>>());
     let format = image::ImageFormat::from_path(&out).unwrap_or(image::ImageFormat::Png);
     let mut bytes = std::io::Cursor::new(Vec::new());
     img.write_to(&mut bytes, format)

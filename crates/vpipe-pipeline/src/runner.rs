@@ -773,12 +773,8 @@ fn draw(annotator: &Annotator, frame: &mut Frame, outputs: &[NamedOutput]) -> Fr
     .into_order(order);
     let mut img = RgbImage::from_raw(taken.width as u32, taken.height as u32, taken.data)
         .unwrap_or_else(|| unreachable!("Frame::new checks the buffer size"));
-    // Masks first, so that boxes and banners stay on top.
-    let mut sorted: Vec<&NamedOutput> = outputs.iter().collect();
-    sorted.sort_by_key(|o| !matches!(o.output, HeadOutput::Segmentation { .. }));
-    for o in sorted {
-        annotator.draw(&mut img, &o.output);
-    }
+    let outputs: Vec<&HeadOutput> = outputs.iter().map(|o| &o.output).collect();
+    annotator.draw_all(&mut img, &outputs);
     Frame {
         data: img.into_raw(),
         ..taken
