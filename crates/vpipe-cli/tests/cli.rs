@@ -840,3 +840,68 @@ fn random_reference_weights_are_flagged_and_others_are_not() {
         "{results}"
     );
 }
+
+/// What a run cannot do as asked is said, not left silent: a JPEG cut short is
+/// used with a warning naming it, COCO output asked for a video, and a pipeline
+/// whose outputs are all off.
+#[test]
+fn runs_say_what_they_cannot_do_as_asked() {
+    let tmp = temp_dir("surprises");
+    let dir = tmp.path();
+    let photo = std::fs::read(root().join("assets/squirrel_cls.jpg")).expect("photo");
+    let cut = dir.join("cut.jpg");
+    std::fs::write(&cut, &photo[..photo.len() * 3 / 5]).expect("write");
+    let out = vpipe(&[
+        "run",
+        "pipelines/classify.yaml",
+        "--input",
+        cut.to_str().expect("utf8"),
+        "--out",
+        dir.join("out").to_str().expect("utf8"),
+        "--no-progress",
+    ]);
+    assert_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cut.jpg") && err.contains("end-of-image marker"),
+        "{err}"
+    );
+
+    let weights = root().join("weights/reference/cvnets_ssd_mobilevit_xxs.pt");
+    for (name, output, warning) in [
+        (
+            "coco.yaml",
+            "output: {coco: true}\n",
+            "COCO detections are written for image inputs only",
+        ),
+        (
+            "nothing.yaml",
+            "output: {annotated: false, results: false, coco: false}\n",
+            "every output is off",
+        ),
+    ] {
+        let pipeline = dir.join(name);
+        std::fs::write(
+            &pipeline,
+            format!(
+                "backbones:\n  main:\n    weights: {}\nheads:\n  - {{name: d, type: ssd}}\n{output}",
+                weights.display()
+            ),
+        )
+        .expect("write");
+        let out = vpipe(&[
+            "run",
+            pipeline.to_str().expect("utf8"),
+            "--input",
+            "assets/street.mp4",
+            "--max-frames",
+            "2",
+            "--out",
+            dir.join(name).with_extension("out").to_str().expect("utf8"),
+            "--no-progress",
+        ]);
+        assert_ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(warning), "{name}: {err}");
+    }
+}
