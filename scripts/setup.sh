@@ -26,3 +26,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 cargo --version
+# CI's format and lint checks (.ci/run) need rustfmt and clippy.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+  else
+    echo "error: cargo fmt and cargo clippy are needed (rustup component add rustfmt clippy)" >&2
+    exit 1
+  fi
+fi

@@ -18,7 +18,7 @@ pub struct RunArgs {
     /// Image, folder, glob, video file, URL (rtsp://, http(s)://) or camera index.
     #[arg(short, long)]
     input: String,
-    /// Output folder (default: out/<pipeline name>).
+    /// Output folder (default: `out/<pipeline name>`).
     #[arg(short, long)]
     out: Option<PathBuf>,
     /// Write into an output folder that holds files vpipe did not write (they are
