@@ -1,33 +1,94 @@
 #!/usr/bin/env python3
-"""Reference fixtures for MobileViT v1 classification, from timm and Hugging Face transformers.
+"""Reference fixtures for MobileViT v1 (timm, Hugging Face transformers, Apple ml-cvnets).
 
-For each size (xxs, xs, s) and source (timm, huggingface) it builds the reference model with
-seeded random weights (the scheme of tests/fixtures: BatchNorm statistics and affine terms
-uniform, conv/linear weights N(0,1)/sqrt(fan_in), LayerNorm near 1), preprocesses the photo
-with the source's own pipeline, and saves
-    {source}_{size}.safetensors, {source}_{size}_input.npy, {source}_{size}_logits.npy
-into --out. With --check it then runs `vpipe infer` on each case and prints the largest
-absolute logit difference (pass: <= 1e-4).
+Subcommands
+-----------
+fixtures --out DIR
+    Regenerates every committed reference fixture from its recipe: tests/fixtures/*.npy and
+    tests/fixtures/image.png, and weights/reference/* (timm, Hugging Face classification
+    .safetensors and .bin, Hugging Face DeepLabv3 (also re-run at output stride 8), ml-cvnets
+    classification, SSD and DeepLabv3), written under DIR/tests/fixtures and
+    DIR/weights/reference with DIR/tests/fixtures/MANIFEST.json (sha256 of every file, shape and
+    dtype of every array, the library versions). It never writes into the repository unless
+    DIR is the repository.
+fixtures --check [--write-manifest]
+    Regenerates everything into a temporary folder and compares it with the committed files:
+    arrays element by element (largest absolute difference per file, pass within the file's
+    tolerance: FLOAT_TOL, EXACT_FLOAT, PIXEL_SCALE, KNOWN), weights tensor by tensor (names in
+    order, shapes, dtypes, values exactly), and the committed files against
+    tests/fixtures/MANIFEST.json. --write-manifest rewrites tests/fixtures/MANIFEST.json from the
+    committed files and the result of the check. About 10 s on one CPU core.
+preprocess [--check]
+    The preprocessing references of tests/fixtures/preprocess (see `preprocess_references`).
+seg-os8 WEIGHTS CONFIG_JSON PIXEL_VALUES.npy OUT.npy
+    Re-runs a Hugging Face DeepLabv3 checkpoint at output stride 8 (the `fixtures` subcommand
+    makes tests/fixtures/hf_xxs_seg_os8_logits.npy the same way).
+sweep --image IMG --out DIR [--sizes xxs,xs,s] [--check] [--vpipe BIN]
+    timm and Hugging Face classifiers of any size with seeded random weights (seed 2000 + 10k + j,
+    no logit rescale), written as {source}_{size}.safetensors, _input.npy, _logits.npy; --check
+    runs `vpipe infer` on each and compares the logits (pass: <= 1e-4). The old spelling without
+    the subcommand (`make_reference.py --image IMG --out DIR [--check]`) still works.
 
-    pip install torch timm transformers safetensors pillow numpy
-    python3 scripts/make_reference.py --image tests/fixtures/image.png --out /tmp/ref --check
+Setup (what the committed fixtures were made with; `fixtures` checks it, see PINNED)
+--------------------------------------------------------------------------------------
+    python 3.11, torch 2.15.0 (CPU is enough), torchvision 0.29.2, timm 1.0.31,
+    transformers 5.24.0, numpy 2.4.6, pillow 13.0.0, safetensors 0.8.0,
+    scikit-image 0.26.0 (only for image.png = skimage.data.astronaut()),
+    and for ml-cvnets' own imports: PyYAML, requests, av, ftfy
+        pip install torch==2.15.0 torchvision==0.29.2 timm==1.0.31 transformers==5.24.0 \\
+            numpy==2.4.6 pillow==13.0.0 safetensors==0.8.0 scikit-image==0.26.0 \\
+            pyyaml requests av ftfy
+    ml-cvnets (Apple, not on PyPI) at commit 77717569ab4a ("Fix test", v0.4), used at run time
+    only, from a checkout outside this repository:
+        git clone https://github.com/apple/ml-cvnets /tmp/ml-cvnets-git
+        mkdir /tmp/ml-cvnets
+        git -C /tmp/ml-cvnets-git archive 77717569ab4a | tar -x -C /tmp/ml-cvnets
+    then pass --cvnets /tmp/ml-cvnets (or set CVNETS_SRC). --cvnets may also name a git
+    repository (a clone or a bare mirror): the script then extracts that commit into a temporary
+    folder itself. The source tree is checked against CVNETS_TREE_SHA256 (every file's path and
+    sha256, __pycache__ ignored).
 
-`make_reference.py preprocess [--check]` writes the preprocessing references of
-tests/fixtures/preprocess (see `preprocess_references`); `--check` regenerates them into a
-temporary folder and compares them with the committed files.
+    ml-cvnets is imported without its training entry point: `options.opts.get_training_arguments`
+    imports every dataset, transform, tokenizer and video module, which need torchaudio,
+    torchtext and torchvision.io.write_video; no release of those works with torch 2.15 /
+    torchvision 0.29, and none of them is used here. The script builds the argument parser from
+    the model arguments (`cvnets.modeling_arguments`), `arguments_common`, `arguments_ddp` and the
+    three image_pil transforms it uses (Resize, CenterCrop, ToTensor), reads the config yaml with
+    ml-cvnets' own `load_config_file`, and calls `cvnets.get_model(opts)`. Nothing is stubbed.
 
-`make_reference.py seg-os8 WEIGHTS CONFIG PIXELS OUT` re-runs a Hugging Face DeepLabv3 checkpoint
-at output stride 8 (tests/fixtures/hf_xxs_seg_os8_logits.npy).
+Example
+-------
+    python3 scripts/make_reference.py fixtures --check --cvnets /tmp/ml-cvnets
+    python3 scripts/make_reference.py fixtures --out /tmp/regen --cvnets /tmp/ml-cvnets
 
-ml-cvnets is not on PyPI; the checked-in cvnets fixtures were made with its repository
-(HEAD 77717569ab4a) in the same way.
+Recipe (tests/fixtures/README.md has the long form)
+---------------------------------------------------
+Everything runs on the CPU in one thread (torch.set_num_threads(1)): only so do the committed
+files come back bit for bit; with more threads the convolutions sum in another order (the timm
+logits move by 1.9e-6, and the rescale factors computed from logits with them). Random weights (`randomise`): a torch.Generator seeded per case (1000 + k: timm 1,
+hf_cls 2, hf_seg 3, cvnets_cls 4, cvnets_ssd 5, cvnets_seg 6) draws, module by module in
+named_modules() order, BatchNorm running_mean ~U(-0.2,0.2), running_var ~U(0.5,1.5),
+weight ~U(0.5,1.5), bias ~U(-0.2,0.2); conv/linear weight ~N(0,1)/sqrt(fan_in), bias ~U(-0.1,0.1);
+LayerNorm weight ~U(0.8,1.2), bias ~U(-0.1,0.1). Then the last layer is rescaled: classifiers by
+3 / std(logits) (Python float), DeepLabv3 heads after shifting the bias by minus the per-class
+spatial mean of the logits, SSD heads by the search in `ssd_head_rescale`.
 """
-import argparse, os, subprocess, sys
+import argparse, contextlib, hashlib, io, json, os, shutil, subprocess, sys, tempfile, time, warnings
 
 import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import save_file
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+# The versions the committed fixtures were made with. `fixtures` refuses to run with others unless
+# --allow-version-mismatch is given (then it warns and records the versions it used).
+PINNED = {"torch": "2.15.0", "torchvision": "0.29.2", "timm": "1.0.31", "transformers": "5.24.0",
+          "numpy": "2.4.6", "pillow": "13.0.0", "safetensors": "0.8.0"}
+PINNED_OPTIONAL = {"scikit-image": "0.26.0"}  # image.png only
+CVNETS_COMMIT = "77717569ab4a852614dae01f010b32b820cb33bb"
+CVNETS_TREE_SHA256 = "e8cd2c5e606b285448b850afe2e481f122daf9f55e56532d2084d769107b48c4"
 
 SIZES = {"xxs": ("mobilevit_xxs", "apple/mobilevit-xx-small", [64, 80, 96], [16, 16, 24, 48, 64, 80, 320], 2.0),
          "xs": ("mobilevit_xs", "apple/mobilevit-x-small", [96, 120, 144], [16, 32, 48, 64, 80, 96, 384], 4.0),
@@ -35,6 +96,8 @@ SIZES = {"xxs": ("mobilevit_xxs", "apple/mobilevit-xx-small", [64, 80, 96], [16,
 
 
 def randomise(model, seed):
+    """Seeded random weights, module by module in named_modules() order. ml-cvnets' LinearLayer
+    (its own Module with a weight [out, in] and bias) counts as a linear layer."""
     g = torch.Generator().manual_seed(seed)
     u = lambda t, lo, hi: t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
     with torch.no_grad():
@@ -42,7 +105,7 @@ def randomise(model, seed):
             if isinstance(m, torch.nn.BatchNorm2d):
                 u(m.running_mean, -0.2, 0.2); u(m.running_var, 0.5, 1.5)
                 u(m.weight, 0.5, 1.5); u(m.bias, -0.2, 0.2)
-            elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) or type(m).__name__ == "LinearLayer":
                 fan_in = m.weight[0].numel()
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) / fan_in ** 0.5)
                 if m.bias is not None:
@@ -74,17 +137,21 @@ def hf_case(size, image, seed):
 
 def seg_output_stride_8(weights, config, pixel_values, out):
     """Logits of a Hugging Face DeepLabv3-MobileViT checkpoint re-run at output stride 8."""
-    import json
     from safetensors.torch import load_file
-    from transformers import MobileViTConfig, MobileViTForSemanticSegmentation
     cfg = json.load(open(config))
-    cfg["output_stride"] = 8
-    model = MobileViTForSemanticSegmentation(MobileViTConfig(**cfg)).eval()
-    model.load_state_dict(load_file(weights))
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(np.load(pixel_values))).logits
-    np.save(out, logits.numpy().astype(np.float32))
+    logits = hf_seg_os8_logits(load_file(weights), cfg, torch.from_numpy(np.load(pixel_values)))
+    np.save(out, logits)
     print(f"wrote {out} {tuple(logits.shape)}")
+
+
+def hf_seg_os8_logits(state_dict, cfg, pixel_values):
+    from transformers import MobileViTConfig, MobileViTForSemanticSegmentation
+    cfg = dict(cfg, output_stride=8)
+    model = MobileViTForSemanticSegmentation(MobileViTConfig(**cfg)).eval()
+    model.load_state_dict(state_dict)
+    with torch.inference_mode():
+        logits = model(pixel_values).logits
+    return logits.numpy().astype(np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -263,25 +330,628 @@ def check_preprocess_references():
         sys.exit(1 if bad else 0)
 
 
-def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "preprocess":
-        # python3 scripts/make_reference.py preprocess [--check]
-        if "--check" in sys.argv[2:]:
-            check_preprocess_references()
-        else:
-            preprocess_references(PREPROCESS_DIR)
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == "seg-os8":
-        # python3 scripts/make_reference.py seg-os8 WEIGHTS CONFIG_JSON PIXEL_VALUES.npy OUT.npy
-        seg_output_stride_8(*sys.argv[2:6])
-        return
-    ap = argparse.ArgumentParser()
+# ---------------------------------------------------------------------------
+# The committed fixture set: tests/fixtures/*.npy, image.png and weights/reference/*.
+# ---------------------------------------------------------------------------
+
+FIXTURES = "tests/fixtures"
+WEIGHTS = "weights/reference"
+MANIFEST = os.path.join(FIXTURES, "MANIFEST.json")
+SEED_BASE = 1000  # per-case seed = SEED_BASE + k
+CVNETS_ROOT = None  # set by cvnets_source
+
+# MobileViTConfig of apple/mobilevit-xx-small and apple/deeplabv3-mobilevit-xx-small (labels are the
+# default LABEL_i names).
+HF_COMMON = dict(aspp_dropout_prob=0.1, aspp_out_channels=256, atrous_rates=[6, 12, 18],
+                 attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.1, conv_kernel_size=3,
+                 expand_ratio=2.0, hidden_act="silu", hidden_dropout_prob=0.05, hidden_sizes=[64, 80, 96],
+                 initializer_range=0.02, layer_norm_eps=1e-05, mlp_ratio=2.0,
+                 neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], num_attention_heads=4, num_channels=3,
+                 patch_size=2, qkv_bias=True, semantic_loss_ignore_index=255)
+HF_MODEL = {"cls": dict(HF_COMMON, num_labels=1000, image_size=256, output_stride=32),
+            "seg": dict(HF_COMMON, num_labels=21, image_size=512, output_stride=16)}
+# The Hub preprocessor configs as stored (image_mean/std are unused: do_normalize is not set).
+HF_PROCESSOR = {"cls": dict(HF_CONFIGS["hf-cls"], image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]),
+                "seg": dict(HF_CONFIGS["hf-seg"], image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])}
+
+# ml-cvnets: config yaml (in the ml-cvnets tree), task, overrides of the yaml.
+CVNETS = {
+    "cls": ("config/classification/imagenet/mobilevit.yaml", "classification",
+            {"model.classification.mit.mode": "xx_small", "model.classification.n_classes": 1000,
+             "model.normalization.name": "batch_norm", "model.classification.pretrained": None}),
+    "ssd": ("config/detection/ssd_coco/mobilevit.yaml", "detection",
+            {"model.classification.mit.mode": "xx_small", "model.detection.n_classes": 81,
+             "model.detection.ssd.conf_threshold": 0.05, "model.normalization.name": "batch_norm",
+             "model.classification.pretrained": None, "model.detection.pretrained": None}),
+    # The released DeepLabv3-MobileViT head (output stride 16, ASPP 256 at rates 6/12/18, no aux
+    # head); the yaml at this commit says 8, 512, 12/24/36 and an aux head.
+    "seg": ("config/segmentation/pascal_voc/deeplabv3_mobilevit.yaml", "segmentation",
+            {"model.classification.mit.mode": "xx_small", "model.normalization.name": "batch_norm",
+             "model.classification.pretrained": None, "model.segmentation.output_stride": 16,
+             "model.segmentation.deeplabv3.aspp_out_channels": 256,
+             "model.segmentation.deeplabv3.aspp_rates": [6, 12, 18], "model.segmentation.use_aux_head": False}),
+}
+
+# --check tolerances (largest absolute difference). Exact: every input tensor, mask, label array,
+# the SSD anchors and every weights file, unless KNOWN names them; other float arrays: FLOAT_TOL.
+# The float outputs are logits of std ~3 and features (all |x| < 14, where one float32 ulp is at
+# most 9.5e-7): 1e-5 is ten ulps or more, room for a rerun whose last bits differ, and far below
+# the 1e-4 the parity tests ask of vpipe. Boxes in pixels are normalised boxes times the image
+# size, so their tolerance is FLOAT_TOL times that size (PIXEL_SCALE). Everything was reproduced
+# bit for bit here except what KNOWN names.
+FLOAT_TOL = 1e-5
+EXACT_FLOAT = ("_input.npy", "cvnets_xxs_ssd_anchors.npy")
+PIXEL_SCALE = {f"{FIXTURES}/cvnets_xxs_ssd_det_boxes_input_px.npy": 320,
+               f"{FIXTURES}/cvnets_xxs_ssd_det_boxes_orig_px.npy": 512}
+KNOWN = {
+    f"{FIXTURES}/hf_xxs_seg_os8_logits.npy": (1e-4, (
+        "made by `seg-os8` from the committed checkpoint on another machine or thread count; a "
+        "single-thread CPU rerun here differs by 2.8e-5 (1 to 16 threads: 2.8e-5 to 3.3e-5), and "
+        "float32 itself is 3.3e-5 from a float64 rerun at this depth (logits up to 12.8), so no "
+        "float32 rerun can promise better; 1e-4 is the tolerance tests/dense_parity.rs uses")),
+}
+# Weights files whose named tensors may differ within the file's KNOWN tolerance: {file: (prefix, suffix)}.
+KNOWN_TENSORS = {}
+
+
+# What each case is, for the manifest (the code above and below is the recipe).
+CASES = {
+    "timm": "timm.create_model('mobilevit_xxs', pretrained=False), seed 1001; input: timm's eval transform "
+            "(resolve_data_config + create_transform: shorter side 284 bicubic, centre crop 256, x/255, RGB); "
+            "head.fc x 3/std(logits)",
+    "hf_cls": "MobileViTForImageClassification(MobileViTConfig(**HF_MODEL['cls'])), seed 1002; input: "
+              "MobileViTImageProcessor(**HF_PROCESSOR['cls']) (shorter side 288 bilinear, crop 256, x/255, BGR); "
+              "classifier x 3/std(logits); .bin = torch.save(dict(load_file(.safetensors)))",
+    "hf_seg": "MobileViTForSemanticSegmentation(MobileViTConfig(**HF_MODEL['seg'])), seed 1003; input: "
+              "MobileViTImageProcessor(**HF_PROCESSOR['seg']) (shorter side 544, crop 512, BGR); classifier bias "
+              "minus per-class spatial mean, then x 3/std; mask: post_process_semantic_segmentation to 512x512; "
+              "os8: the same weights with output_stride 8",
+    "cvnets_cls": "ml-cvnets get_model(opts), " + CVNETS["cls"][0] + " + overrides, seed 1004; input: image_pil "
+                  "Resize(288) CenterCrop(256) ToTensor on PIL RGB; classifier.fc x 3/std(logits); features: "
+                  "forward hooks on layer_1..layer_5, conv_1x1_exp",
+    "cvnets_ssd": "ml-cvnets get_model(opts), " + CVNETS["ssd"][0] + " + overrides, seed 1005; input: image_pil "
+                  "Resize([320,320], bicubic) BoxPercentCoords ToTensor; class-logit biases minus their spatial "
+                  "mean, class-logit rows x 2.35 (ssd_head_rescale); outputs: ssd_forward, predict (conf 0.05, "
+                  "NMS 0.5, top-k 400, 200 per image), boxes x input size / x original size, clipped",
+    "cvnets_seg": "ml-cvnets get_model(opts), " + CVNETS["seg"][0] + " + overrides (OS16, ASPP 256 at 6/12/18, "
+                  "no aux head), seed 1006; input: image_pil Resize([512,512], bilinear) ToTensor; classifier bias "
+                  "minus per-class spatial mean, then x 3/std of the pre-upsample logits; patch: model output "
+                  "[:, :, 224:288, 224:288]; mask: argmax of the model output",
+}
+
+
+def base_version(v):
+    return v.split("+")[0]
+
+
+def library_versions():
+    import platform, PIL, safetensors, timm, torchvision, transformers
+    v = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+         "timm": timm.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
+         "pillow": PIL.__version__, "safetensors": safetensors.__version__}
+    try:
+        import skimage
+        v["scikit-image"] = skimage.__version__
+    except ImportError:
+        v["scikit-image"] = None
+    return v
+
+
+def check_versions(allow):
+    have = library_versions()
+    bad = [f"{k} {have[k]} (pinned {want})" for k, want in PINNED.items() if base_version(have[k]) != want]
+    bad += [f"{k} {have[k]} (pinned {want}; image.png only)" for k, want in PINNED_OPTIONAL.items()
+            if have[k] is not None and base_version(have[k]) != want]
+    if bad:
+        msg = "library versions differ from the pinned ones: " + ", ".join(bad)
+        if not allow:
+            raise SystemExit(msg + "\n(--allow-version-mismatch runs anyway; results may differ in the last bits)")
+        warnings.warn(msg)
+    return have
+
+
+def tree_sha256(root):
+    """Digest of a source tree: every file's path and sha256 (no __pycache__, .pyc or .git)."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", ".git"))
+        for f in sorted(filenames):
+            p = os.path.join(dirpath, f)
+            if f.endswith(".pyc") or os.path.islink(p):
+                continue
+            rel = os.path.relpath(p, root).replace(os.sep, "/")
+            h.update(rel.encode() + b"\0" + hashlib.sha256(open(p, "rb").read()).digest())
+    return h.hexdigest()
+
+
+def cvnets_source(path, tmp, allow):
+    """The ml-cvnets tree to import: PATH itself, or commit CVNETS_COMMIT extracted from PATH when
+    PATH is a git repository (clone or bare mirror). Checked against CVNETS_TREE_SHA256."""
+    import tarfile
+    path = path or os.environ.get("CVNETS_SRC")
+    if not path:
+        raise SystemExit("ml-cvnets is needed: --cvnets DIR or CVNETS_SRC (see this script's docstring)")
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, ".git")) or (os.path.isfile(os.path.join(path, "HEAD"))
+                                                     and os.path.isdir(os.path.join(path, "objects"))):
+        tar = subprocess.run(["git", "-C", path, "archive", CVNETS_COMMIT], check=True, capture_output=True).stdout
+        dest = os.path.join(tmp, "ml-cvnets")
+        os.makedirs(dest)
+        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+            t.extractall(dest, filter="data")
+        path = dest
+    if not os.path.isfile(os.path.join(path, "cvnets", "__init__.py")):
+        raise SystemExit(f"{path} is not an ml-cvnets source tree (no cvnets/__init__.py)")
+    digest = tree_sha256(path)
+    if digest != CVNETS_TREE_SHA256:
+        msg = f"{path} is not ml-cvnets {CVNETS_COMMIT[:12]} (tree sha256 {digest})"
+        if not allow:
+            raise SystemExit(msg + "\n(--allow-version-mismatch runs anyway)")
+        warnings.warn(msg)
+    global CVNETS_ROOT
+    CVNETS_ROOT = path
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return path, digest
+
+
+@contextlib.contextmanager
+def quiet():
+    """ml-cvnets logs to stdout (every trainable parameter, every yaml key it does not know)."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    except BaseException:
+        sys.stderr.write(buf.getvalue())
+        raise
+
+
+def rescale_classifier(layer, logits):
+    """Classifier weight and bias times 3 / std(logits) (a Python float), so logits have std ~3."""
+    s = 3 / logits.std().item()
+    layer.weight.mul_(s)
+    layer.bias.mul_(s)
+
+
+def centre_and_rescale(conv, logits_of):
+    """Segmentation head: bias minus the per-class spatial mean of the logits, then weight and
+    bias times 3 / std of the re-run logits. logits_of() runs the model, returns (N, C, H, W)."""
+    conv.bias.sub_(logits_of().mean(dim=(0, 2, 3)))
+    s = 3 / logits_of().std().item()
+    conv.weight.mul_(s)
+    conv.bias.mul_(s)
+
+
+def case_timm(image):
+    import timm
+    from timm.data import resolve_data_config, create_transform
+    model = randomise(timm.create_model("mobilevit_xxs", pretrained=False), SEED_BASE + 1)
+    x = create_transform(**resolve_data_config({}, model=model))(image).unsqueeze(0)
+    with torch.no_grad():
+        rescale_classifier(model.head.fc, model(x))
+        logits = model(x)
+    return {f"{WEIGHTS}/timm_mobilevit_xxs.safetensors": model.state_dict(),
+            f"{FIXTURES}/timm_xxs_input.npy": x, f"{FIXTURES}/timm_xxs_logits.npy": logits}
+
+
+def case_hf_cls(image):
+    from transformers import MobileViTConfig, MobileViTForImageClassification, MobileViTImageProcessor
+    model = randomise(MobileViTForImageClassification(MobileViTConfig(**HF_MODEL["cls"])), SEED_BASE + 2)
+    x = MobileViTImageProcessor(**HF_PROCESSOR["cls"])(images=image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        rescale_classifier(model.classifier, model(x).logits)
+        logits = model(x).logits
+    st = f"{WEIGHTS}/hf_mobilevit_xxs_cls.safetensors"
+    # The .bin is the pytorch_model.bin form of the same tensors: torch.save of the dict read back
+    # from the safetensors file (whose order is sorted by name).
+    return {st: model.state_dict(), f"{WEIGHTS}/hf_mobilevit_xxs_cls.bin": ("bin-from", st),
+            f"{FIXTURES}/hf_xxs_cls_input.npy": x, f"{FIXTURES}/hf_xxs_cls_logits.npy": logits}
+
+
+def case_hf_seg(image):
+    from transformers import MobileViTConfig, MobileViTForSemanticSegmentation, MobileViTImageProcessor
+    model = randomise(MobileViTForSemanticSegmentation(MobileViTConfig(**HF_MODEL["seg"])), SEED_BASE + 3)
+    proc = MobileViTImageProcessor(**HF_PROCESSOR["seg"])
+    x = proc(images=image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        centre_and_rescale(model.segmentation_head.classifier.convolution, lambda: model(x).logits)
+        out = model(x)
+    mask = proc.post_process_semantic_segmentation(out, target_sizes=[(512, 512)])[0]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return {f"{WEIGHTS}/hf_deeplabv3_mobilevit_xxs.safetensors": model.state_dict(),
+            f"{FIXTURES}/hf_xxs_seg_logits.npy": out.logits,
+            f"{FIXTURES}/hf_xxs_seg_mask.npy": mask.numpy().astype(np.uint8),
+            # The same checkpoint re-run at output stride 8 (as `seg-os8` does).
+            f"{FIXTURES}/hf_xxs_seg_os8_logits.npy": hf_seg_os8_logits(state, HF_MODEL["seg"], x)}
+
+
+def cvnets_build(task):
+    """(model, input) of an ml-cvnets case: opts from the config yaml and overrides, the model from
+    cvnets.get_model(opts), the input from image.png through that dataset's validation transforms
+    (image_pil Resize [, CenterCrop | BoxPercentCoords], ToTensor) on PIL's convert('RGB')."""
+    yaml_path, category, overrides = CVNETS[task]
+    with quiet():
+        from cvnets import get_model, modeling_arguments
+        from data.transforms import image_pil
+        from data.transforms.common import Compose
+        from options.opts import arguments_common, arguments_ddp
+        from options.utils import load_config_file
+        parser = argparse.ArgumentParser()
+        for add in (modeling_arguments, arguments_common, arguments_ddp, image_pil.Resize.add_arguments,
+                    image_pil.CenterCrop.add_arguments, image_pil.ToTensor.add_arguments):
+            parser = add(parser)
+        opts = parser.parse_args([])
+        setattr(opts, "common.config_file", os.path.join(CVNETS_ROOT, yaml_path))
+        opts = load_config_file(opts)
+        setattr(opts, "ddp.use_distributed", False)
+        setattr(opts, "dataset.category", category)
+        for k, v in overrides.items():
+            setattr(opts, k, v)
+        model = get_model(opts)
+        middle = {"classification": [image_pil.CenterCrop(opts=opts)],
+                  "detection": [image_pil.BoxPercentCoords(opts=opts)], "segmentation": []}[category]
+        tf = Compose(opts=opts, img_transforms=[image_pil.Resize(opts=opts), *middle, image_pil.ToTensor(opts=opts)])
+    return model, opts, tf
+
+
+def cvnets_input(tf, image_path):
+    return tf({"image": Image.open(image_path).convert("RGB")})["image"].unsqueeze(0)
+
+
+def case_cvnets_cls(image_path):
+    model, _, tf = cvnets_build("cls")
+    model = randomise(model, SEED_BASE + 4)
+    x = cvnets_input(tf, image_path)
+    feats = {}
+    names = ["layer_1", "layer_2", "layer_3", "layer_4", "layer_5", "conv_1x1_exp"]
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        rescale_classifier(model.classifier.fc, model(x))
+        hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: feats.__setitem__(n, o)) for n in names]
+        logits = model(x)
+        for h in hooks:
+            h.remove()
+    out = {f"{WEIGHTS}/cvnets_mobilevit_xxs.pt": model.state_dict(),
+           f"{FIXTURES}/cvnets_xxs_cls_input.npy": x, f"{FIXTURES}/cvnets_xxs_cls_logits.npy": logits}
+    out.update({f"{FIXTURES}/cvnets_xxs_cls_feat_{n}.npy": feats[n] for n in names})
+    return out
+
+
+def ssd_heads(model):
+    """(pointwise conv, class-logit output channels) of every SSD head: the conv emits
+    n_anchors * (4 + 81) channels, per anchor 4 box regressions then 81 class logits."""
+    out = []
+    for head in model.ssd_heads:
+        layer = head.loc_cls_layer
+        conv = layer.pw_conv.block.conv if hasattr(layer, "pw_conv") else layer.block.conv
+        n_anchors = conv.out_channels // 85
+        out.append((conv, torch.tensor([a * 85 + 4 + c for a in range(n_anchors) for c in range(81)])))
+    return out
+
+
+def ssd_detections_ok(model, x):
+    """5..30 detections, consecutive scores more than 2e-4 apart, no class probability within
+    3e-4 of the 0.05 threshold: a detection list that a reimplementation can match exactly."""
+    out = model(x)
+    det = out["detections"][0]
+    probs = torch.softmax(out["scores"], dim=-1)[..., 1:]
+    scores = torch.sort(det.scores, descending=True).values
+    return (5 <= scores.numel() <= 30 and bool(((scores[:-1] - scores[1:]) > 2e-4).all())
+            and not bool(((probs - 0.05).abs() < 3e-4).any()))
+
+
+def ssd_head_rescale(model, x):
+    """First every head's class-logit biases minus the mean over spatial positions of that
+    (anchor, class) logit (each head run on its feature map); then the class-logit rows (weight and bias) of every head grow by 0.05
+    steps from 1.0 (in place, times (k+1)/k) until `ssd_detections_ok`. Returns the factor."""
+    heads = ssd_heads(model)
+    with torch.no_grad():
+        end_points = model.get_backbone_features(x)
+        for os_, head, (conv, rows) in zip(model.output_strides, model.ssd_heads, heads):
+            fm = end_points[f"os_{os_}"]
+            # The head's own class-logit output, (1, H*W*anchors, 81): a view with stride 85 into
+            # the conv output. The mean over it (not over a contiguous copy, whose reduction sums
+            # in another order) is what the committed weights carry, to the last bit.
+            _, class_logits = head(fm)
+            mean = class_logits.view(1, fm.shape[2] * fm.shape[3], len(rows) // 81, 81).mean(dim=1)
+            conv.bias[rows] -= mean.reshape(-1)
+        k = 20  # factor k / 20
+        while not ssd_detections_ok(model, x):
+            if k >= 200:
+                raise SystemExit("SSD head rescale: no factor up to 10 gives a clean detection list")
+            for conv, rows in heads:
+                conv.weight[rows] *= (k + 1) / k
+                conv.bias[rows] *= (k + 1) / k
+            k += 1
+    return k / 20
+
+
+def case_cvnets_ssd(image_path):
+    model, _, tf = cvnets_build("ssd")
+    model = randomise(model, SEED_BASE + 5)
+    x = cvnets_input(tf, image_path)
+    factor = ssd_head_rescale(model, x)
+    with torch.no_grad():
+        conf, loc, anchors = model.ssd_forward(model.get_backbone_features(x))
+        det = model.predict(x)
+    norm = det.boxes.numpy().astype(np.float32)
+    orig_h, orig_w = Image.open(image_path).size[::-1]
+    in_h, in_w = x.shape[2:]
+    input_px = norm.copy()
+    input_px[..., 0::2] = np.clip(norm[..., 0::2] * in_w, 0, in_w)
+    input_px[..., 1::2] = np.clip(norm[..., 1::2] * in_h, 0, in_h)
+    # engine/eval_detection.predict_and_save: clip(box * original size, 0, original size)
+    orig_px = norm.copy()
+    orig_px[..., 0::2] = np.clip(norm[..., 0::2] * orig_w, 0, orig_w)
+    orig_px[..., 1::2] = np.clip(norm[..., 1::2] * orig_h, 0, orig_h)
+    print(f"  cvnets SSD: class logits x {factor:.2f}, {det.labels.numel()} detections")
+    p = f"{FIXTURES}/cvnets_xxs_ssd_"
+    return {f"{WEIGHTS}/cvnets_ssd_mobilevit_xxs.pt": model.state_dict(),
+            p + "conf_logits.npy": conf, p + "loc.npy": loc, p + "anchors.npy": anchors,
+            p + "det_boxes_norm.npy": norm, p + "det_boxes_input_px.npy": input_px.astype(np.float32),
+            p + "det_boxes_orig_px.npy": orig_px.astype(np.float32),
+            p + "det_labels.npy": det.labels.numpy().astype(np.int32),
+            p + "det_scores.npy": det.scores.numpy().astype(np.float32)}
+
+
+def case_cvnets_seg(image_path):
+    model, _, tf = cvnets_build("seg")
+    model = randomise(model, SEED_BASE + 6)
+    x = cvnets_input(tf, image_path)
+    captured = {}
+    model.seg_head.classifier.register_forward_hook(lambda m, i, o: captured.__setitem__("logits", o))
+    with torch.no_grad():
+        centre_and_rescale(model.seg_head.classifier.block.conv, lambda: (model(x), captured["logits"])[1])
+        full = model(x)  # upsampled x16 inside the head (bilinear, align_corners=True)
+    p = f"{FIXTURES}/cvnets_xxs_seg_"
+    return {f"{WEIGHTS}/cvnets_deeplabv3_mobilevit_xxs.pt": model.state_dict(),
+            p + "logits_pre_upsample.npy": captured["logits"], p + "logits_patch.npy": full[:, :, 224:288, 224:288],
+            p + "mask.npy": full.argmax(dim=1)[0].numpy().astype(np.uint8)}
+
+
+def sha256(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def as_array(v):
+    if isinstance(v, torch.Tensor):
+        v = v.detach().numpy()
+    return np.ascontiguousarray(v)
+
+
+def write_file(root, rel, value):
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if isinstance(value, tuple) and value[0] == "bin-from":
+        from safetensors.torch import load_file
+        torch.save(dict(load_file(os.path.join(root, value[1]))), path)
+    elif rel.endswith(".safetensors"):
+        save_file({k: t.contiguous() for k, t in value.items()}, path)
+    elif rel.endswith((".pt", ".bin")):
+        torch.save(dict(value), path)  # the archive's folder is the file's stem
+    else:
+        np.save(path, as_array(value))
+
+
+def make_image(root):
+    """image.png: skimage.data.astronaut() saved by Pillow (PNG, default settings); without
+    scikit-image the committed file is copied (and reported as not regenerated)."""
+    path = os.path.join(root, FIXTURES, "image.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        import skimage.data
+    except ImportError:
+        shutil.copyfile(os.path.join(ROOT, FIXTURES, "image.png"), path)
+        print("  image.png: scikit-image not installed, copied the committed file")
+        return False
+    Image.fromarray(skimage.data.astronaut()).save(path)
+    return True
+
+
+def generate(root, cvnets, allow):
+    """Writes every fixture under root; returns the relative paths written, in order."""
+    torch.set_num_threads(1)
+    versions = check_versions(allow)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        regenerated_image = make_image(root)
+        image_path = os.path.join(root, FIXTURES, "image.png")
+        image = Image.open(image_path).convert("RGB")
+        written = [f"{FIXTURES}/image.png"]
+        case_of = {f"{FIXTURES}/image.png": "image (skimage.data.astronaut())"}
+        cases = [("timm", lambda: case_timm(image)), ("hf_cls", lambda: case_hf_cls(image)),
+                 ("hf_seg", lambda: case_hf_seg(image))]
+        cvnets_path, cvnets_digest = cvnets_source(cvnets, tmp, allow)
+        cases += [("cvnets_cls", lambda: case_cvnets_cls(image_path)),
+                  ("cvnets_ssd", lambda: case_cvnets_ssd(image_path)),
+                  ("cvnets_seg", lambda: case_cvnets_seg(image_path))]
+        for name, make in cases:
+            t = time.time()
+            files = make()
+            for rel, value in files.items():
+                write_file(root, rel, value)
+                written.append(rel)
+                case_of[rel] = name
+            print(f"  {name}: {len(files)} files ({time.time() - t:.1f} s)")
+    print(f"generated {len(written)} files in {time.time() - t0:.1f} s")
+    return written, {"versions": versions, "cvnets_tree_sha256": cvnets_digest,
+                     "image_regenerated": regenerated_image, "case_of": case_of}
+
+
+def describe(path):
+    """Manifest entry of one file: sha256, bytes, and shape/dtype (arrays) or tensor count (weights)."""
+    entry = {"sha256": sha256(path), "bytes": os.path.getsize(path)}
+    if path.endswith(".npy"):
+        a = np.load(path)
+        entry.update(kind="array", shape=list(a.shape), dtype=str(a.dtype))
+    elif path.endswith(".png"):
+        im = Image.open(path)
+        entry.update(kind="image", width=im.width, height=im.height, mode=im.mode)
+    else:
+        sd = load_weights(path)
+        entry.update(kind="weights", format=os.path.splitext(path)[1][1:], n_tensors=len(sd),
+                     dtypes=sorted({str(t.dtype) for t in sd.values()}))
+    return entry
+
+
+def load_weights(path):
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def manifest(root, files, info, results=None):
+    m = {"generator": "scripts/make_reference.py fixtures (see its docstring and tests/fixtures/README.md)",
+         "pinned_versions": dict(PINNED, **PINNED_OPTIONAL),
+         "versions_used": info["versions"],
+         "ml_cvnets": {"repository": "https://github.com/apple/ml-cvnets", "commit": CVNETS_COMMIT,
+                       "tree_sha256": CVNETS_TREE_SHA256, "tree_sha256_used": info["cvnets_tree_sha256"]},
+         "threads": 1,
+         "cases": CASES,
+         "seeds": {"base": SEED_BASE, "timm": SEED_BASE + 1, "hf_cls": SEED_BASE + 2, "hf_seg": SEED_BASE + 3,
+                   "cvnets_cls": SEED_BASE + 4, "cvnets_ssd": SEED_BASE + 5, "cvnets_seg": SEED_BASE + 6},
+         "tolerances": {"exact": "inputs (*_input.npy), masks, labels, SSD anchors, image.png, weights",
+                        "float_outputs": FLOAT_TOL,
+                        "boxes_in_pixels": {k: FLOAT_TOL * v for k, v in PIXEL_SCALE.items()},
+                        "known": {k: {"tolerance": t, "why": why} for k, (t, why) in KNOWN.items()}},
+         "files": {}}
+    for rel in files:
+        m["files"][rel] = dict(describe(os.path.join(root, rel)), case=info["case_of"][rel])
+        if results is not None:
+            m["files"][rel]["regenerated"] = results[rel]
+    return m
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def compare_array(new, old, rel):
+    a, b = np.load(new), np.load(old)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False, f"shape/dtype {a.shape} {a.dtype} != committed {b.shape} {b.dtype}", None
+    if open(new, "rb").read() == open(old, "rb").read():
+        return True, "identical", 0.0
+    diff = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+    if a.dtype.kind != "f" or rel.endswith(EXACT_FLOAT):
+        tol = KNOWN.get(rel, (0.0,))[0]
+    else:
+        tol = KNOWN.get(rel, (FLOAT_TOL * PIXEL_SCALE.get(rel, 1),))[0]
+    return diff <= tol, f"max|diff| {diff:.3g} (tolerance {tol:g})", diff
+
+
+def compare_weights(new, old, rel):
+    a, b = load_weights(new), load_weights(old)
+    same_bytes = open(new, "rb").read() == open(old, "rb").read()
+    ordered = not rel.endswith(".safetensors")  # safetensors files keep no order
+    if set(a) != set(b):
+        return False, f"tensor names differ: {sorted(set(a) ^ set(b))[:5]}", None
+    if ordered and list(a) != list(b):
+        return False, "the same tensor names in another order", None
+    tol = KNOWN.get(rel, (0.0,))[0]
+    allowed = KNOWN_TENSORS.get(rel, None)
+    worst, where, n_diff, ok = 0.0, "", 0, True
+    for k in b:
+        if a[k].shape != b[k].shape or a[k].dtype != b[k].dtype:
+            return False, f"{k}: {tuple(a[k].shape)} {a[k].dtype} != committed {tuple(b[k].shape)} {b[k].dtype}", None
+        if torch.equal(a[k], b[k]):
+            continue
+        n_diff += 1
+        d = float((a[k].double() - b[k].double()).abs().max())
+        if d > worst:
+            worst, where = d, k
+        if not (allowed and k.startswith(allowed[0]) and k.endswith(allowed[1]) and d <= tol):
+            ok = False
+    if same_bytes:
+        return True, f"identical ({len(b)} tensors)", 0.0
+    if n_diff == 0:
+        return True, f"{len(b)} tensors equal (names, order, shapes, dtypes, values); file bytes differ", 0.0
+    return ok, (f"{len(b)} tensors, {n_diff} differ, max|diff| {worst:.3g} in {where} "
+                f"(tolerance {tol:g}{' for ' + '*'.join(allowed) if allowed else ''})"), worst
+
+
+def check_fixtures(cvnets, allow, write_manifest):
+    """Regenerates everything into a temporary folder and compares it with the committed files."""
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        written, info = generate(tmp, cvnets, allow)
+        committed = sorted([f"{FIXTURES}/{f}" for f in os.listdir(os.path.join(ROOT, FIXTURES))
+                            if f.endswith(".npy")] + [f"{FIXTURES}/image.png"]
+                           + [f"{WEIGHTS}/{f}" for f in os.listdir(os.path.join(ROOT, WEIGHTS))])
+        failed, results, lines = [], {}, []
+        for rel in sorted(set(committed) | set(written)):
+            new, old = os.path.join(tmp, rel), os.path.join(ROOT, rel)
+            if rel not in written:
+                ok, text, diff = False, "committed but not generated", None
+            elif rel not in committed:
+                ok, text, diff = False, "generated but not committed", None
+            elif rel.endswith(".npy"):
+                ok, text, diff = compare_array(new, old, rel)
+            elif rel.endswith(".png"):
+                same = open(new, "rb").read() == open(old, "rb").read()
+                ok = same
+                text = ("identical" if info["image_regenerated"] else "copied (scikit-image not installed)") \
+                    if same else "differs"
+                diff = 0.0 if same else None
+            else:
+                ok, text, diff = compare_weights(new, old, rel)
+            if rel in KNOWN and ok and text != "identical":
+                text += " [known, see KNOWN]"
+            results[rel] = text if diff is None or text.startswith("identical") else {"result": text, "max_abs_diff": diff}
+            lines.append(f"  {'ok  ' if ok else 'FAIL'} {rel}: {text}")
+            if not ok:
+                failed.append(rel)
+        print("\n".join(lines))
+        man_path = os.path.join(ROOT, MANIFEST)
+        if os.path.exists(man_path) and not write_manifest:
+            pinned = json.load(open(man_path))["files"]
+            stale = [rel for rel in committed if rel not in pinned or pinned[rel]["sha256"] != sha256(os.path.join(ROOT, rel))]
+            print(f"  {'ok  ' if not stale else 'FAIL'} {MANIFEST}: "
+                  + ("every committed file has its sha256" if not stale else f"stale for {stale}"))
+            failed += stale
+        if write_manifest:
+            write_json(man_path, manifest(ROOT, [r for r in written if r in committed], info, results))
+            print(f"wrote {MANIFEST}")
+        identical = sum(1 for r in results.values() if isinstance(r, str) and r.startswith("identical"))
+        print(f"{'FAIL' if failed else 'PASS'}: {len(results)} files, {identical} identical, "
+              f"{len(results) - identical - len(failed)} within tolerance, {len(failed)} failed "
+              f"({time.time() - t0:.0f} s)")
+        return 1 if failed else 0
+
+
+def fixtures_main(argv):
+    ap = argparse.ArgumentParser(prog="make_reference.py fixtures",
+                                 description="Regenerate (--out) or check (--check) the committed fixtures.")
+    ap.add_argument("--out", help="write the fixture set under this folder (tests/fixtures/..., weights/reference/...)")
+    ap.add_argument("--check", action="store_true", help="regenerate into a temporary folder and compare")
+    ap.add_argument("--write-manifest", action="store_true", help=f"with --check: rewrite {MANIFEST}")
+    ap.add_argument("--cvnets", help="ml-cvnets source tree or git repository (default: $CVNETS_SRC)")
+    ap.add_argument("--allow-version-mismatch", action="store_true",
+                    help="run with other library versions or another ml-cvnets tree (warns)")
+    a = ap.parse_args(argv)
+    if a.check == bool(a.out):
+        ap.error("give exactly one of --out DIR and --check")
+    if a.check:
+        sys.exit(check_fixtures(a.cvnets, a.allow_version_mismatch, a.write_manifest))
+    out = os.path.abspath(a.out)
+    written, info = generate(out, a.cvnets, a.allow_version_mismatch)
+    write_json(os.path.join(out, MANIFEST), manifest(out, written, info))
+    print(f"wrote {os.path.join(out, MANIFEST)}")
+
+
+def sweep_main(argv):
+    ap = argparse.ArgumentParser(prog="make_reference.py sweep")
     ap.add_argument("--image", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--sizes", default="xxs,xs,s")
     ap.add_argument("--check", action="store_true", help="run vpipe infer and compare")
     ap.add_argument("--vpipe", default="target/release/vpipe")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    check_versions(allow=True)  # warns on a mismatch
     os.makedirs(a.out, exist_ok=True)
     image = Image.open(a.image).convert("RGB")
     worst = 0.0
@@ -306,6 +976,31 @@ def main():
     if a.check:
         print(f"worst max |logit diff| = {worst:.3g}: {'PASS' if worst <= 1e-4 else 'FAIL'}")
         sys.exit(0 if worst <= 1e-4 else 1)
+
+
+def main():
+    cmd, argv = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else (None, [])
+    if cmd == "fixtures":
+        fixtures_main(argv)
+    elif cmd == "preprocess":
+        # python3 scripts/make_reference.py preprocess [--check]
+        check_versions(allow=True)  # warns on a mismatch
+        if "--check" in argv:
+            check_preprocess_references()
+        else:
+            preprocess_references(PREPROCESS_DIR)
+    elif cmd == "seg-os8":
+        # python3 scripts/make_reference.py seg-os8 WEIGHTS CONFIG_JSON PIXEL_VALUES.npy OUT.npy
+        if len(argv) != 4:
+            raise SystemExit("usage: make_reference.py seg-os8 WEIGHTS CONFIG_JSON PIXEL_VALUES.npy OUT.npy")
+        seg_output_stride_8(*argv)
+    elif cmd == "sweep":
+        sweep_main(argv)
+    elif cmd is not None and cmd.startswith("--") and cmd not in ("--help", "-h"):
+        sweep_main(sys.argv[1:])  # the old spelling: make_reference.py --image IMG --out DIR [--check]
+    else:
+        print(__doc__)
+        sys.exit(0 if cmd in ("--help", "-h") else 2)
 
 
 if __name__ == "__main__":
