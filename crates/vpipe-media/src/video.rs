@@ -12,6 +12,7 @@ use opencv::core::{CV_8UC1, CV_8UC3, CV_8UC4, Mat, Scalar, Size, Vec3b};
 use opencv::prelude::*;
 use opencv::videoio;
 
+use vpipe_core::output::PartialFile;
 use vpipe_core::pixel::{ChannelOrder, swap_red_blue};
 
 use crate::error::{MediaError, Result};
@@ -412,13 +413,13 @@ fn mat_to_frame(mat: &Mat) -> Result<Frame> {
 /// Writes frames (BGR or RGB) into a video file.
 pub struct VideoWriter {
     writer: videoio::VideoWriter,
-    partial: PathBuf,
+    /// The file being written; taken when it gets its final name.
+    partial: Option<PartialFile>,
     target: PathBuf,
     width: usize,
     height: usize,
     frames: u64,
     mat: Mat,
-    finished: bool,
 }
 
 impl std::fmt::Debug for VideoWriter {
@@ -448,18 +449,15 @@ impl VideoWriter {
         }
         let cc = videoio::VideoWriter::fourcc(code[0], code[1], code[2], code[3])
             .map_err(|e| cv_err(&name, "bad codec", e))?;
-        // Keep the extension: OpenCV picks the container from it.
-        let file_name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "video.mp4".into());
-        let partial = target.with_file_name(format!(".partial-{}-{file_name}", std::process::id()));
+        // The temporary file keeps the extension: OpenCV picks the container from it.
+        let partial = PartialFile::new(target)
+            .map_err(|e| MediaError::Video(format!("{name}: cannot create: {e}")))?;
+        let temp = partial.path().to_string_lossy().into_owned();
         quiet_opencv();
         let size = Size::new(width as i32, height as i32);
-        let writer = videoio::VideoWriter::new(&partial, cc, fps, size, true)
+        let writer = videoio::VideoWriter::new(&temp, cc, fps, size, true)
             .map_err(|e| cv_err(&name, "cannot create", e))?;
         if !writer.is_opened().unwrap_or(false) {
-            let _ = std::fs::remove_file(&partial);
             return Err(MediaError::Video(format!(
                 "{name}: OpenCV cannot write this video (codec '{fourcc}' unavailable or folder not writable)"
             )));
@@ -469,13 +467,12 @@ impl VideoWriter {
                 .map_err(|e| cv_err(&name, "cannot allocate a frame", e))?;
         Ok(Self {
             writer,
-            partial,
+            partial: Some(partial),
             target: target.to_path_buf(),
             width,
             height,
             frames: 0,
             mat,
-            finished: false,
         })
     }
 
@@ -528,21 +525,23 @@ impl VideoWriter {
         self.writer
             .release()
             .map_err(|e| cv_err(&name, "cannot close", e))?;
-        std::fs::rename(&self.partial, &self.target).map_err(|e| {
+        let partial = self
+            .partial
+            .take()
+            .ok_or_else(|| MediaError::Video(format!("{name}: already finished")))?;
+        partial.finish().map_err(|e| {
             MediaError::Video(format!(
                 "{name}: cannot move the finished video into place: {e}"
             ))
-        })?;
-        self.finished = true;
-        Ok(self.target.clone())
+        })
     }
 }
 
 impl Drop for VideoWriter {
     fn drop(&mut self) {
-        if !self.finished {
+        // Unfinished: OpenCV closes the file, then the partial file is removed.
+        if self.partial.is_some() {
             let _ = self.writer.release();
-            let _ = std::fs::remove_file(&self.partial);
         }
     }
 }

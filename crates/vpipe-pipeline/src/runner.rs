@@ -20,6 +20,7 @@ use image::RgbImage;
 use serde::Serialize;
 use serde_json::json;
 use vpipe_annotate::{Annotator, Style};
+use vpipe_core::output::PartialFile;
 use vpipe_core::result::HeadOutput;
 use vpipe_media::{
     ChannelOrder, Frame, FramePool, VideoInput, VideoReader, VideoWriter, load_image,
@@ -873,7 +874,7 @@ struct Writer {
     out_dir: PathBuf,
     inputs_on_disk: BTreeSet<PathBuf>,
     masks: bool,
-    results: Option<(BufWriter<std::fs::File>, PathBuf)>,
+    results: Option<(BufWriter<std::fs::File>, PartialFile)>,
     video: Option<VideoWriter>,
     video_target: Option<PathBuf>,
     codec: String,
@@ -967,12 +968,18 @@ impl Writer {
         let out = &pipeline.file.spec.output;
         let results = if out.results {
             let target = options.out_dir.join("results.jsonl");
-            let partial = partial_path(&target);
-            let f = std::fs::File::create(&partial).map_err(|cause| PipelineError::Io {
-                path: partial.clone(),
-                cause,
+            let partial = PartialFile::new(&target).map_err(|e| PipelineError::Output {
+                output: target.clone(),
+                message: e.to_string(),
             })?;
-            Some((BufWriter::new(f), target))
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(partial.path())
+                .map_err(|cause| PipelineError::Io {
+                    path: partial.path().to_path_buf(),
+                    cause,
+                })?;
+            Some((BufWriter::new(f), partial))
         } else {
             None
         };
@@ -1147,7 +1154,7 @@ impl Writer {
                 "height": h,
             }));
         }
-        if let Some((out, target)) = self.results.as_mut() {
+        if let Some((out, partial)) = self.results.as_mut() {
             let line = ResultLine {
                 frame: item.index,
                 timestamp_ms: item.timestamp_ms,
@@ -1162,7 +1169,7 @@ impl Writer {
                 .map_err(std::io::Error::other)
                 .and_then(|_| out.write_all(b"\n"))
                 .map_err(|cause| PipelineError::Io {
-                    path: target.clone(),
+                    path: partial.target().to_path_buf(),
                     cause,
                 })?;
         }
@@ -1179,16 +1186,19 @@ impl Writer {
         if let Some(v) = self.video.take() {
             self.outputs.push(v.finish()?);
         }
-        if let Some((out, target)) = self.results.take() {
-            let partial = partial_path(&target);
+        if let Some((out, partial)) = self.results.take() {
+            let target = partial.target().to_path_buf();
             out.into_inner()
                 .map_err(|e| e.into_error())
                 .and_then(|f| f.sync_all())
-                .and_then(|_| std::fs::rename(&partial, &target))
                 .map_err(|cause| PipelineError::Io {
                     path: target.clone(),
                     cause,
                 })?;
+            let target = partial.finish().map_err(|e| PipelineError::Output {
+                output: target,
+                message: e.to_string(),
+            })?;
             self.outputs.push(target);
         }
         match self.coco.take() {
@@ -1276,11 +1286,8 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // A run that ended in an error leaves no partial results file behind, and a
-        // record of what it did write.
-        if let Some((_, target)) = self.results.take() {
-            let _ = std::fs::remove_file(partial_path(&target));
-        }
+        // A run that ended in an error leaves a record of what it did write (its
+        // partial results file goes with `self.results`).
         if !self.recorded {
             let _ = self.record_outputs();
         }
@@ -1376,14 +1383,6 @@ fn warn_about_outputs(pipeline: &Pipeline, input: &Input) {
             "every output is off (output.annotated, results, coco, masks): this run writes nothing"
         );
     }
-}
-
-fn partial_path(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    target.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
 /// COCO's category id for a contiguous class id (1 to 80); other ids are kept.

@@ -154,7 +154,9 @@ struct HashesFile {
     files: BTreeMap<String, Recorded>,
 }
 
-/// The file name a download in progress is kept under.
+/// The file name a download in progress is kept under: a fixed name beside the
+/// target rather than a [`vpipe_core::output::PartialFile`], because the next fetch
+/// resumes it (HTTP `Range`) from where the last one stopped.
 pub fn partial_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
