@@ -108,4 +108,37 @@ fn wrong_missing_and_unexpected_tensors_are_named() {
         e.contains("unexpected") && e.contains("stages.9.0.surprise.weight"),
         "{e}"
     );
+
+    // The same holds in a pipeline, located at the key naming the file; a
+    // checkpoint whose own head is left unattached is fine.
+    let pipeline = |backbone: &std::path::Path| {
+        let yaml = dir.join("p.yaml");
+        std::fs::write(
+            &yaml,
+            format!(
+                "backbones:\n  main:\n    weights: {}\n    output_stride: 16\nheads:\n  - name: s\n    type: deeplabv3\n    weights: {}\n    allow_backbone_mismatch: true\n",
+                backbone.display(),
+                weights("cvnets_deeplabv3_mobilevit_xxs.pt").display()
+            ),
+        )
+        .expect("write");
+        let file = vpipe::pipeline::PipelineFile::read(&yaml).expect("read");
+        vpipe::pipeline::Pipeline::compile(
+            file,
+            &vpipe::heads::HeadRegistry::with_builtins(),
+            &vpipe::core::device::default_device(),
+        )
+    };
+    match pipeline(&p) {
+        Err(vpipe::pipeline::PipelineError::Config(c)) => {
+            assert_eq!(c.path, "backbones.main.weights", "{c}");
+            assert!(
+                c.message.contains("unexpected")
+                    && c.message.contains("stages.9.0.surprise.weight"),
+                "{c}"
+            );
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    pipeline(&weights("timm_mobilevit_xxs.safetensors")).expect("an unattached classifier is fine");
 }

@@ -7,6 +7,18 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The output strides a MobileViT backbone is built for: 32 (as trained for
+/// classification and detection), 16 (layer 5 dilated instead of strided, as the
+/// DeepLabv3 checkpoints) or 8 (layers 4 and 5 dilated). The one list every check
+/// of an output stride uses.
+pub const OUTPUT_STRIDES: [usize; 3] = [32, 16, 8];
+
+/// [`OUTPUT_STRIDES`] in words: `32, 16 or 8`.
+pub fn output_strides_in_words() -> String {
+    let [a, b, c] = OUTPUT_STRIDES;
+    format!("{a}, {b} or {c}")
+}
+
 /// The three published MobileViT v1 sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MobileVitSize {
@@ -150,7 +162,7 @@ impl MobileVitConfig {
         }
     }
 
-    /// The same architecture at another output stride (32, 16 or 8).
+    /// The same architecture at another output stride (one of [`OUTPUT_STRIDES`]).
     pub fn with_output_stride(mut self, output_stride: usize) -> Self {
         self.output_stride = output_stride;
         self

@@ -18,7 +18,7 @@ pub mod layout;
 pub mod mobilevit;
 pub mod params;
 
-pub use config::{MobileVitConfig, MobileVitSize};
+pub use config::{MobileVitConfig, MobileVitSize, OUTPUT_STRIDES, output_strides_in_words};
 pub use error::{BackboneError, Result};
 pub use layout::{CheckpointLayout, SourceLayout};
 pub use mobilevit::{Features, MobileVit};

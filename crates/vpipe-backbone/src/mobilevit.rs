@@ -64,10 +64,11 @@ pub struct MobileVit {
 impl MobileVit {
     /// Builds the backbone from canonical parameters (`conv_1.*`, `layer_1.*` ... `layer_5.*`).
     pub fn load(params: &mut Params, config: &MobileVitConfig) -> Result<Self> {
-        if ![8, 16, 32].contains(&config.output_stride) {
+        if !crate::OUTPUT_STRIDES.contains(&config.output_stride) {
             return Err(BackboneError::Input(format!(
-                "output stride {} is not supported (32, 16 or 8)",
-                config.output_stride
+                "output stride {} is not supported ({})",
+                config.output_stride,
+                crate::output_strides_in_words()
             )));
         }
         let stem = ConvNorm::load(

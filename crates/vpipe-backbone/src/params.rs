@@ -208,6 +208,11 @@ impl Params {
         ))
     }
 
+    /// How many tensors no layer has taken yet.
+    pub fn untaken(&self) -> usize {
+        self.tensors.len() - self.taken.len()
+    }
+
     /// Reports tensors that no layer took.
     pub fn finish(self) -> Result<()> {
         let mut unused = self

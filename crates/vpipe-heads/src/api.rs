@@ -370,7 +370,7 @@ fn build_deeplab(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
     } else {
         UpsampleConvention::HalfPixel
     };
-    let stride = ctx.choice_option("stride", 16, &[8, 16, 32])?;
+    let stride = ctx.choice_option("stride", 16, &vpipe_backbone::OUTPUT_STRIDES)?;
     let in_ch = ctx.backbone.vit_stages[2].out_channels;
     Ok(Box::new(DeepLab {
         head: DeepLabHead::load(ctx.params, in_ch, ASPP_RATES, upsample)?,

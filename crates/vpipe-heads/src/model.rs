@@ -37,7 +37,7 @@ pub enum Model {
     },
     /// DeepLabv3 semantic segmentation.
     Segmenter {
-        /// The shared backbone (output stride 16 or 8).
+        /// The shared backbone (output stride 16 unless chosen otherwise).
         backbone: MobileVit,
         /// The segmentation head.
         head: Box<DeepLabHead>,
@@ -111,12 +111,8 @@ impl Model {
                 }
             }
             CheckpointTask::Segmentation => {
+                // The backbone checks the stride against the one list of them.
                 let os = options.output_stride.unwrap_or(16);
-                if os != 8 && os != 16 {
-                    return Err(BackboneError::Input(format!(
-                        "segmentation output stride {os} is not supported (16 or 8)"
-                    )));
-                }
                 let config = MobileVitConfig::new(layout.size).with_output_stride(os);
                 let backbone = MobileVit::load(params, &config)?;
                 let upsample = match layout.source {

@@ -284,6 +284,7 @@ impl Pipeline {
                 head,
             });
         }
+        check_every_tensor_used(&file, checkpoints)?;
         let mut weights_note = None;
         for path in branches
             .iter()
@@ -430,6 +431,51 @@ impl Pipeline {
         }
         s
     }
+}
+
+/// Every tensor of every checkpoint the pipeline read must have a use, as
+/// [`vpipe_heads::LoadedModel`] requires of a single checkpoint: a tensor that is
+/// neither taken by the pipeline's backbones and heads nor part of the checkpoint's
+/// own network (its backbone and its head, which a pipeline may leave unattached)
+/// is an error located at the `weights` key naming the file.
+fn check_every_tensor_used(
+    file: &PipelineFile,
+    checkpoints: HashMap<PathBuf, OpenCheckpoint>,
+) -> Result<()> {
+    for (key, mut opened) in checkpoints {
+        if opened.params.untaken() > 0 {
+            // Marks the rest of the checkpoint's own network as used.
+            vpipe_heads::Model::build(
+                &mut opened.params,
+                &opened.layout,
+                &vpipe_heads::LoadOptions::default(),
+            )
+            .map_err(|e| file.error(&weights_key(file, &key), e.to_string(), None))?;
+        }
+        opened.params.finish().map_err(|e| {
+            file.error(
+                &weights_key(file, &key),
+                e.to_string(),
+                Some("the file holds tensors no MobileViT network of its kind has; is it the right checkpoint?".into()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The first `weights` key of the pipeline that names the checkpoint kept under `key`.
+fn weights_key(file: &PipelineFile, key: &Path) -> String {
+    let spec = &file.spec;
+    spec.backbones
+        .iter()
+        .map(|(name, b)| (format!("backbones.{name}.weights"), &b.weights))
+        .chain(spec.heads.iter().enumerate().filter_map(|(i, h)| {
+            h.weights
+                .as_ref()
+                .map(|w| (format!("heads[{i}].weights"), w))
+        }))
+        .find(|(_, w)| checkpoint_key(&file.weights_path(w)) == key)
+        .map_or_else(|| "backbones".to_string(), |(k, _)| k)
 }
 
 /// A checkpoint read for a pipeline: what it is, its remaining tensors, and the

@@ -487,13 +487,13 @@ impl PipelineFile {
         for (name, b) in &s.backbones {
             let at = format!("backbones.{name}");
             if let Some(os) = b.output_stride
-                && ![8, 16, 32].contains(&os)
+                && !vpipe_backbone::OUTPUT_STRIDES.contains(&os)
             {
                 return Err(self
                     .error(
                         &format!("{at}.output_stride"),
                         format!("output stride {os} is not supported"),
-                        Some("use 32, 16 or 8".into()),
+                        Some(format!("use {}", vpipe_backbone::output_strides_in_words())),
                     )
                     .into());
             }

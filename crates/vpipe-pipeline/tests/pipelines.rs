@@ -252,7 +252,7 @@ fn validation_errors_name_the_place_and_suggest_a_fix() {
         dir,
         "backbones:\n  main:\n    weights: $W/cvnets_deeplabv3_mobilevit_xxs.pt\nheads:\n  - {name: s, type: deeplabv3, options: {stride: 12}}\n",
     ));
-    assert_eq!(e.message, "expected 8, 16 or 32", "{e}");
+    assert_eq!(e.message, "expected 32, 16 or 8", "{e}");
 
     // A head fine-tuned with another backbone than the one it is attached to.
     let e = config_error(compile_text(
