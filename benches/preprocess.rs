@@ -5,7 +5,7 @@
 //! `cargo bench --bench preprocess`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vpipe::media::{Frame, PreprocessPreset};
+use vpipe::media::{Frame, PreprocessPreset, PresetRecipe};
 
 fn presets(c: &mut Criterion) {
     let (width, height) = (768, 576);

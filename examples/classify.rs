@@ -4,7 +4,7 @@
 
 use vpipe::core::device::default_device;
 use vpipe::heads::{LoadedModel, Model};
-use vpipe::media::{PreprocessPreset, load_image};
+use vpipe::media::{PreprocessPreset, PresetRecipe, load_image};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

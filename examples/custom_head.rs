@@ -23,7 +23,7 @@ use vpipe::core::geometry::InputTransform;
 use vpipe::core::result::{HeadOutput, top_k};
 use vpipe::heads::model::{RawTensor, to_raw};
 use vpipe::heads::{Head, HeadContext, HeadRegistry, LoadedModel};
-use vpipe::media::{Frame, PreprocessPreset, load_image};
+use vpipe::media::{Frame, PreprocessPreset, PresetRecipe, load_image};
 
 /// Nearest-prototype classification over pooled layer-5 features.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use vpipe::backbone::layout::CheckpointTask;
 use vpipe::core::npy;
 use vpipe::core::result::HeadOutput;
 use vpipe::heads::{LoadedModel, Model};
-use vpipe::media::{Preprocess, PreprocessPreset, load_image};
+use vpipe::media::{Preprocess, PreprocessPreset, PresetRecipe, load_image};
 
 /// FNV-1a (64-bit) of the little-endian bytes of a float array.
 fn fnv1a(values: &[f32]) -> u64 {

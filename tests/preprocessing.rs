@@ -15,7 +15,7 @@
 mod common;
 
 use common::*;
-use vpipe::media::{Preprocess, PreprocessPreset, load_image};
+use vpipe::media::{Preprocess, PreprocessPreset, PresetRecipe, load_image};
 
 /// Largest absolute difference between `recipe`'s input for `image` and the
 /// reference planes, after checking the shapes.

@@ -9,7 +9,7 @@ use vpipe_core::device::{self, DeviceSpec};
 use vpipe_core::output;
 use vpipe_core::result::HeadOutput;
 use vpipe_heads::{LoadedModel, Model};
-use vpipe_media::{Frame, PreprocessPreset, load_image};
+use vpipe_media::{Frame, PreprocessPreset, PresetRecipe, load_image};
 
 use crate::infer::refuse_overwriting_input;
 

@@ -10,6 +10,7 @@
 //! - [`device`]: picks the burn device the networks run on.
 //! - [`geometry`]: where a network input lies in the original image.
 //! - [`pixel`]: the channel order of colour pixels.
+//! - [`preset`]: the names of the preprocessing presets.
 //! - [`alloc`]: a global allocator that starts large blocks on a cache line.
 //! - [`suggest`]: "did you mean" hints for mistyped names.
 
@@ -23,6 +24,7 @@ pub mod labels;
 pub mod npy;
 pub mod output;
 pub mod pixel;
+pub mod preset;
 pub mod result;
 pub mod simd;
 pub mod suggest;

@@ -14,6 +14,6 @@ pub mod video;
 
 pub use error::{MediaError, Result};
 pub use image_io::{Frame, load_image};
-pub use preprocess::{Preprocess, PreprocessPreset, UnknownPreset};
+pub use preprocess::{Preprocess, PreprocessPreset, PresetRecipe, UnknownPreset};
 pub use video::{FramePool, VideoInput, VideoReader, VideoWriter};
 pub use vpipe_core::pixel::ChannelOrder;

@@ -18,9 +18,7 @@
 //! ([`ResizeKernel::OpenCv`]). ml-cvnets v0.2 and later read with PIL (RGB) instead;
 //! vpipe has no preset for that, since no MobileViT v1 weights were trained with it.
 
-use std::fmt;
 use std::mem::MaybeUninit;
-use std::str::FromStr;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -29,6 +27,7 @@ use crate::image_io::Frame;
 use crate::resize::{Filter, ResizeKernel, resize_rgb8};
 pub use vpipe_core::geometry::InputTransform;
 pub use vpipe_core::pixel::ChannelOrder;
+pub use vpipe_core::preset::{PreprocessPreset, UnknownPreset};
 
 /// How the image is resized before cropping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,54 +85,14 @@ pub struct Preprocess {
     pub std: [f32; 3],
 }
 
-/// The named presets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PreprocessPreset {
-    /// timm's `mobilevit_*` evaluation transform (`timm.data.create_transform` with
-    /// the model's pretrained config: `Resize(284, bicubic)`, `CenterCrop(256)`,
-    /// `ToTensor`).
-    Timm,
-    /// ml-cvnets v0.1 ImageNet evaluation (`imagenet.py` `validation_transforms`):
-    /// BGR, shorter side to 288 with `cv2.resize` `INTER_LINEAR`, centre crop 256.
-    CvnetsCls,
-    /// Hugging Face `MobileViTImageProcessor` with the `apple/mobilevit-*` Hub config.
-    HfCls,
-    /// Hugging Face `MobileViTImageProcessor` with the `apple/deeplabv3-mobilevit-*`
-    /// Hub config.
-    HfSeg,
-    /// ml-cvnets v0.1 COCO SSD evaluation (`coco.py` `validation_transforms`): BGR,
-    /// `cv2.resize` to 320x320, `INTER_LINEAR`.
-    CvnetsSsd,
-    /// ml-cvnets v0.1 PASCAL VOC evaluation (`pascal_voc.py`
-    /// `validation_transforms`): BGR, `cv2.resize` to 512x512, `INTER_LINEAR`.
-    CvnetsSeg,
+/// The recipe of each named preset: `PreprocessPreset::CvnetsSsd.recipe()`.
+pub trait PresetRecipe {
+    /// The preset's resize, crop, channel order and scaling.
+    fn recipe(self) -> Preprocess;
 }
 
-impl PreprocessPreset {
-    /// All presets.
-    pub const ALL: [PreprocessPreset; 6] = [
-        PreprocessPreset::Timm,
-        PreprocessPreset::CvnetsCls,
-        PreprocessPreset::HfCls,
-        PreprocessPreset::HfSeg,
-        PreprocessPreset::CvnetsSsd,
-        PreprocessPreset::CvnetsSeg,
-    ];
-
-    /// The preset's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            PreprocessPreset::Timm => "timm",
-            PreprocessPreset::CvnetsCls => "cvnets-cls",
-            PreprocessPreset::HfCls => "hf-cls",
-            PreprocessPreset::HfSeg => "hf-seg",
-            PreprocessPreset::CvnetsSsd => "cvnets-ssd",
-            PreprocessPreset::CvnetsSeg => "cvnets-seg",
-        }
-    }
-
-    /// The recipe.
-    pub fn recipe(self) -> Preprocess {
+impl PresetRecipe for PreprocessPreset {
+    fn recipe(self) -> Preprocess {
         // ml-cvnets v0.1: cv2.imread (BGR), cv2.resize INTER_LINEAR, x / 255.
         let cvnets = Preprocess {
             resize: Resize::ShorterSide(288),
@@ -189,62 +148,6 @@ impl PreprocessPreset {
             },
             PreprocessPreset::CvnetsCls => cvnets,
         }
-    }
-}
-
-impl fmt::Display for PreprocessPreset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A preprocessing preset name that is none of [`PreprocessPreset::ALL`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownPreset {
-    /// The name as written.
-    pub written: String,
-    /// The known name closest to it, if it looks like a typo of one.
-    pub suggestion: Option<&'static str>,
-}
-
-impl UnknownPreset {
-    /// What is wrong, without the suggestion.
-    pub fn message(&self) -> String {
-        let names = PreprocessPreset::ALL.map(PreprocessPreset::name);
-        format!(
-            "unknown preprocessing preset '{}' (known: {})",
-            self.written,
-            names.join(", ")
-        )
-    }
-}
-
-impl fmt::Display for UnknownPreset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message())?;
-        match self.suggestion {
-            Some(s) => write!(f, " (hint: did you mean '{s}'?)"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl std::error::Error for UnknownPreset {}
-
-impl FromStr for PreprocessPreset {
-    type Err = UnknownPreset;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        PreprocessPreset::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| UnknownPreset {
-                written: s.to_string(),
-                suggestion: vpipe_core::suggest::closest(
-                    s,
-                    PreprocessPreset::ALL.map(PreprocessPreset::name),
-                ),
-            })
     }
 }
 

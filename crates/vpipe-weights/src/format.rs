@@ -31,7 +31,7 @@ use vpipe_backbone::layout::{CheckpointTask, SOURCE_METADATA_KEY, to_canonical};
 use vpipe_backbone::{CheckpointLayout, MobileVitSize, SourceLayout};
 use vpipe_core::TensorFile;
 use vpipe_core::labels::LabelSet;
-use vpipe_media::PreprocessPreset;
+use vpipe_core::preset::PreprocessPreset;
 
 use crate::download::sha256_file;
 use crate::error::{Result, WeightsError};
@@ -144,7 +144,7 @@ impl WeightsMetadata {
                 .ok_or_else(|| format!("unknown label set '{labels}'"))?,
             preprocess: get("vpipe.preprocess")?
                 .parse()
-                .map_err(|e: vpipe_media::UnknownPreset| e.to_string())?,
+                .map_err(|e: vpipe_core::preset::UnknownPreset| e.to_string())?,
             f16: get("vpipe.dtype")? == "f16",
             original_file: get("vpipe.original_file")?.to_string(),
             original_sha256: get("vpipe.original_sha256")?.to_string(),

@@ -33,7 +33,7 @@ use vpipe_backbone::CheckpointLayout;
 use vpipe_backbone::SourceLayout;
 use vpipe_backbone::layout::CheckpointTask;
 use vpipe_core::labels::LabelSet;
-use vpipe_media::PreprocessPreset;
+use vpipe_core::preset::PreprocessPreset;
 
 /// The preprocessing a checkpoint was trained with.
 pub fn default_preset(layout: &CheckpointLayout) -> PreprocessPreset {

@@ -13,7 +13,7 @@ use vpipe_backbone::layout::CheckpointTask;
 use vpipe_backbone::{CheckpointLayout, MobileVitSize, SourceLayout};
 use vpipe_core::checkpoint::FileFormat;
 use vpipe_core::labels::LabelSet;
-use vpipe_media::PreprocessPreset;
+use vpipe_core::preset::PreprocessPreset;
 
 use crate::error::{Result, WeightsError};
 
