@@ -22,7 +22,7 @@ use vpipe::core::HostTensor;
 use vpipe::core::geometry::InputTransform;
 use vpipe::core::result::{HeadOutput, top_k};
 use vpipe::heads::model::{RawTensor, to_raw};
-use vpipe::heads::{Head, HeadContext, HeadRegistry, LoadedModel};
+use vpipe::heads::{Head, HeadContext, HeadRegistry, LoadedModel, output, row};
 use vpipe::media::{Frame, PreprocessPreset, PresetRecipe, load_image};
 
 /// Nearest-prototype classification over pooled layer-5 features.
@@ -67,12 +67,8 @@ impl Head for PrototypeHead {
         index: usize,
         _g: &InputTransform,
     ) -> Result<HeadOutput> {
-        let sim = raw
-            .iter()
-            .find(|t| t.name == "similarity")
-            .ok_or_else(|| BackboneError::Input("no similarity output".into()))?;
         let k = self.classes.len();
-        let row = &sim.data[index * k..(index + 1) * k];
+        let row = row(output(raw, "similarity")?, index)?;
         // Cosine similarities as logits, sharpened by a temperature of 0.05.
         let logits: Vec<f32> = row.iter().map(|s| s / 0.05).collect();
         Ok(HeadOutput::Classification {

@@ -305,12 +305,29 @@ fn heads_built_through_the_registry_map_boxes_to_the_original_image() {
     assert!(r.names().is_empty());
     let mut again = HeadRegistry::with_builtins();
     assert!(again.register("ssd", |_| unreachable!()).is_err());
-    assert!(
-        r.register("mine", |_| Err(vpipe::backbone::BackboneError::Input(
-            "x".into()
+    // A factory is a closure and may carry state: here a count of the heads built.
+    let built = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&built);
+    r.register("counted", move |ctx| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(vpipe::backbone::BackboneError::Input(format!(
+            "no head on a {:?} backbone",
+            ctx.backbone.size
         )))
-        .is_ok()
+    })
+    .expect("register");
+    let mut none = Params::synthetic(0, &device);
+    let err = r
+        .build(
+            "counted",
+            &mut HeadContext::new(&mut none, &config, &options),
+        )
+        .expect_err("the factory's own error");
+    assert!(
+        err.to_string().contains("no head on a Xxs backbone"),
+        "{err}"
     );
+    assert_eq!(built.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[test]

@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use vpipe_backbone::{BackboneError, Features, MobileVitConfig, Params, Result, SourceLayout};
@@ -184,13 +185,22 @@ fn option_error(
     }
 }
 
-/// Builds a head.
-pub type HeadFactory = fn(&mut HeadContext<'_>) -> Result<Box<dyn Head>>;
+/// Builds a head. A closure, so a factory can carry state of its own (a model
+/// path, a lookup table, a counter shared with the caller).
+pub type HeadFactory = Arc<dyn Fn(&mut HeadContext<'_>) -> Result<Box<dyn Head>> + Send + Sync>;
 
 /// Head types by name.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HeadRegistry {
     factories: BTreeMap<String, HeadFactory>,
+}
+
+impl fmt::Debug for HeadRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeadRegistry")
+            .field("types", &self.names())
+            .finish()
+    }
 }
 
 impl Default for HeadRegistry {
@@ -211,20 +221,25 @@ impl HeadRegistry {
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         r.factories
-            .insert("classification".into(), build_classification);
-        r.factories.insert("ssd".into(), build_ssd);
-        r.factories.insert("deeplabv3".into(), build_deeplab);
+            .insert("classification".into(), Arc::new(build_classification));
+        r.factories.insert("ssd".into(), Arc::new(build_ssd));
+        r.factories
+            .insert("deeplabv3".into(), Arc::new(build_deeplab));
         r
     }
 
-    /// Registers a head type; fails if the name is taken.
-    pub fn register(&mut self, name: &str, factory: HeadFactory) -> Result<()> {
+    /// Registers a head type built by `factory`; fails if the name is taken.
+    pub fn register(
+        &mut self,
+        name: &str,
+        factory: impl Fn(&mut HeadContext<'_>) -> Result<Box<dyn Head>> + Send + Sync + 'static,
+    ) -> Result<()> {
         if self.factories.contains_key(name) {
             return Err(BackboneError::Input(format!(
                 "head type '{name}' is already registered"
             )));
         }
-        self.factories.insert(name.to_string(), factory);
+        self.factories.insert(name.to_string(), Arc::new(factory));
         Ok(())
     }
 
@@ -245,13 +260,16 @@ impl HeadRegistry {
     }
 }
 
-fn output<'a>(raw: &'a [RawTensor], name: &str) -> Result<&'a RawTensor> {
+/// The raw output named `name` among a head's outputs (what its
+/// [`Head::forward`] returned), for its [`Head::postprocess`].
+pub fn output<'a>(raw: &'a [RawTensor], name: &str) -> Result<&'a RawTensor> {
     raw.iter()
         .find(|t| t.name == name)
         .ok_or_else(|| BackboneError::Input(format!("raw output '{name}' is missing")))
 }
 
-fn row(t: &RawTensor, index: usize) -> Result<&[f32]> {
+/// Image `index`'s part of a batched raw output (everything after the batch axis).
+pub fn row(t: &RawTensor, index: usize) -> Result<&[f32]> {
     let per: usize = t.shape.iter().skip(1).product();
     t.data.get(index * per..(index + 1) * per).ok_or_else(|| {
         BackboneError::Input(format!("batch index {index} out of range for '{}'", t.name))

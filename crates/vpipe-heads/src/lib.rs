@@ -13,7 +13,7 @@ pub mod detection;
 pub mod model;
 pub mod segmentation;
 
-pub use api::{Head, HeadContext, HeadFactory, HeadRegistry};
+pub use api::{Head, HeadContext, HeadFactory, HeadRegistry, output, row};
 pub use classification::ClassificationHead;
 pub use detection::{SsdHead, SsdSettings};
 pub use model::{LoadOptions, LoadedModel, Model, ModelOutput, RawTensor};
