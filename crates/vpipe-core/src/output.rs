@@ -34,9 +34,14 @@ impl PartialFile {
             .extension()
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}.partial-"))
-            .suffix(&suffix)
+        let prefix = format!(".{name}.partial-");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(&suffix);
+        // The permissions of any new file (0o666 less the umask), not tempfile's
+        // owner-only 0o600: the output is an ordinary file once it is complete.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let temp = builder
             .tempfile_in(dir)
             .map_err(|e| CoreError::io(target, e))?
             .into_temp_path();
@@ -114,5 +119,14 @@ mod tests {
         write_atomic(&target, b"again").unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"again");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // The same permissions as a file written plainly.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let plain = dir.path().join("plain");
+            std::fs::write(&plain, b"x").unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&target), mode(&plain));
+        }
     }
 }
