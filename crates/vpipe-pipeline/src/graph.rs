@@ -262,17 +262,15 @@ impl Pipeline {
                                 "head '{}' ({}) reads layer {level} at output stride {stride}, but backbone '{}' gives stride {have} there",
                                 h.name, h.kind, branch.name
                             ),
-                            Some(if h.kind == "deeplabv3" {
-                                format!(
-                                    "set `output_stride` of backbone '{}' so that layer {level} has stride {stride}, or set the head's `stride` option to {have}, or use another backbone",
-                                    branch.name
-                                )
-                            } else {
-                                format!(
-                                    "set `output_stride` of backbone '{}' so that layer {level} has stride {stride}, or use another backbone",
-                                    branch.name
-                                )
-                            }),
+                            Some(format!(
+                                "set `output_stride` of backbone '{}' so that layer {level} has stride {stride}, {}or use another backbone",
+                                branch.name,
+                                if h.kind == "deeplabv3" {
+                                    format!("or set the head's `stride` option to {have}, ")
+                                } else {
+                                    String::new()
+                                }
+                            )),
                         )
                         .into());
                 }

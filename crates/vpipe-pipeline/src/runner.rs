@@ -142,20 +142,7 @@ impl FolderListing {
 
     /// Warns about what a run of folder `dir` leaves out.
     fn report(&self, dir: &Path) {
-        let some = |paths: &[PathBuf]| {
-            let mut names: Vec<String> = paths
-                .iter()
-                .filter_map(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            let more = names.len().saturating_sub(3);
-            names.truncate(3);
-            if more > 0 {
-                names.push(format!("+{more} more"));
-            }
-            names.join(", ")
-        };
+        let some = |paths: &[PathBuf]| some_names(paths.iter().map(|p| p.as_path()));
         let dir = dir.display();
         if !self.videos.is_empty() {
             tracing::warn!(
@@ -179,6 +166,21 @@ impl FolderListing {
             );
         }
     }
+}
+
+/// The file names of `paths`, sorted: the first three, then `+N more`.
+fn some_names<'a>(paths: impl Iterator<Item = &'a Path>) -> String {
+    let mut names: Vec<String> = paths
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let more = names.len().saturating_sub(3);
+    names.truncate(3);
+    if more > 0 {
+        names.push(format!("+{more} more"));
+    }
+    names.join(", ")
 }
 
 /// The patterns a shell would make of `pattern`'s brace alternatives:
@@ -1181,6 +1183,29 @@ impl Writer {
         Ok(())
     }
 
+    /// Lists the files written so far in the output folder's record, so that the
+    /// next run into the folder can tell them from files vpipe did not write (no
+    /// record when nothing was written).
+    fn record_outputs(&mut self) -> Result<()> {
+        self.recorded = true;
+        if self.outputs.is_empty() {
+            return Ok(());
+        }
+        let mut files: Vec<String> = self
+            .outputs
+            .iter()
+            .filter_map(|p| p.strip_prefix(&self.out_dir).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        files.sort();
+        files.dedup();
+        let target = self.out_dir.join(OUTPUTS_RECORD);
+        write_output(
+            &target,
+            &serde_json::to_vec_pretty(&json!({ "outputs": files })).unwrap_or_default(),
+        )
+    }
+
     /// Closes the video and results, moving them to their final names.
     fn finish(mut self) -> Result<RunSummary> {
         if let Some(v) = self.video.take() {
@@ -1246,8 +1271,7 @@ impl Writer {
             Some(_) if self.coco_asked => tracing::warn!(
                 "output.coco is on, but no head gave detections: no detections_coco.json written"
             ),
-            Some(_) => {}
-            None => {}
+            _ => {}
         }
         self.record_outputs()?;
         Ok(RunSummary {
@@ -1256,31 +1280,6 @@ impl Writer {
             outputs: std::mem::take(&mut self.outputs),
             ..RunSummary::default()
         })
-    }
-}
-
-impl Writer {
-    /// Lists the files written so far in the output folder's record, so that the
-    /// next run into the folder can tell them from files vpipe did not write (no
-    /// record when nothing was written).
-    fn record_outputs(&mut self) -> Result<()> {
-        self.recorded = true;
-        if self.outputs.is_empty() {
-            return Ok(());
-        }
-        let mut files: Vec<String> = self
-            .outputs
-            .iter()
-            .filter_map(|p| p.strip_prefix(&self.out_dir).ok())
-            .map(|p| p.display().to_string())
-            .collect();
-        files.sort();
-        files.dedup();
-        let target = self.out_dir.join(OUTPUTS_RECORD);
-        write_output(
-            &target,
-            &serde_json::to_vec_pretty(&json!({ "outputs": files })).unwrap_or_default(),
-        )
     }
 }
 
@@ -1333,22 +1332,14 @@ fn clear_earlier_outputs(dir: &Path, overwrite: bool) -> Result<()> {
                 && std::fs::read_dir(p)
                     .is_ok_and(|mut d| d.all(|e| e.is_ok_and(|e| recorded.contains(&e.path())))))
     };
-    let foreign: Vec<String> = entries
-        .iter()
-        .filter(|p| !ours(p))
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
+    let (ours_now, foreign): (Vec<&PathBuf>, Vec<&PathBuf>) = entries.iter().partition(|p| ours(p));
     if !foreign.is_empty() && !overwrite {
-        let mut named = foreign.clone();
-        named.sort();
-        named.truncate(3);
         return Err(PipelineError::Output {
             output: dir.to_path_buf(),
             message: format!(
-                "the output folder holds {} file(s) vpipe did not write ({}{}); choose a new or empty folder with --out, or add --overwrite to write beside them",
+                "the output folder holds {} file(s) vpipe did not write ({}); choose a new or empty folder with --out, or add --overwrite to write beside them",
                 foreign.len(),
-                named.join(", "),
-                if foreign.len() > 3 { ", ..." } else { "" }
+                some_names(foreign.iter().map(|p| p.as_path())),
             ),
         });
     }
@@ -1359,7 +1350,7 @@ fn clear_earlier_outputs(dir: &Path, overwrite: bool) -> Result<()> {
         }
     }
     // Folders that held only outputs (masks/) go too; others stay.
-    for p in entries.iter().filter(|p| p.is_dir()) {
+    for p in ours_now.into_iter().filter(|p| p.is_dir()) {
         let _ = std::fs::remove_dir(p);
     }
     match std::fs::remove_file(&record) {
