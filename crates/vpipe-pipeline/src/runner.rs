@@ -1325,12 +1325,18 @@ fn clear_earlier_outputs(dir: &Path, overwrite: bool) -> Result<()> {
             })
         })
         .unwrap_or_default();
+    // A folder is vpipe's when it holds recorded outputs and nothing else (masks/).
     let ours = |p: &Path| {
         *p == record
             || recorded.contains(p)
             || (p.is_dir()
-                && std::fs::read_dir(p)
-                    .is_ok_and(|mut d| d.all(|e| e.is_ok_and(|e| recorded.contains(&e.path())))))
+                && std::fs::read_dir(p).is_ok_and(|d| {
+                    let files: Vec<_> = d.collect();
+                    !files.is_empty()
+                        && files
+                            .iter()
+                            .all(|e| e.as_ref().is_ok_and(|e| recorded.contains(&e.path())))
+                }))
     };
     let (ours_now, foreign): (Vec<&PathBuf>, Vec<&PathBuf>) = entries.iter().partition(|p| ours(p));
     if !foreign.is_empty() && !overwrite {

@@ -528,8 +528,13 @@ fn output_folders_hold_only_the_latest_run_and_never_lose_other_files() {
         overwrite: true,
         ..options(&out)
     };
+    std::fs::create_dir(out.join("empty")).unwrap();
     run(&p, &only, &overwrite).unwrap();
     assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
+    assert!(
+        out.join("empty").is_dir(),
+        "a folder of the user's was removed"
+    );
     assert!(out.join("a.jpg").is_file());
 }
 
