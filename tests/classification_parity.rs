@@ -149,3 +149,8 @@ fn cvnets_safetensors_copy_loads_like_the_pt() {
     let lb = b.model.forward_raw(x).expect("fwd");
     assert_eq!(la, lb);
 }
+
+#[test]
+fn parity_holds_through_burns_generic_ops() {
+    rerun_through_generic_kernels("parity_holds_through_burns_generic_ops");
+}

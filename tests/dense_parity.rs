@@ -492,3 +492,8 @@ fn deeplabv3_at_output_stride_8_matches_huggingface() {
         "{err}"
     );
 }
+
+#[test]
+fn parity_holds_through_burns_generic_ops() {
+    rerun_through_generic_kernels("parity_holds_through_burns_generic_ops");
+}

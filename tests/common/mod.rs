@@ -5,20 +5,58 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use vpipe::backbone::kernels::{Kernels, set_cpu_kernels};
 use vpipe::core::device::DeviceSpec;
 use vpipe::core::{HostTensor, npy};
 use vpipe::media::resize::{Filter, ResizeKernel};
 use vpipe::media::{ChannelOrder, Preprocess, PreprocessPreset, PresetRecipe};
 
 /// The device the parity tests run on: `VPIPE_TEST_DEVICE` (`cpu`, `vulkan`,
-/// `cuda:0`, ...; the backend's cargo feature must be on), else the CPU. On a
-/// device other than the CPU the layers take burn's tensor ops instead of the
-/// fused CPU kernels, so the same tests check that path against the references.
+/// `cuda:0`, ...; the backend's cargo feature must be on), else the CPU. On the CPU,
+/// `VPIPE_TEST_KERNELS=generic` makes the layers take burn's generic ops instead of
+/// the fused CPU kernels (see [`rerun_through_generic_kernels`]); on any other
+/// device they always do, so the same tests check that path against the references.
 pub fn test_device() -> Device {
+    if let Ok(kernels) = std::env::var("VPIPE_TEST_KERNELS") {
+        let kernels: Kernels = kernels
+            .parse()
+            .unwrap_or_else(|e| panic!("VPIPE_TEST_KERNELS: {e}"));
+        set_cpu_kernels(kernels);
+    }
     let name = std::env::var("VPIPE_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
     name.parse::<DeviceSpec>()
         .and_then(DeviceSpec::device)
         .unwrap_or_else(|e| panic!("VPIPE_TEST_DEVICE: {e}"))
+}
+
+/// Runs this test binary's other tests again in a child process whose models take
+/// burn's generic ops on the CPU (`VPIPE_TEST_KERNELS=generic`): the path every GPU
+/// backend takes, checked against the same references without a GPU. `this_test`
+/// is the calling test's name, skipped in the child. Does nothing inside that child.
+pub fn rerun_through_generic_kernels(this_test: &str) {
+    if std::env::var_os("VPIPE_TEST_KERNELS").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = std::process::Command::new(exe)
+        .args(["--skip", this_test, "--test-threads", "1", "--nocapture"])
+        .env("VPIPE_TEST_KERNELS", "generic")
+        .output()
+        .expect("rerun the test binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "the tests fail through burn's generic ops"
+    );
+    assert!(
+        text.contains("test result: ok") && !text.contains(" 0 passed"),
+        "no test ran through burn's generic ops"
+    );
 }
 
 /// The repository root.

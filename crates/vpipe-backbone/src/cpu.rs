@@ -880,6 +880,57 @@ vpipe_core::simd_fn! {
     }
 }
 
+/// A grouped convolution of `x` `[n, c_in, h, w]` with `w` `[c_out, c_in / groups, k, k]`:
+/// each group through [`conv2d`] on its slice of the channels, followed by `ep`
+/// (bias per output channel, no residual).
+pub fn grouped_conv2d(
+    x: &HostArray<4>,
+    weight: &[f32],
+    c_out: usize,
+    groups: usize,
+    g: ConvGeometry,
+    ep: &Epilogue,
+) -> HostArray<4> {
+    let [n, c_in, h, w] = x.dims;
+    let (cig, cog) = (c_in / groups, c_out / groups);
+    assert!(ep.residual.is_none(), "grouped conv: no residual");
+    let plane = h * w;
+    let w_len = cog * cig * g.kernel * g.kernel;
+    let parts: Vec<HostArray<4>> = (0..groups)
+        .map(|gi| {
+            let mut data = Vec::with_capacity(n * cig * plane);
+            for b in 0..n {
+                let start = (b * c_in + gi * cig) * plane;
+                data.extend_from_slice(&x.data[start..start + cig * plane]);
+            }
+            let xg = HostArray {
+                data,
+                dims: [n, cig, h, w],
+            };
+            let ep = Epilogue {
+                bias: match ep.bias {
+                    Bias::Rows(b) => Bias::Rows(&b[gi * cog..(gi + 1) * cog]),
+                    other => other,
+                },
+                ..*ep
+            };
+            conv2d(&xg, &weight[gi * w_len..(gi + 1) * w_len], cog, g, &ep)
+        })
+        .collect();
+    let [_, _, oh, ow] = parts[0].dims;
+    let out_plane = cog * oh * ow;
+    let mut data = Vec::with_capacity(n * c_out * oh * ow);
+    for b in 0..n {
+        for part in &parts {
+            data.extend_from_slice(&part.data[b * out_plane..(b + 1) * out_plane]);
+        }
+    }
+    HostArray {
+        data,
+        dims: [n, c_out, oh, ow],
+    }
+}
+
 /// Unfolds `x` `[n, d, nh * p, nw * p]` into patch sequences `[n * p * p, nh * nw, d]`
 /// (ml-cvnets' order: one sequence per pixel position inside the patches).
 pub fn unfold_patches(x: &HostArray<4>, p: usize) -> HostArray<3> {
@@ -1060,6 +1111,29 @@ mod tests {
             let got = depthwise_conv2d(&x, &wd, g, &Epilogue::rows(&zero, Activation::Identity));
             assert_eq!(got.dims, want.dims);
             close(&got.data, &want.data, 1e-5);
+
+            // 10 -> 15 channels in 5 groups of 2 -> 3.
+            let x10 = HostArray {
+                data: pseudo_random(2 * 10 * 13 * 11, 400 + case as u32),
+                dims: [2, 10, 13, 11],
+            };
+            let wg = pseudo_random(15 * 2 * kernel * kernel, 500 + case as u32);
+            let bg = pseudo_random(15, 600 + case as u32);
+            let want = conv_reference(&x10, &wg, 15, 5, g);
+            let got = grouped_conv2d(
+                &x10,
+                &wg,
+                15,
+                5,
+                g,
+                &Epilogue::rows(&bg, Activation::Identity),
+            );
+            let plane = want.dims[2] * want.dims[3];
+            let want_b: Vec<f32> = (want.data.iter().enumerate())
+                .map(|(i, v)| v + bg[(i / plane) % 15])
+                .collect();
+            assert_eq!(got.dims, want.dims);
+            close(&got.data, &want_b, 1e-5);
         }
     }
 

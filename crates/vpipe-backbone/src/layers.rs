@@ -1,14 +1,20 @@
 //! Building blocks of MobileViT and its heads, loaded from canonical parameters.
 
-use burn::tensor::Tensor;
+//!
+//! Each layer's forward pass is written once, on [`Act`] values, through the
+//! operations of [`crate::kernels`]; the layer stores its weights once, in the form
+//! of the kernels it was loaded for ([`Params::kernels`]). The `forward` methods
+//! take and return burn tensors, for heads and callers outside the backbone.
+
 use burn::tensor::activation::relu;
+use burn::tensor::module::{conv2d, layer_norm, linear};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor};
 
 use crate::activation::silu;
-use burn::tensor::module::{attention, conv2d, interpolate, layer_norm, linear};
-use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, InterpolateMode, InterpolateOptions};
-
 use crate::cpu::{self, ConvGeometry, Epilogue, HostArray};
 use crate::error::Result;
+use crate::kernels::{self, Act, Kernels};
 use crate::params::Params;
 
 /// Activation after a convolution.
@@ -107,21 +113,32 @@ impl ConvSpec {
 /// A convolution with its batch norm folded in, followed by an activation.
 #[derive(Debug, Clone)]
 pub struct ConvNorm {
+    weights: ConvWeights,
+    act: Activation,
+    out_channels: usize,
+    device: Device,
+}
+
+/// A convolution's folded weights, in the form of its kernels.
+#[derive(Debug, Clone)]
+enum ConvWeights {
+    Fused {
+        /// `[out, in / groups, k, k]`, row-major.
+        weight: Vec<f32>,
+        /// One per output channel (zeros where the layer has none).
+        bias: Vec<f32>,
+        geometry: ConvGeometry,
+        groups: usize,
+    },
+    Generic(Box<GenericConv>),
+}
+
+/// A convolution's weights as burn tensors.
+#[derive(Debug, Clone)]
+struct GenericConv {
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
-    act: Activation,
-    cpu: Option<CpuConv>,
-}
-
-/// Host copy of a convolution's weights for the fused CPU kernels.
-#[derive(Debug, Clone)]
-struct CpuConv {
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    out_channels: usize,
-    geometry: ConvGeometry,
-    depthwise: bool,
 }
 
 impl ConvNorm {
@@ -135,97 +152,137 @@ impl ConvNorm {
         ];
         let folded = params.conv(prefix, shape, spec.bias, spec.norm)?;
         let pad = (spec.kernel - 1) / 2 * spec.dilation;
-        let depthwise = spec.groups == spec.in_channels && spec.groups == spec.out_channels;
-        let cpu =
-            (cpu::is_cpu(params.device()) && (spec.groups == 1 || depthwise)).then(|| CpuConv {
-                weight: folded.weight.data.clone(),
-                bias: folded
-                    .bias
-                    .clone()
-                    .unwrap_or_else(|| vec![0.0; spec.out_channels]),
-                out_channels: spec.out_channels,
+        let weights = match params.kernels() {
+            Kernels::Fused => ConvWeights::Fused {
+                weight: folded.weight.data,
+                bias: folded.bias.unwrap_or_else(|| vec![0.0; spec.out_channels]),
                 geometry: ConvGeometry {
                     kernel: spec.kernel,
                     stride: spec.stride,
                     dilation: spec.dilation,
                     padding: pad,
                 },
-                depthwise,
-            });
+                groups: spec.groups,
+            },
+            Kernels::Generic => ConvWeights::Generic(Box::new(GenericConv {
+                weight: params.upload(folded.weight),
+                bias: folded.bias.map(|b| params.upload_vec(b)),
+                options: ConvOptions::new(
+                    [spec.stride; 2],
+                    [pad; 2],
+                    [spec.dilation; 2],
+                    spec.groups,
+                ),
+            })),
+        };
         Ok(Self {
-            weight: params.upload(folded.weight),
-            bias: folded.bias.map(|b| params.upload_vec(b)),
-            options: ConvOptions::new([spec.stride; 2], [pad; 2], [spec.dilation; 2], spec.groups),
+            weights,
             act: spec.act,
-            cpu,
+            out_channels: spec.out_channels,
+            device: params.device().clone(),
         })
     }
 
     /// The device its weights live on.
-    pub fn device(&self) -> burn::tensor::Device {
-        self.weight.device()
+    pub fn device(&self) -> Device {
+        self.device.clone()
+    }
+
+    /// The kernels it was loaded for.
+    pub fn kernels(&self) -> Kernels {
+        match self.weights {
+            ConvWeights::Fused { .. } => Kernels::Fused,
+            ConvWeights::Generic(_) => Kernels::Generic,
+        }
     }
 
     /// Output channels.
     pub fn out_channels(&self) -> usize {
-        self.weight.dims()[0]
+        self.out_channels
     }
 
     /// Runs the convolution and activation.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if self.cpu.is_some() {
-            let device = x.device();
-            return self
-                .forward_cpu(&HostArray::from_tensor(x), None)
-                .into_tensor(&device);
-        }
-        let y = conv2d(
-            x,
-            self.weight.clone(),
-            self.bias.clone(),
-            self.options.clone(),
-        );
-        self.act.apply(y)
+        self.run(&Act::from_tensor(x, self.kernels()), None)
+            .into_tensor(&self.device)
     }
 
-    /// Whether the layer runs on the fused CPU kernels.
-    pub(crate) fn on_cpu(&self) -> bool {
-        self.cpu.is_some()
-    }
-
-    /// The convolution and activation on host memory, plus `residual` (laid out
-    /// like the output) when given. Only for layers loaded on the CPU device.
-    pub(crate) fn forward_cpu(&self, x: &HostArray<4>, residual: Option<&[f32]>) -> HostArray<4> {
-        let c = self
-            .cpu
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("forward_cpu on a layer loaded on another device"));
-        let mut ep = Epilogue::rows(&c.bias, self.act);
-        if let Some(r) = residual {
-            ep = ep.with_residual(r);
-        }
-        if c.depthwise {
-            cpu::depthwise_conv2d(x, &c.weight, c.geometry, &ep)
-        } else {
-            cpu::conv2d(x, &c.weight, c.out_channels, c.geometry, &ep)
+    /// `act(conv(x) + bias) + residual` (`residual` laid out like the output).
+    pub fn run(&self, x: &Act<4>, residual: Option<&Act<4>>) -> Act<4> {
+        match &self.weights {
+            ConvWeights::Fused {
+                weight,
+                bias,
+                geometry,
+                groups,
+            } => {
+                let x = x.host();
+                let residual = residual.map(Act::host);
+                let residual = residual.as_ref().map(|r| &r.data[..]);
+                let c_in = x.dims[1];
+                let y = if *groups == 1 {
+                    let mut ep = Epilogue::rows(bias, self.act);
+                    if let Some(r) = residual {
+                        ep = ep.with_residual(r);
+                    }
+                    cpu::conv2d(&x, weight, self.out_channels, *geometry, &ep)
+                } else {
+                    let mut y = if *groups == c_in && *groups == self.out_channels {
+                        cpu::depthwise_conv2d(
+                            &x,
+                            weight,
+                            *geometry,
+                            &Epilogue::rows(bias, self.act),
+                        )
+                    } else {
+                        cpu::grouped_conv2d(
+                            &x,
+                            weight,
+                            self.out_channels,
+                            *groups,
+                            *geometry,
+                            &Epilogue::rows(bias, self.act),
+                        )
+                    };
+                    if let Some(r) = residual {
+                        y.data.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+                    }
+                    y
+                };
+                Act::Host(y)
+            }
+            ConvWeights::Generic(g) => {
+                let y = conv2d(
+                    x.tensor(&self.device),
+                    g.weight.clone(),
+                    g.bias.clone(),
+                    g.options.clone(),
+                );
+                let y = self.act.apply(y);
+                Act::Tensor(match residual {
+                    Some(r) => y + r.tensor(&self.device),
+                    None => y,
+                })
+            }
         }
     }
 }
 
-/// A linear layer (`y = x W^T + b`), stored transposed for burn.
+/// A linear layer (`y = x Wᵀ + b`).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor<2>,
-    bias: Option<Tensor<1>>,
-    cpu: Option<CpuLinear>,
+    weights: LinearWeights,
+    d_out: usize,
+    device: Device,
 }
 
-/// Host copy of a linear layer's weights (`[out, in]`) for the fused CPU kernels.
+/// A linear layer's weights, in the form of its kernels.
 #[derive(Debug, Clone)]
-struct CpuLinear {
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    d_out: usize,
+enum LinearWeights {
+    /// `[out, in]` and `[out]`.
+    Fused { weight: Vec<f32>, bias: Vec<f32> },
+    /// `[in, out]` (transposed for burn's `linear`) and `[out]`.
+    Generic(Box<(Tensor<2>, Tensor<1>)>),
 }
 
 impl Linear {
@@ -233,57 +290,94 @@ impl Linear {
     pub fn load(params: &mut Params, prefix: &str, d_in: usize, d_out: usize) -> Result<Self> {
         let w = params.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
         let b = params.take(&format!("{prefix}.bias"), &[d_out])?;
-        let cpu = cpu::is_cpu(params.device()).then(|| CpuLinear {
-            weight: w.data.clone(),
-            bias: b.data.clone(),
-            d_out,
-        });
-        let weight: Tensor<2> = params.upload(w);
+        let weights = match params.kernels() {
+            Kernels::Fused => LinearWeights::Fused {
+                weight: w.data,
+                bias: b.data,
+            },
+            Kernels::Generic => LinearWeights::Generic(Box::new((
+                params.upload::<2>(w).transpose(),
+                params.upload_vec(b.data),
+            ))),
+        };
         Ok(Self {
-            weight: weight.transpose(),
-            bias: Some(params.upload_vec(b.data)),
-            cpu,
+            weights,
+            d_out,
+            device: params.device().clone(),
         })
+    }
+
+    fn kernels(&self) -> Kernels {
+        match self.weights {
+            LinearWeights::Fused { .. } => Kernels::Fused,
+            LinearWeights::Generic(_) => Kernels::Generic,
+        }
     }
 
     /// Applies the layer to the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if let Some(c) = &self.cpu {
-            let device = x.device();
-            let x = HostArray::from_tensor(x);
-            let mut dims = x.dims;
-            let rows = x.data.len() / dims[D - 1].max(1);
-            dims[D - 1] = c.d_out;
-            let data = self.forward_cpu(&x.data, rows, Activation::Identity, None);
-            return HostArray { data, dims }.into_tensor(&device);
-        }
-        linear(x, self.weight.clone(), self.bias.clone())
+        self.run(
+            &Act::from_tensor(x, self.kernels()),
+            Activation::Identity,
+            None,
+        )
+        .into_tensor(&self.device)
     }
 
-    /// `act(x · wᵀ + b) + residual` over `rows` rows of host memory. Only for layers
-    /// loaded on the CPU device.
-    fn forward_cpu(
+    /// `act(x · Wᵀ + b) + residual` over the last dimension.
+    pub fn run<const D: usize>(
         &self,
-        x: &[f32],
-        rows: usize,
+        x: &Act<D>,
         act: Activation,
-        residual: Option<&[f32]>,
-    ) -> Vec<f32> {
-        let c = self
-            .cpu
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("forward_cpu on a layer loaded on another device"));
-        cpu::linear(x, rows, &c.weight, c.d_out, &c.bias, act, residual)
+        residual: Option<&Act<D>>,
+    ) -> Act<D> {
+        match &self.weights {
+            LinearWeights::Fused { weight, bias } => {
+                let x = x.host();
+                let residual = residual.map(Act::host);
+                let mut dims = x.dims;
+                let rows = x.data.len() / dims[D - 1].max(1);
+                dims[D - 1] = self.d_out;
+                let data = cpu::linear(
+                    &x.data,
+                    rows,
+                    weight,
+                    self.d_out,
+                    bias,
+                    act,
+                    residual.as_ref().map(|r| &r.data[..]),
+                );
+                Act::Host(HostArray { data, dims })
+            }
+            LinearWeights::Generic(wb) => {
+                let (weight, bias) = &**wb;
+                let y = act.apply(linear(
+                    x.tensor(&self.device),
+                    weight.clone(),
+                    Some(bias.clone()),
+                ));
+                Act::Tensor(match residual {
+                    Some(r) => y + r.tensor(&self.device),
+                    None => y,
+                })
+            }
+        }
     }
 }
 
 /// Layer normalisation over the last dimension.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
+    weights: NormWeights,
     eps: f64,
-    cpu: Option<(Vec<f32>, Vec<f32>)>,
+    device: Device,
+}
+
+/// A layer norm's scale and shift, in the form of its kernels.
+#[derive(Debug, Clone)]
+enum NormWeights {
+    Fused { gamma: Vec<f32>, beta: Vec<f32> },
+    Generic(Box<(Tensor<1>, Tensor<1>)>),
 }
 
 impl LayerNorm {
@@ -291,33 +385,51 @@ impl LayerNorm {
     pub fn load(params: &mut Params, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
         let g = params.take(&format!("{prefix}.weight"), &[dim])?;
         let b = params.take(&format!("{prefix}.bias"), &[dim])?;
-        let cpu = cpu::is_cpu(params.device()).then(|| (g.data.clone(), b.data.clone()));
+        let weights = match params.kernels() {
+            Kernels::Fused => NormWeights::Fused {
+                gamma: g.data,
+                beta: b.data,
+            },
+            Kernels::Generic => NormWeights::Generic(Box::new((
+                params.upload_vec(g.data),
+                params.upload_vec(b.data),
+            ))),
+        };
         Ok(Self {
-            gamma: params.upload_vec(g.data),
-            beta: params.upload_vec(b.data),
+            weights,
             eps,
-            cpu,
+            device: params.device().clone(),
         })
+    }
+
+    fn kernels(&self) -> Kernels {
+        match self.weights {
+            NormWeights::Fused { .. } => Kernels::Fused,
+            NormWeights::Generic(_) => Kernels::Generic,
+        }
     }
 
     /// Normalises the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if self.cpu.is_some() {
-            let device = x.device();
-            let mut x = HostArray::from_tensor(x);
-            self.forward_cpu(&mut x.data);
-            return x.into_tensor(&device);
-        }
-        layer_norm(x, self.gamma.clone(), Some(self.beta.clone()), self.eps)
+        self.run(Act::from_tensor(x, self.kernels()))
+            .into_tensor(&self.device)
     }
 
-    /// Normalises rows of host memory in place. Only for layers loaded on the CPU device.
-    fn forward_cpu(&self, x: &mut [f32]) {
-        let (g, b) = self
-            .cpu
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("forward_cpu on a layer loaded on another device"));
-        cpu::layer_norm(x, g.len(), g, b, self.eps as f32);
+    /// Normalises the last dimension of `x`.
+    pub fn run<const D: usize>(&self, x: Act<D>) -> Act<D> {
+        match &self.weights {
+            NormWeights::Fused { gamma, beta } => {
+                let mut x = x.into_host();
+                cpu::layer_norm(&mut x.data, gamma.len(), gamma, beta, self.eps as f32);
+                Act::Host(x)
+            }
+            NormWeights::Generic(gb) => Act::Tensor(layer_norm(
+                x.into_tensor(&self.device),
+                gb.0.clone(),
+                Some(gb.1.clone()),
+                self.eps,
+            )),
+        }
     }
 }
 
@@ -373,29 +485,16 @@ impl InvertedResidual {
 
     /// Runs the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if self.reduce.on_cpu() {
-            let device = x.device();
-            return self
-                .forward_cpu(HostArray::from_tensor(x))
-                .into_tensor(&device);
-        }
-        let h = match &self.expand {
-            Some(e) => e.forward(x.clone()),
-            None => x.clone(),
-        };
-        let y = self.reduce.forward(self.depthwise.forward(h));
-        if self.residual { x + y } else { y }
+        self.run(Act::from_tensor(x, self.reduce.kernels()))
+            .into_tensor(&self.reduce.device)
     }
 
-    /// The block on host memory (CPU device only).
-    pub(crate) fn forward_cpu(&self, x: HostArray<4>) -> HostArray<4> {
-        let hidden = self.expand.as_ref().map(|e| e.forward_cpu(&x, None));
-        let dw = self
-            .depthwise
-            .forward_cpu(hidden.as_ref().unwrap_or(&x), None);
+    /// Runs the block on `x`.
+    pub fn run(&self, x: Act<4>) -> Act<4> {
+        let hidden = self.expand.as_ref().map(|e| e.run(&x, None));
+        let dw = self.depthwise.run(hidden.as_ref().unwrap_or(&x), None);
         drop(hidden);
-        let residual = self.residual.then_some(&x.data[..]);
-        self.reduce.forward_cpu(&dw, residual)
+        self.reduce.run(&dw, self.residual.then_some(&x))
     }
 }
 
@@ -445,51 +544,22 @@ impl TransformerLayer {
 
     /// Runs the layer on sequences `[batch, tokens, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, n, d] = x.dims();
-        let hd = d / self.heads;
-        let qkv = self
-            .qkv
-            .forward(self.norm_attn.forward(x.clone()))
-            .reshape([b, n, 3, self.heads, hd])
-            .permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, self.heads, n, hd]);
-        let ctx = attention(
-            part(0),
-            part(1),
-            part(2),
-            None,
-            None,
-            AttentionModuleOptions::default(),
-        )
-        .swap_dims(1, 2)
-        .reshape([b, n, d]);
-        let x = x + self.out_proj.forward(ctx);
-        let h = self.fc1.forward(self.norm_ffn.forward(x.clone()));
-        x + self.fc2.forward(silu(h))
+        self.run(Act::from_tensor(x, self.qkv.kernels()))
+            .into_tensor(&self.qkv.device)
     }
 
-    /// The layer on host sequences `[batch, tokens, dim]` (CPU device only).
-    fn forward_cpu(&self, x: HostArray<3>) -> HostArray<3> {
-        let [b, n, d] = x.dims;
-        let rows = b * n;
-        let mut h = x.data.clone();
-        self.norm_attn.forward_cpu(&mut h);
-        let qkv = self.qkv.forward_cpu(&h, rows, Activation::Identity, None);
-        let ctx = cpu::attention(&qkv, b, n, d, self.heads);
+    /// Runs the layer on sequences `x` `[batch, tokens, dim]`.
+    pub fn run(&self, x: Act<3>) -> Act<3> {
+        let qkv = self
+            .qkv
+            .run(&self.norm_attn.run(x.clone()), Activation::Identity, None);
+        let ctx = kernels::attention_heads(&qkv, self.heads);
         drop(qkv);
-        let x = self
-            .out_proj
-            .forward_cpu(&ctx, rows, Activation::Identity, Some(&x.data));
-        h.copy_from_slice(&x);
-        self.norm_ffn.forward_cpu(&mut h);
-        let f = self.fc1.forward_cpu(&h, rows, Activation::Silu, None);
-        let data = self
-            .fc2
-            .forward_cpu(&f, rows, Activation::Identity, Some(&x));
-        HostArray {
-            data,
-            dims: [b, n, d],
-        }
+        let x = self.out_proj.run(&ctx, Activation::Identity, Some(&x));
+        let h = self
+            .fc1
+            .run(&self.norm_ffn.run(x.clone()), Activation::Silu, None);
+        self.fc2.run(&h, Activation::Identity, Some(&x))
     }
 }
 
@@ -584,87 +654,37 @@ impl MobileVitBlock {
 
     /// Runs the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if self.fusion.on_cpu() {
-            let device = x.device();
-            return self
-                .forward_cpu(HostArray::from_tensor(x), &device)
-                .into_tensor(&device);
-        }
-        let fm = self.local_proj.forward(self.local_conv.forward(x.clone()));
-        let [b, d, h, w] = fm.dims();
+        self.run(Act::from_tensor(x, self.fusion.kernels()))
+            .into_tensor(&self.fusion.device)
+    }
+
+    /// Runs the block on `x`.
+    pub fn run(&self, x: Act<4>) -> Act<4> {
+        let device = &self.fusion.device;
+        let fm = self.local_proj.run(&self.local_conv.run(&x, None), None);
+        let [_, _, h, w] = fm.dims();
         let p = self.patch;
         // Patch grids that do not divide the map are resized to fit, as the reference does.
         let (nh, nw) = (h.div_ceil(p), w.div_ceil(p));
         let resized = nh * p != h || nw * p != w;
         let fm = if resized {
-            resize_bilinear(fm, [nh * p, nw * p])
+            kernels::resize_bilinear(&fm, [nh * p, nw * p], device)
         } else {
             fm
         };
-        // [B, D, nh, p, nw, p] -> [B, p, p, nh, nw, D] -> [B*P, N, D]
-        let mut seq = fm
-            .reshape([b, d, nh, p, nw, p])
-            .permute([0, 3, 5, 2, 4, 1])
-            .reshape([b * p * p, nh * nw, d]);
-        for layer in &self.transformer {
-            seq = layer.forward(seq);
-        }
-        let seq = self.norm.forward(seq);
-        let fm = seq
-            .reshape([b, p, p, nh, nw, d])
-            .permute([0, 5, 3, 1, 4, 2])
-            .reshape([b, d, nh * p, nw * p]);
-        let fm = if resized {
-            resize_bilinear(fm, [h, w])
-        } else {
-            fm
-        };
-        let fm = self.proj.forward(fm);
-        self.fusion.forward(Tensor::cat(vec![x, fm], 1))
-    }
-
-    /// The block on host memory (CPU device only); `device` is used for the rare
-    /// resize of maps that the patch grid does not divide.
-    pub(crate) fn forward_cpu(
-        &self,
-        x: HostArray<4>,
-        device: &burn::tensor::Device,
-    ) -> HostArray<4> {
-        let fm = self
-            .local_proj
-            .forward_cpu(&self.local_conv.forward_cpu(&x, None), None);
-        let [_, _, h, w] = fm.dims;
-        let p = self.patch;
-        let (nh, nw) = (h.div_ceil(p), w.div_ceil(p));
-        let resized = nh * p != h || nw * p != w;
-        let resize = |m: HostArray<4>, size: [usize; 2]| {
-            HostArray::from_tensor(resize_bilinear(m.into_tensor(device), size))
-        };
-        let fm = if resized {
-            resize(fm, [nh * p, nw * p])
-        } else {
-            fm
-        };
-        let mut seq = cpu::unfold_patches(&fm, p);
+        let mut seq = kernels::unfold_patches(&fm, p);
         drop(fm);
         for layer in &self.transformer {
-            seq = layer.forward_cpu(seq);
+            seq = layer.run(seq);
         }
-        self.norm.forward_cpu(&mut seq.data);
-        let fm = cpu::fold_patches(&seq, p, nh, nw);
-        let fm = if resized { resize(fm, [h, w]) } else { fm };
-        let fm = self.proj.forward_cpu(&fm, None);
+        let fm = kernels::fold_patches(&self.norm.run(seq), p, nh, nw);
+        let fm = if resized {
+            kernels::resize_bilinear(&fm, [h, w], device)
+        } else {
+            fm
+        };
+        let fm = self.proj.run(&fm, None);
         self.fusion
-            .forward_cpu(&cpu::concat_channels(&x, &fm), None)
+            .run(&kernels::concat_channels(&x, &fm, device), None)
     }
-}
-
-/// Bilinear resize with PyTorch's default `align_corners = false`.
-pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-    interpolate(
-        x,
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(false)
-            .with_output_size(size),
-    )
 }

@@ -4,6 +4,8 @@
 //! - [`layout`]: recognises ml-cvnets, timm and Hugging Face checkpoints and maps
 //!   their tensor names onto one canonical (ml-cvnets) naming.
 //! - [`params`]: hands named tensors to the layers, checking every shape.
+//! - [`kernels`]: the operations the layers are written in, with two
+//!   implementations (vpipe's fused CPU kernels, burn's generic ops).
 //! - [`layers`]: the building blocks (convolution with folded batch norm,
 //!   inverted residual, transformer layer, MobileViT block).
 //! - [`mobilevit`]: the backbone, which returns the feature maps at output
@@ -13,6 +15,7 @@ pub mod activation;
 pub mod config;
 pub mod cpu;
 pub mod error;
+pub mod kernels;
 pub mod layers;
 pub mod layout;
 pub mod mobilevit;
@@ -20,6 +23,7 @@ pub mod params;
 
 pub use config::{MobileVitConfig, MobileVitSize, OUTPUT_STRIDES, output_strides_in_words};
 pub use error::{BackboneError, Result};
+pub use kernels::Kernels;
 pub use layout::{CheckpointLayout, SourceLayout};
 pub use mobilevit::{Features, MobileVit};
 pub use params::Params;

@@ -3,8 +3,8 @@
 use burn::tensor::Tensor;
 
 use crate::config::MobileVitConfig;
-use crate::cpu::HostArray;
 use crate::error::{BackboneError, Result};
+use crate::kernels::Act;
 use crate::layers::{
     Activation, ConvNorm, ConvSpec, InvertedResidual, MobileVitBlock, MobileVitBlockSpec,
 };
@@ -38,17 +38,10 @@ enum Stage {
 }
 
 impl Stage {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    fn run(&self, x: Act<4>) -> Act<4> {
         match self {
-            Stage::Mv2(blocks) => blocks.iter().fold(x, |x, b| b.forward(x)),
-            Stage::Vit(b) => b.1.forward(b.0.forward(x)),
-        }
-    }
-
-    fn forward_cpu(&self, x: HostArray<4>, device: &burn::tensor::Device) -> HostArray<4> {
-        match self {
-            Stage::Mv2(blocks) => blocks.iter().fold(x, |x, b| b.forward_cpu(x)),
-            Stage::Vit(b) => b.1.forward_cpu(b.0.forward_cpu(x), device),
+            Stage::Mv2(blocks) => blocks.iter().fold(x, |x, b| b.run(x)),
+            Stage::Vit(b) => b.1.run(b.0.run(x)),
         }
     }
 }
@@ -161,20 +154,14 @@ impl MobileVit {
                 "input {h}x{w} is smaller than the 32x32 minimum of MobileViT"
             )));
         }
+        let device = x.device();
         let mut levels = Vec::with_capacity(5);
-        if self.stem.on_cpu() {
-            let device = x.device();
-            let mut x = self.stem.forward_cpu(&HostArray::from_tensor(x), None);
-            for stage in &self.stages {
-                x = stage.forward_cpu(x, &device);
-                levels.push(x.clone().into_tensor(&device));
-            }
-        } else {
-            let mut x = self.stem.forward(x);
-            for stage in &self.stages {
-                x = stage.forward(x);
-                levels.push(x.clone());
-            }
+        let mut x = self
+            .stem
+            .run(&Act::from_tensor(x, self.stem.kernels()), None);
+        for stage in &self.stages {
+            x = stage.run(x);
+            levels.push(x.clone().into_tensor(&device));
         }
         let levels: [Tensor<4>; 5] = levels
             .try_into()

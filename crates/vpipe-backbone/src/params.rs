@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use vpipe_core::HostTensor;
 
 use crate::error::{BackboneError, Result};
+use crate::kernels::Kernels;
 use crate::layout::{CanonicalTensors, SourceLayout, source_name};
 
 /// The tensors of a checkpoint under canonical names, handed out as the layers are
@@ -24,6 +25,7 @@ pub struct Params {
     source_names: BTreeMap<String, String>,
     source: Option<SourceLayout>,
     device: Device,
+    kernels: Kernels,
     bn_eps: f64,
     synthetic: Option<u64>,
 }
@@ -47,6 +49,7 @@ impl Params {
             source_names: canonical.source_names,
             source: Some(canonical.source),
             device: device.clone(),
+            kernels: Kernels::for_device(device),
             bn_eps: 1e-5,
             synthetic: None,
         }
@@ -64,6 +67,7 @@ impl Params {
             source_names: BTreeMap::new(),
             source: None,
             device: device.clone(),
+            kernels: Kernels::for_device(device),
             bn_eps: 1e-5,
             synthetic: Some(seed),
         }
@@ -91,6 +95,11 @@ impl Params {
             .map(|v| v as f32)
             .collect();
         HostTensor::new(shape.to_vec(), data)
+    }
+
+    /// The kernels the layers are built for ([`Kernels::for_device`]).
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// The device tensors are created on.

@@ -8,6 +8,7 @@ use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use serde::Serialize;
 use vpipe_backbone::MobileVitSize;
+use vpipe_backbone::kernels::{Kernels, set_cpu_kernels};
 use vpipe_backbone::layout::CheckpointTask;
 use vpipe_core::device::{self, DeviceSpec};
 use vpipe_heads::{LoadedModel, Model};
@@ -35,6 +36,10 @@ pub struct BenchArgs {
     /// vpipe built with their cargo feature).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Kernels on the CPU: fused (vpipe's, the default) or generic (burn's tensor ops,
+    /// the path GPU backends take). Other devices always run burn's ops.
+    #[arg(long, default_value = "fused")]
+    kernels: Kernels,
     /// Untimed runs first.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
@@ -81,6 +86,8 @@ pub struct BenchReport {
     pub input: [usize; 4],
     /// Device the network ran on (`cpu`, `vulkan`, `cuda:0`, ...).
     pub device: String,
+    /// Kernels the layers ran on (`fused` or `generic`).
+    pub kernels: String,
     /// Threads the CPU backend used.
     pub threads: usize,
     /// Timed runs.
@@ -105,6 +112,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     device::set_cpu_threads(args.threads);
     let device = args.device.device()?;
+    set_cpu_kernels(args.kernels);
     let (model, arch, task) = match &args.weights {
         Some(path) => {
             let l = LoadedModel::load(path, &device)?;
@@ -147,6 +155,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         task,
         input: shape,
         device: args.device.to_string(),
+        kernels: Kernels::for_device(&device).to_string(),
         threads: device::cpu_threads(),
         iters: args.iters,
         median_ms: median,
@@ -158,11 +167,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} {} {:?} device={} threads={}: median {:.2} ms, p90 {:.2} ms, mean {:.2} ms, {:.1} images/s ({} runs)",
+            "{} {} {:?} device={} kernels={} threads={}: median {:.2} ms, p90 {:.2} ms, mean {:.2} ms, {:.1} images/s ({} runs)",
             report.arch,
             report.task,
             report.input,
             report.device,
+            report.kernels,
             report.threads,
             report.median_ms,
             report.p90_ms,
