@@ -1,62 +1,36 @@
 //! CPU time per stage, so that stage shares stay meaningful when stages compete
 //! for fewer cores than there are threads (wall-clock time would count the time a
 //! stage waits for a core as its own).
+//!
+//! The calling thread's and the process's clocks come from the cpu-time crate, and
+//! the named threads' times from the procfs crate (issue 17: it parses
+//! `/proc/self/task` as the hand-written code did, a little faster, and without libc).
 
 use std::time::Duration;
 
-fn clock(id: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec and the clock ids are supported by Linux.
-    let ok = unsafe { libc::clock_gettime(id, &mut ts) } == 0;
-    if !ok {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// CPU time used by the calling thread so far.
 pub fn thread() -> Duration {
-    clock(libc::CLOCK_THREAD_CPUTIME_ID)
+    ::cpu_time::ThreadTime::try_now().map_or(Duration::ZERO, |t| t.as_duration())
 }
 
 /// CPU time used by the whole process so far.
 pub fn process() -> Duration {
-    clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+    ::cpu_time::ProcessTime::try_now().map_or(Duration::ZERO, |t| t.as_duration())
 }
 
 /// CPU time used so far by the live threads whose name starts with `prefix`
 /// (from `/proc/self/task`, at the kernel's tick resolution).
 pub fn threads_named(prefix: &str) -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    let Ok(tasks) = procfs::process::Process::myself().and_then(|p| p.tasks()) else {
         return Duration::ZERO;
     };
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut total = 0.0;
-    for task in tasks.flatten() {
-        let dir = task.path();
-        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !name.trim_end().starts_with(prefix) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let get = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        total += (get(11) + get(12)) / ticks;
-    }
-    Duration::from_secs_f64(total)
+    let ticks: u64 = tasks
+        .flatten()
+        .filter_map(|task| task.stat().ok())
+        .filter(|stat| stat.comm.starts_with(prefix))
+        .map(|stat| stat.utime + stat.stime)
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second().max(1) as f64)
 }
 
 #[cfg(test)]
@@ -71,5 +45,31 @@ mod tests {
         let p = process();
         assert!(p >= t, "{p:?} < {t:?}");
         assert_eq!(threads_named("no-such-thread-"), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_named_thread_is_counted_while_it_lives() {
+        // The thread spins until its own clock shows 100 ms, then waits to be let go,
+        // so that it is still listed when its name is looked up.
+        let (spun, done) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::Builder::new()
+            .name("cpu-time-test-spin".into())
+            .spawn(move || {
+                while thread() < Duration::from_millis(100) {
+                    std::hint::black_box(0u64);
+                }
+                spun.send(thread()).unwrap();
+                let _ = released.recv();
+            })
+            .unwrap();
+        let own = done.recv().unwrap();
+        let named = threads_named("cpu-time-test-");
+        release.send(()).unwrap();
+        worker.join().unwrap();
+        assert!(
+            named > Duration::ZERO && named <= own + Duration::from_millis(50),
+            "{named:?} against the thread's own {own:?}"
+        );
     }
 }

@@ -94,13 +94,8 @@ pub fn resolve_input(arg: &str, recursive: bool) -> Result<Input> {
         });
     }
     if arg.contains(['*', '?', '[', '{']) {
-        let mut files = BTreeSet::new();
-        for pattern in expand_braces(arg) {
-            let matches =
-                glob::glob(&pattern).map_err(|e| bad(format!("not a valid pattern: {e}")))?;
-            files.extend(matches.filter_map(|p| p.ok()).filter(|p| p.is_file()));
-        }
-        let files: Vec<PathBuf> = files.into_iter().collect();
+        let files =
+            glob_files(arg).map_err(|e| bad(format!("not a valid pattern: {}", e.kind())))?;
         if files.is_empty() {
             return Err(bad("the pattern matches no files".into()));
         }
@@ -183,47 +178,44 @@ fn some_names<'a>(paths: impl Iterator<Item = &'a Path>) -> String {
     names.join(", ")
 }
 
-/// The patterns a shell would make of `pattern`'s brace alternatives:
-/// `photos/*.{jpg,png}` gives `photos/*.jpg` and `photos/*.png`; groups may nest or
-/// repeat. Braces without a match, or without a comma inside, stay as written.
-fn expand_braces(pattern: &str) -> Vec<String> {
-    // Every matched group with its commas at its own depth: (open, close, commas).
-    let mut open: Vec<(usize, Vec<usize>)> = Vec::new();
-    let mut groups = Vec::new();
-    for (i, c) in pattern.char_indices() {
-        match c {
-            '{' => open.push((i, Vec::new())),
-            '}' => {
-                if let Some((start, commas)) = open.pop() {
-                    groups.push((start, i, commas));
+/// The files `pattern` selects, sorted: `*`, `?` and `[...]` within a path
+/// component, `**` across folders and `{a,b}` alternatives (nested or empty ones too),
+/// all of globset's syntax. The folder before the first wildcard is searched, as
+/// deep as the pattern reaches.
+fn glob_files(pattern: &str) -> std::result::Result<Vec<PathBuf>, globset::Error> {
+    let glob = globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .empty_alternates(true)
+        .build()?
+        .compile_matcher();
+    let wildcard = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
+    let (root, rest) = pattern.split_at(pattern[..wildcard].rfind('/').map_or(0, |i| i + 1));
+    // Each `/` of the rest (alternatives included) is at most one folder further down.
+    let depth = if rest.contains("**") {
+        usize::MAX
+    } else {
+        rest.matches('/').count() + 1
+    };
+    let mut files = BTreeSet::new();
+    let mut folders = vec![(PathBuf::from(root), depth)];
+    while let Some((folder, depth)) = folders.pop() {
+        let listed = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &folder
+        };
+        for entry in std::fs::read_dir(listed).into_iter().flatten().flatten() {
+            let path = folder.join(entry.file_name());
+            if path.is_dir() {
+                if depth > 1 {
+                    folders.push((path, depth - 1));
                 }
+            } else if path.is_file() && glob.is_match(&path) {
+                files.insert(path);
             }
-            ',' => {
-                if let Some((_, commas)) = open.last_mut() {
-                    commas.push(i);
-                }
-            }
-            _ => {}
         }
     }
-    // Expand the leftmost group with alternatives that no such group encloses.
-    groups.retain(|g| !g.2.is_empty());
-    let Some((start, end, commas)) = groups
-        .iter()
-        .filter(|g| !groups.iter().any(|o| o.0 < g.0 && g.1 < o.1))
-        .min_by_key(|g| g.0)
-    else {
-        return vec![pattern.to_string()];
-    };
-    let (head, tail) = (&pattern[..*start], &pattern[end + 1..]);
-    let mut bounds = vec![*start];
-    bounds.extend(commas);
-    bounds.push(*end);
-    bounds
-        .windows(2)
-        .map(|w| &pattern[w[0] + 1..w[1]])
-        .flat_map(|alt| expand_braces(&format!("{head}{alt}{tail}")))
-        .collect()
+    Ok(files.into_iter().collect())
 }
 
 /// Settings of one run.
@@ -1431,7 +1423,7 @@ fn encode_like(img: image::DynamicImage, target: &Path) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Coco, common_folder, expand_braces};
+    use super::{Coco, common_folder, glob_files};
     use std::path::{Path, PathBuf};
 
     #[test]
@@ -1454,20 +1446,51 @@ mod tests {
     }
 
     #[test]
-    fn brace_alternatives_expand_like_a_shell() {
-        assert_eq!(expand_braces("a/*.{jpg,png}"), ["a/*.jpg", "a/*.png"]);
-        assert_eq!(
-            expand_braces("{x,y}/{1,2}.jpg"),
-            ["x/1.jpg", "x/2.jpg", "y/1.jpg", "y/2.jpg"]
-        );
-        assert_eq!(
-            expand_braces("a.{jp{g,eg},png}"),
-            ["a.jpg", "a.jpeg", "a.png"]
-        );
-        assert_eq!(expand_braces("a{,b}"), ["a", "ab"]);
-        assert_eq!(expand_braces("{a{b,c}}"), ["{ab}", "{ac}"]);
-        for literal in ["plain/*.jpg", "a{b}.jpg", "a{b,c", "a}b,c{"] {
-            assert_eq!(expand_braces(literal), [literal]);
+    fn globs_select_files_with_brace_alternatives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        for name in [
+            "a/1.jpg",
+            "a/2.png",
+            "a/3.gif",
+            "x/1.jpg",
+            "y/2.jpg",
+            "y/z/2.jpg",
+            "p.jpg",
+            "p.jpeg",
+            "p.png",
+            "q",
+            "qb",
+            "n/{b}.jpg",
+        ] {
+            std::fs::create_dir_all(d.join(name).parent().unwrap()).unwrap();
+            std::fs::write(d.join(name), b"").unwrap();
         }
+        let select = |pattern: &str| -> Vec<String> {
+            let files = glob_files(&format!("{}/{pattern}", d.display())).unwrap();
+            let names = files
+                .iter()
+                .map(|f| f.strip_prefix(d).unwrap().display().to_string());
+            names.collect()
+        };
+        assert_eq!(select("a/*.{jpg,png}"), ["a/1.jpg", "a/2.png"]);
+        assert_eq!(select("{x,y}/{1,2}.jpg"), ["x/1.jpg", "y/2.jpg"]);
+        assert_eq!(select("p.{jp{g,eg},png}"), ["p.jpeg", "p.jpg", "p.png"]);
+        assert_eq!(select("q{,b}"), ["q", "qb"]);
+        // `*` stays within a folder; `**` goes down any number of them; folders are
+        // not files.
+        assert_eq!(select("*/2.*"), ["a/2.png", "y/2.jpg"]);
+        assert_eq!(select("**/2.jpg"), ["y/2.jpg", "y/z/2.jpg"]);
+        assert_eq!(select("[ay]"), Vec::<String>::new());
+        // A brace group is always an alternation: `\{` is a literal brace.
+        assert_eq!(select("n/\\{b\\}.*"), ["n/{b}.jpg"]);
+        assert_eq!(select("n/{b}.*"), Vec::<String>::new());
+        assert!(glob_files("a{b,c*").is_err());
+        // A pattern without a folder before its first wildcard is relative to the
+        // working folder (the package's, under cargo test), and its paths stay so.
+        assert_eq!(
+            glob_files("{src,no-such-folder}/l?b.rs").unwrap(),
+            [PathBuf::from("src/lib.rs")]
+        );
     }
 }
