@@ -1,8 +1,8 @@
 //! Media input and preprocessing.
 //!
 //! - [`image_io`]: frames, and still images decoded into RGB8 frames.
-//! - [`resize`]: bit-exact reimplementations of Pillow's and PyTorch's uint8 resizes,
-//!   and OpenCV's own.
+//! - [`resize`]: bit-exact reimplementations of Pillow's, PyTorch's and OpenCV's
+//!   (bilinear) uint8 resizes.
 //! - [`preprocess`]: the named preprocessing presets of each checkpoint source.
 //! - [`video`]: video files, streams and cameras through OpenCV.
 

@@ -14,8 +14,10 @@
 //! (`data/datasets/dataset_base.py` `read_image`; `data/transforms/image.py`
 //! `_resize_fn`, `Resize`, `CenterCrop`, `NumpyToTensor`; the `validation_transforms`
 //! of `data/datasets/classification/imagenet.py`, `detection/coco.py` and
-//! `segmentation/pascal_voc.py`). The `cvnets-*` presets call OpenCV's own resize
-//! ([`ResizeKernel::OpenCv`]). ml-cvnets v0.2 and later read with PIL (RGB) instead;
+//! `segmentation/pascal_voc.py`). The `cvnets-*` presets reproduce OpenCV's
+//! `INTER_LINEAR` resize bit for bit ([`ResizeKernel::OpenCv`] with
+//! [`Filter::Bilinear`], reimplemented in Rust: no OpenCV is needed for still
+//! images). ml-cvnets v0.2 and later read with PIL (RGB) instead;
 //! vpipe has no preset for that, since no MobileViT v1 weights were trained with it.
 
 use std::mem::MaybeUninit;

@@ -1,6 +1,6 @@
 //! The reference image resizes for interleaved 8-bit images (row-major, 3
-//! channels, stride = `width * 3`): two bit-exact reimplementations and OpenCV's
-//! own resize.
+//! channels, stride = `width * 3`): bit-exact reimplementations of Pillow's,
+//! PyTorch's and OpenCV's bilinear resizes (and of the first two's other filters).
 //!
 //! * [`ResizeKernel::Pillow`] reproduces Pillow's `Image.resize((w, h), resample)`
 //!   with default arguments (no `box`, no `reducing_gap`) on an `"RGB"` image:
@@ -16,9 +16,13 @@
 //!   filter weights as Pillow computed in `f64`, converted to `i16` with a
 //!   per-axis `weights_precision`, horizontal pass then vertical pass with a
 //!   uint8 intermediate.
-//! * [`ResizeKernel::OpenCv`] is `cv::resize` of the system OpenCV itself (through
-//!   the `opencv` crate), as ml-cvnets v0.1 calls it (`cv2.resize(img, dsize,
-//!   interpolation=...)`): exact by construction rather than reimplemented.
+//! * [`ResizeKernel::OpenCv`] reproduces `cv2.resize(img, dsize, interpolation=...)`
+//!   as ml-cvnets v0.1 calls it. `INTER_LINEAR` ([`Filter::Bilinear`]) is
+//!   reimplemented in Rust (`opencv_linear`: OpenCV 4.x's 8-bit fixed-point
+//!   `resizeGeneric_` path, 11-bit weights, `i32` horizontal sums, a vertical pass
+//!   with truncating shifts), compared byte for byte with the system OpenCV's
+//!   `cv::resize` by `tests/opencv_linear.rs`. `INTER_NEAREST` and `INTER_CUBIC`
+//!   still call `cv::resize` of the system OpenCV (through the `opencv` crate).
 //!
 //! The inner loops are plain safe Rust compiled for AVX-512, AVX2 and the
 //! baseline target and picked at run time (`vpipe_core::simd_fn!`), except the
@@ -56,8 +60,9 @@ pub enum ResizeKernel {
     /// torch's `F.interpolate(..., antialias=True)` on uint8 CPU tensors
     /// (`i16` weights with a computed precision).
     TorchAntialias,
-    /// OpenCV's `cv::resize` (11-bit fixed point for 8-bit bilinear), called
-    /// directly.
+    /// OpenCV's `cv::resize` (11-bit fixed point for 8-bit bilinear):
+    /// reimplemented for [`Filter::Bilinear`] (`INTER_LINEAR`), which needs no
+    /// OpenCV; the system OpenCV's own `cv::resize` for the other filters.
     OpenCv,
 }
 
@@ -117,6 +122,7 @@ pub fn resize_rgb8(
     let result = match (filter, kernel) {
         (Filter::Nearest, ResizeKernel::Pillow) => nearest_pillow(src, w, h, out_w, out_h),
         (Filter::Nearest, ResizeKernel::TorchAntialias) => nearest_torch(src, w, h, out_w, out_h),
+        (Filter::Bilinear, ResizeKernel::OpenCv) => opencv_linear(src, w, h, out_w, out_h),
         (_, ResizeKernel::OpenCv) => opencv_resize(src, w, h, out_w, out_h, filter),
         (Filter::Bilinear | Filter::Bicubic, _) => {
             resample_separable(src, w, h, out_w, out_h, filter, kernel)
@@ -169,6 +175,288 @@ fn opencv_resize(
         }
     }
     Some(out)
+}
+
+// ---------------------------------------------------------------------------
+// OpenCV INTER_LINEAR (8-bit)
+// ---------------------------------------------------------------------------
+
+/// OpenCV's `INTER_RESIZE_COEF_SCALE`: 8-bit linear weights have 11 fractional bits.
+const OPENCV_COEF_SCALE: f32 = 2048.0;
+
+/// One output sample of OpenCV's 8-bit `INTER_LINEAR` along one axis: the two
+/// source indices (already clamped to the image) and their 11-bit weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinearTap {
+    /// Source index of the first sample.
+    first: usize,
+    /// Source index of the second sample.
+    second: usize,
+    /// Weight of the first sample.
+    w0: i32,
+    /// Weight of the second sample.
+    w1: i32,
+}
+
+/// The taps of one axis resized from `in_size` to `out_size` samples, as
+/// `cv::hal::resize` computes them for `CV_8U` `INTER_LINEAR`
+/// (`imgproc/src/resize.cpp`):
+///
+/// * `scale = 1 / (out_size / in_size)` in `f64` (`cv::resize` passes
+///   `inv_scale = (double)dsize / ssize`, `hal::resize` inverts it);
+/// * `f = (float)((d + 0.5) * scale - 0.5)`, `s = cvFloor(f)`, `f -= s` in `f32`;
+/// * weights `saturate_cast<short>((1.f - f) * 2048)` and
+///   `saturate_cast<short>(f * 2048)`, rounded half to even (`cvRound`);
+/// * horizontally (`clamp_fraction`), a position left of the first sample or at or
+///   right of the last one becomes that sample with weights `(2048, 0)`;
+///   vertically the fraction is kept and only the row indices are clamped
+///   (`clip(sy + k, 0, ssize.height)` in `resizeGeneric_Invoker`), so the two
+///   weights of an edge row read the same row.
+///
+/// `None` when the table cannot be allocated.
+fn opencv_linear_taps(
+    in_size: usize,
+    out_size: usize,
+    clamp_fraction: bool,
+) -> Option<Vec<LinearTap>> {
+    let scale = 1.0 / (out_size as f64 / in_size as f64);
+    let last = i64::try_from(in_size).ok()? - 1;
+    let mut taps = Vec::new();
+    taps.try_reserve_exact(out_size).ok()?;
+    let weight = |v: f32| (v * OPENCV_COEF_SCALE).round_ties_even() as i32;
+    for d in 0..out_size {
+        let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+        let floor = f.floor();
+        let (mut s, mut frac) = (floor as i64, f - floor);
+        if clamp_fraction {
+            if s < 0 {
+                (s, frac) = (0, 0.0);
+            }
+            if s >= last {
+                (s, frac) = (last, 0.0);
+            }
+        }
+        let clamp = |i: i64| i.clamp(0, last) as usize;
+        taps.push(LinearTap {
+            first: clamp(s),
+            second: clamp(s + 1),
+            w0: weight(1.0 - frac),
+            w1: weight(frac),
+        });
+    }
+    Some(taps)
+}
+
+/// A horizontal [`LinearTap`] rewritten to read a pixel and the next one:
+/// `w0 * p[x] + w1 * p[x + 1]` with `x` at byte `offset`.
+///
+/// Only the taps clamped to the last pixel read one pixel twice (`w1 == 0`); they
+/// become `0 * p[last - 1] + w0 * p[last]`, the same integer sum. A one-pixel-wide
+/// image has no pair to read and is widened first ([`opencv_linear`]).
+#[derive(Debug, Clone, Copy)]
+struct PairTap {
+    /// Byte offset of the first pixel in its row.
+    offset: usize,
+    /// Weight of the pixel at `offset`.
+    w0: i32,
+    /// Weight of the next pixel.
+    w1: i32,
+}
+
+impl PairTap {
+    /// The pair taps of `taps` (from [`opencv_linear_taps`] with
+    /// `clamp_fraction`) on rows of `width >= 2` pixels.
+    fn from_taps(taps: &[LinearTap], width: usize) -> Vec<PairTap> {
+        debug_assert!(width >= 2);
+        taps.iter()
+            .map(|t| {
+                let (first, w0, w1) = match t.first.checked_sub(1) {
+                    Some(before) if t.second == t.first => (before, 0, t.w0),
+                    _ => (t.first, t.w0, t.w1),
+                };
+                PairTap {
+                    offset: first * CHANNELS,
+                    w0,
+                    w1,
+                }
+            })
+            .collect()
+    }
+}
+
+/// `cv::resize(src, dst, Size(out_w, out_h), 0, 0, INTER_LINEAR)` of a 3-channel
+/// 8-bit image, reimplemented bit for bit (a test compares it with the `opencv`
+/// crate's `cv::resize` on random sizes and contents).
+///
+/// OpenCV 4.x runs `resizeGeneric_` with `HResizeLinear` and the `uchar`
+/// specialisation of `VResizeLinear` (its SIMD `VResizeLinearVec_32s8u` computes the
+/// same integers): a horizontal pass `h = a0 * p0 + a1 * p1` in `i32` on every
+/// source row an output row reads, then per output row
+/// `((b0 * (h0 >> 4)) >> 16) + ((b1 * (h1 >> 4)) >> 16) + 2) >> 2`. An exact 2x
+/// downscale of both axes goes to `INTER_AREA`'s `(a + b + c + d + 2) >> 2`
+/// instead, which this arithmetic reproduces (weights 1024, 1024), and equal sizes
+/// are copied (`resize_rgb8` copies them first).
+///
+/// `None` when a size exceeds OpenCV's `int` range (OpenCV refuses those) or a
+/// buffer cannot be allocated.
+fn opencv_linear(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize) -> Option<Vec<u8>> {
+    for v in [w, h, out_w, out_h] {
+        i32::try_from(v).ok()?;
+    }
+    let columns = opencv_linear_taps(w, out_w, true)?;
+    let rows = opencv_linear_taps(h, out_h, false)?;
+    // A one-pixel-wide image is read as two equal columns (every tap of it is
+    // `2048 * p`, on either copy), so that every tap reads a pixel pair.
+    let widened;
+    let (src, in_stride) = if w == 1 {
+        let mut wide = try_zeroed::<u8>(h.checked_mul(2 * CHANNELS)?)?;
+        for (pair, px) in wide
+            .chunks_exact_mut(2 * CHANNELS)
+            .zip(src.chunks_exact(CHANNELS))
+        {
+            pair[..CHANNELS].copy_from_slice(px);
+            pair[CHANNELS..].copy_from_slice(px);
+        }
+        widened = wide;
+        (&widened[..], 2 * CHANNELS)
+    } else {
+        (src, w.checked_mul(CHANNELS)?)
+    };
+    let columns = PairTap::from_taps(&columns, in_stride / CHANNELS);
+    let out_stride = out_w.checked_mul(CHANNELS)?;
+    let mut out = try_zeroed::<u8>(out_h.checked_mul(out_stride)?)?;
+    // The horizontal sums of the two source rows the current output row reads,
+    // and which rows they are (`usize::MAX`: none yet); moving down one row
+    // reuses the second as the next first. One spare element each for the pixels
+    // computed on 4 lanes (`opencv_wide_pixels`).
+    let mut sums = [
+        try_zeroed::<i32>(out_stride + 1)?,
+        try_zeroed::<i32>(out_stride + 1)?,
+    ];
+    let mut held = [usize::MAX; 2];
+    let source_row = |i: usize| &src[i * in_stride..(i + 1) * in_stride];
+    for (tap, out_row) in rows.iter().zip(out.chunks_exact_mut(out_stride)) {
+        if held[0] != tap.first && held[1] == tap.first {
+            sums.swap(0, 1);
+            held.swap(0, 1);
+        }
+        let need_first = held[0] != tap.first;
+        let need_second = tap.second != tap.first && held[1] != tap.second;
+        let [s0, s1] = &mut sums;
+        match (need_first, need_second) {
+            (true, true) => opencv_horizontal_two(
+                source_row(tap.first),
+                source_row(tap.second),
+                &columns,
+                s0,
+                s1,
+            ),
+            (true, false) => opencv_horizontal_one(source_row(tap.first), &columns, s0),
+            (false, true) => opencv_horizontal_one(source_row(tap.second), &columns, s1),
+            (false, false) => {}
+        }
+        held = [tap.first, if need_second { tap.second } else { held[1] }];
+        let second = if tap.second == tap.first {
+            &sums[0]
+        } else {
+            &sums[1]
+        };
+        opencv_vertical_row(
+            &sums[0][..out_stride],
+            &second[..out_stride],
+            tap.w0,
+            tap.w1,
+            out_row,
+        );
+    }
+    Some(out)
+}
+
+/// Bytes read from a [`PairTap`]'s offset to compute its pixel on 4 lanes: the
+/// pair and the 2 bytes after it.
+const PAIR4: usize = 2 * CHANNELS + 2;
+
+/// How many leading pixels of `taps` can be computed on 4 lanes, on rows of `len`
+/// bytes into `n` pixels of sums: the 4 lanes `w0 * p[c] + w1 * p[c + 3]`,
+/// `c < 4`, read [`PAIR4`] bytes and write the next pixel's first sum, which that
+/// pixel overwrites; so all but the last pixel, while the bytes are in the row.
+fn opencv_wide_pixels(taps: &[PairTap], len: usize, n: usize) -> usize {
+    taps.iter()
+        .take(n.saturating_sub(1))
+        .take_while(|t| t.offset + PAIR4 <= len)
+        .count()
+}
+
+/// The 4 lanes `w0 * p[c] + w1 * p[c + 3]`, `c < 4`, of the [`PAIR4`] bytes `p`,
+/// written whole into the 4 sums `o` (so that they compile to vector operations).
+#[inline(always)]
+fn opencv_pixel4(p: &[u8], tap: &PairTap, o: &mut [i32]) {
+    let p: &[u8; PAIR4] = p
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("{PAIR4} bytes"));
+    let o: &mut [i32; CHANNELS + 1] = o.try_into().unwrap_or_else(|_| unreachable!("4 sums"));
+    let first: [i32; CHANNELS + 1] = std::array::from_fn(|c| i32::from(p[c]));
+    let second: [i32; CHANNELS + 1] = std::array::from_fn(|c| i32::from(p[c + CHANNELS]));
+    *o = std::array::from_fn(|c| first[c] * tap.w0 + second[c] * tap.w1);
+}
+
+vpipe_core::simd_fn! {
+    /// OpenCV's `HResizeLinear` on one 3-channel row: `out[x] = w0 * p0 + w1 * p1`
+    /// per output pixel and channel (exact in `i32`: each weight is at most 2048).
+    /// `out` holds one spare element (see [`opencv_wide_pixels`]).
+    fn opencv_horizontal_one(row: &[u8], taps: &[PairTap], out: &mut [i32]) {
+        let wide = opencv_wide_pixels(taps, row.len(), out.len() / CHANNELS);
+        for (x, tap) in taps[..wide].iter().enumerate() {
+            opencv_pixel4(
+                &row[tap.offset..tap.offset + PAIR4],
+                tap,
+                &mut out[x * CHANNELS..x * CHANNELS + CHANNELS + 1],
+            );
+        }
+        let (out, _) = out.as_chunks_mut::<CHANNELS>();
+        for (tap, o) in taps.iter().zip(out).skip(wide) {
+            let p = &row[tap.offset..tap.offset + 2 * CHANNELS];
+            for c in 0..CHANNELS {
+                o[c] = i32::from(p[c]) * tap.w0 + i32::from(p[c + CHANNELS]) * tap.w1;
+            }
+        }
+    }
+}
+
+vpipe_core::simd_fn! {
+    /// [`opencv_horizontal_one`] on two rows at once (the two rows of a downscaled
+    /// output row), which share the loads of the taps.
+    fn opencv_horizontal_two(a: &[u8], b: &[u8], taps: &[PairTap], out_a: &mut [i32], out_b: &mut [i32]) {
+        let n = out_a.len().min(out_b.len()) / CHANNELS;
+        let wide = opencv_wide_pixels(taps, a.len().min(b.len()), n);
+        for (x, tap) in taps[..wide].iter().enumerate() {
+            let (bytes, sums) = (tap.offset..tap.offset + PAIR4, x * CHANNELS..x * CHANNELS + CHANNELS + 1);
+            opencv_pixel4(&a[bytes.clone()], tap, &mut out_a[sums.clone()]);
+            opencv_pixel4(&b[bytes], tap, &mut out_b[sums]);
+        }
+        let (out_a, _) = out_a.as_chunks_mut::<CHANNELS>();
+        let (out_b, _) = out_b.as_chunks_mut::<CHANNELS>();
+        for ((tap, oa), ob) in taps.iter().zip(out_a).zip(out_b).skip(wide) {
+            let (p, q) = (&a[tap.offset..tap.offset + 2 * CHANNELS], &b[tap.offset..tap.offset + 2 * CHANNELS]);
+            for c in 0..CHANNELS {
+                oa[c] = i32::from(p[c]) * tap.w0 + i32::from(p[c + CHANNELS]) * tap.w1;
+                ob[c] = i32::from(q[c]) * tap.w0 + i32::from(q[c + CHANNELS]) * tap.w1;
+            }
+        }
+    }
+}
+
+vpipe_core::simd_fn! {
+    /// OpenCV's `VResizeLinear<uchar, ...>` on one output row:
+    /// `((b0 * (s0 >> 4)) >> 16) + ((b1 * (s1 >> 4)) >> 16) + 2) >> 2`, which its
+    /// scalar loop and `VResizeLinearVec_32s8u` (16-bit `mulhi`, saturating adds and
+    /// packs that never saturate on these ranges) both compute.
+    fn opencv_vertical_row(s0: &[i32], s1: &[i32], b0: i32, b1: i32, out: &mut [u8]) {
+        for ((o, &a), &b) in out.iter_mut().zip(s0).zip(s1) {
+            let v = (((b0 * (a >> 4)) >> 16) + ((b1 * (b >> 4)) >> 16) + 2) >> 2;
+            *o = v.clamp(0, 255) as u8;
+        }
+    }
 }
 
 /// `w * h * 3`, or `None` on overflow.
@@ -284,7 +572,7 @@ fn compute_coeffs(
         ResizeKernel::Pillow => f64::from(in_size as f32) / out_size as f64,
         // torch: `static_cast<double>(input_size) / output_size`.
         ResizeKernel::TorchAntialias => in_size as f64 / out_size as f64,
-        // OpenCV's resize is called, not reimplemented (`resize_rgb8`).
+        // OpenCV's kernels are not built from these coefficients (`resize_rgb8`).
         ResizeKernel::OpenCv => return None,
     };
     let filterscale = if scale < 1.0 { 1.0 } else { scale };
@@ -1412,6 +1700,61 @@ mod tests {
             assert_eq!(passes[1], 1200);
         }
         assert_eq!(passes[0], 1200);
+    }
+
+    /// OpenCV's bilinear arithmetic on a case small enough to follow by hand:
+    /// `[0, 255]` to 3 pixels: weights `(2048, 0)` at the clamped left edge,
+    /// `(1024, 1024)` at position 0.5, `(2048, 0)` on the last pixel; the sums
+    /// `0, 261120, 522240` become `(((2048 * (s >> 4)) >> 16) + 2) >> 2`.
+    #[test]
+    fn opencv_bilinear_by_hand() {
+        let src = [0, 0, 0, 255, 255, 255];
+        let out = resize_rgb8(&src, 2, 1, 3, 1, Filter::Bilinear, ResizeKernel::OpenCv);
+        assert_eq!(out, [0, 0, 0, 128, 128, 128, 255, 255, 255]);
+        let taps = opencv_linear_taps(2, 3, true).unwrap();
+        let weights: Vec<_> = taps.iter().map(|t| (t.first, t.w0, t.w1)).collect();
+        assert_eq!(weights, [(0, 2048, 0), (0, 1024, 1024), (1, 2048, 0)]);
+        // Vertically the fraction outside the image is kept: rows -1 and 0 (both
+        // read as row 0) with weights 512 and 1536 for the first of 4 rows from 2.
+        let rows = opencv_linear_taps(2, 4, false).unwrap();
+        assert_eq!(
+            (rows[0].first, rows[0].second, rows[0].w0, rows[0].w1),
+            (0, 0, 512, 1536)
+        );
+    }
+
+    /// Sizes beyond OpenCV's `int` range are refused (as OpenCV refuses them), before
+    /// any allocation.
+    #[test]
+    fn opencv_bilinear_refuses_sizes_beyond_int() {
+        let big = 1usize << 31;
+        let r = resize_rgb8(
+            &[9; 3],
+            1,
+            1,
+            big,
+            1,
+            Filter::Bilinear,
+            ResizeKernel::OpenCv,
+        );
+        assert!(r.is_empty());
+    }
+
+    /// OpenCV's bilinear keeps a constant image constant at any size, one-pixel
+    /// and one-row images included.
+    #[test]
+    fn opencv_bilinear_keeps_constants() {
+        for &(w, h) in &[(1, 1), (1, 9), (9, 1), (7, 5), (300, 7)] {
+            for v in [0u8, 1, 77, 254, 255] {
+                let src = vec![v; w * h * 3];
+                for &(ow, oh) in &[(1, 1), (3, 9), (20, 2), (7, 11), (288, 288), (2, 600)] {
+                    let out =
+                        resize_rgb8(&src, w, h, ow, oh, Filter::Bilinear, ResizeKernel::OpenCv);
+                    assert_eq!(out.len(), ow * oh * 3);
+                    assert!(out.iter().all(|&o| o == v), "{w}x{h} -> {ow}x{oh}, {v}");
+                }
+            }
+        }
     }
 
     #[test]
