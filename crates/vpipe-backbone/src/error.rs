@@ -49,16 +49,14 @@ pub enum BackboneError {
         reason: String,
     },
     /// A head option's value is not one the head accepts.
-    #[error("head option '{key}': expected {expected}, got {found}")]
+    #[error("head option '{key}': {message}")]
     HeadOption {
-        /// The option's name.
+        /// The option's path below the head's `options` (`conf_threshold`, `a.b`).
         key: String,
-        /// What the head accepts, in words (`a whole number ≥ 1`).
-        expected: String,
-        /// The value given.
-        found: String,
-        /// The default, used when the option is left out.
-        default: String,
+        /// What is wrong, in words (`expected a whole number ≥ 1`).
+        message: String,
+        /// What would fix it (the value given and the default), if known.
+        help: Option<String>,
     },
     /// An input tensor does not fit the network.
     #[error("input: {0}")]

@@ -236,6 +236,12 @@ fn declared_source(file: &TensorFile) -> Result<Option<SourceLayout>> {
 }
 
 /// The layout whose naming the tensor names follow.
+/// Whether `file` holds a MobileViT backbone in one of the known layouts (else it
+/// may still hold a head's own weights).
+pub fn has_backbone(file: &TensorFile) -> bool {
+    detect_source(file).is_some()
+}
+
 fn detect_source(file: &TensorFile) -> Option<SourceLayout> {
     let w = wrapper(file);
     let has = |k: &str| file.tensors.contains_key(&format!("{w}{k}"));

@@ -43,11 +43,25 @@ impl Params {
     /// Wraps the canonical tensors of `file`.
     pub fn new(file: impl Into<String>, canonical: CanonicalTensors, device: &Device) -> Self {
         Self {
-            file: file.into(),
-            tensors: canonical.tensors,
-            taken: BTreeSet::new(),
             source_names: canonical.source_names,
             source: Some(canonical.source),
+            ..Self::from_named(file, canonical.tensors, device)
+        }
+    }
+
+    /// The tensors of a file that is no MobileViT checkpoint (a head's own weights),
+    /// under the names they have in it.
+    pub fn from_named(
+        file: impl Into<String>,
+        tensors: BTreeMap<String, HostTensor>,
+        device: &Device,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            tensors,
+            taken: BTreeSet::new(),
+            source_names: BTreeMap::new(),
+            source: None,
             device: device.clone(),
             kernels: Kernels::for_device(device),
             bn_eps: 1e-5,
@@ -61,15 +75,8 @@ impl Params {
     /// amount of arithmetic matters.
     pub fn synthetic(seed: u64, device: &Device) -> Self {
         Self {
-            file: "<synthetic>".into(),
-            tensors: BTreeMap::new(),
-            taken: BTreeSet::new(),
-            source_names: BTreeMap::new(),
-            source: None,
-            device: device.clone(),
-            kernels: Kernels::for_device(device),
-            bn_eps: 1e-5,
             synthetic: Some(seed),
+            ..Self::from_named("<synthetic>", BTreeMap::new(), device)
         }
     }
 

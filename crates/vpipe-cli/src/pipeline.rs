@@ -55,17 +55,26 @@ pub struct CheckArgs {
 
 /// Reads and compiles a pipeline; `device` (the `--device` flag) replaces the
 /// file's `device:` key, and `threads` its `threads:` key.
-fn compile(path: &Path, threads: Option<usize>, device: Option<DeviceSpec>) -> Result<Pipeline> {
-    build(PipelineFile::read_with_device(path, device)?, threads)
+fn compile(
+    path: &Path,
+    threads: Option<usize>,
+    device: Option<DeviceSpec>,
+    registry: &HeadRegistry,
+) -> Result<Pipeline> {
+    build(
+        PipelineFile::read_with_device(path, device)?,
+        threads,
+        registry,
+    )
 }
 
 /// Compiles a pipeline file read before.
-fn build(file: PipelineFile, threads: Option<usize>) -> Result<Pipeline> {
+fn build(file: PipelineFile, threads: Option<usize>, registry: &HeadRegistry) -> Result<Pipeline> {
     let path = file.path.clone();
     // Before any tensor exists: the CPU backend's thread pool starts with the first.
     device::set_cpu_threads(threads.unwrap_or(file.spec.threads));
     let device = file.device().device()?;
-    let pipeline = Pipeline::compile(file, &HeadRegistry::with_builtins(), &device)?;
+    let pipeline = Pipeline::compile(file, registry, &device)?;
     if let Some(note) = pipeline.weights_note {
         eprintln!(
             "warning: {}: {note}; its outputs carry no meaning",
@@ -79,7 +88,7 @@ fn build(file: PipelineFile, threads: Option<usize>) -> Result<Pipeline> {
 /// without running anything and without downloading: registry weights not in the
 /// cache yet are listed as what a run would fetch, and the checks that need them
 /// are left for that run.
-pub fn validate(args: CheckArgs) -> Result<()> {
+pub fn validate(args: CheckArgs, registry: &HeadRegistry) -> Result<()> {
     let file = PipelineFile::read_without_fetching(&args.pipeline)?;
     if !file.pending_weights().is_empty() {
         println!(
@@ -100,7 +109,7 @@ pub fn validate(args: CheckArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let p = build(file, Some(0))?;
+    let p = build(file, Some(0), registry)?;
     println!(
         "{}: valid ({} backbone(s), {} head(s): {})",
         args.pipeline.display(),
@@ -112,15 +121,15 @@ pub fn validate(args: CheckArgs) -> Result<()> {
 }
 
 /// `vpipe inspect`: prints the compiled graph.
-pub fn inspect(args: CheckArgs) -> Result<()> {
-    let p = compile(&args.pipeline, Some(0), None)?;
+pub fn inspect(args: CheckArgs, registry: &HeadRegistry) -> Result<()> {
+    let p = compile(&args.pipeline, Some(0), None, registry)?;
     print!("{}", p.describe());
     Ok(())
 }
 
 /// `vpipe run`.
-pub fn run(args: RunArgs) -> Result<()> {
-    let pipeline = compile(&args.pipeline, args.threads, args.device)?;
+pub fn run(args: RunArgs, registry: &HeadRegistry) -> Result<()> {
+    let pipeline = compile(&args.pipeline, args.threads, args.device, registry)?;
     let device_name = pipeline.file.device().to_string();
     let input = resolve_input(&args.input, args.recursive)?;
     let out_dir = args

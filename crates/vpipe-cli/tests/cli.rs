@@ -299,6 +299,7 @@ fn bench_reports_json() {
             "images_per_s",
             "input",
             "iters",
+            "kernels",
             "mean_ms",
             "median_ms",
             "p90_ms",
@@ -434,7 +435,7 @@ fn validate_inspect_and_run_pipelines() {
     let out = vpipe(&["validate", bad.to_str().unwrap()]);
     assert_clean_failure(
         &out,
-        "bad.yaml:8:7: heads[0].options.conf_treshold: unknown option 'conf_treshold' for a ssd head (hint: did you mean 'conf_threshold'?)",
+        "bad.yaml:8:7: heads[0].options.conf_treshold: unknown option 'conf_treshold' for the ssd head (hint: did you mean 'conf_threshold'?)",
     );
     let out = vpipe(&["validate", "pipelines/multitask.yaml"]);
     assert_ok(&out);

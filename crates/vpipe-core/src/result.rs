@@ -70,6 +70,39 @@ pub enum HeadOutput {
         /// Pixels per class present, largest first.
         areas: Vec<ClassArea>,
     },
+    /// A result of a kind of the head's own (a head from another crate): written
+    /// into results as its fields, and drawn by the head's own annotation hook.
+    #[serde(untagged)]
+    Custom(CustomOutput),
+}
+
+/// The result of a head of a kind vpipe does not know: a task name and fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomOutput {
+    /// The task, written as the `task` field of the result (e.g. `embedding`).
+    pub task: String,
+    /// The fields written beside it.
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl CustomOutput {
+    /// A result of task `task` whose fields are those of `value` (a struct or a map).
+    pub fn new(task: impl Into<String>, value: &impl Serialize) -> Result<Self, String> {
+        let task = task.into();
+        match serde_json::to_value(value) {
+            Ok(serde_json::Value::Object(fields)) if !fields.contains_key("task") => {
+                Ok(Self { task, fields })
+            }
+            Ok(serde_json::Value::Object(_)) => Err(format!(
+                "the fields of a '{task}' result may not include 'task' (it names the kind)"
+            )),
+            Ok(other) => Err(format!(
+                "a '{task}' result must serialize to an object of fields, not {other}"
+            )),
+            Err(e) => Err(format!("cannot serialize a '{task}' result: {e}")),
+        }
+    }
 }
 
 /// Softmax over `logits`, computed in `f64` for stability.
@@ -103,6 +136,23 @@ pub fn top_k(logits: &[f32], k: usize, labels: &[String]) -> Vec<ClassScore> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_results_are_written_with_their_task() {
+        #[derive(Serialize)]
+        struct Embedding {
+            vector: Vec<f32>,
+        }
+        let out = HeadOutput::Custom(
+            CustomOutput::new("embedding", &Embedding { vector: vec![0.5] }).unwrap(),
+        );
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"task":"embedding","vector":[0.5]}"#
+        );
+        assert!(CustomOutput::new("x", &1).is_err());
+        assert!(CustomOutput::new("x", &serde_json::json!({"task": 1})).is_err());
+    }
 
     #[test]
     fn top_k_orders_and_names() {

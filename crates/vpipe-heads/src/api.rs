@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use vpipe_backbone::{BackboneError, Features, MobileVitConfig, Params, Result, SourceLayout};
 use vpipe_core::geometry::InputTransform;
@@ -21,6 +23,7 @@ use vpipe_core::result::HeadOutput;
 use crate::classification::ClassificationHead;
 use crate::detection::{SsdHead, SsdSettings};
 use crate::model::RawTensor;
+use crate::options;
 use crate::segmentation::{ASPP_RATES, DeepLabHead, UpsampleConvention};
 
 /// A task head over the MobileViT feature maps.
@@ -49,18 +52,27 @@ pub trait Head: Send + Sync + fmt::Debug {
         index: usize,
         geometry: &InputTransform,
     ) -> Result<HeadOutput>;
+
+    /// Draws `output`, a result of this head's own kind ([`HeadOutput::Custom`],
+    /// as its [`Head::postprocess`] returned it), on an annotated frame: `image` is
+    /// in RGB order, with vpipe's drawings of the other heads' results already on it.
+    /// The default draws nothing; vpipe draws the built-in kinds itself.
+    fn annotate(&self, output: &HeadOutput, image: &mut image::RgbImage) {
+        let _ = (output, image);
+    }
 }
 
 /// What a factory gets to build a head.
 #[derive(Debug)]
 pub struct HeadContext<'a> {
-    /// The head's weights, in the canonical naming (take each one exactly once).
+    /// The head's weights: the checkpoint's tensors in the canonical naming, or a
+    /// head-only file's under their own names (take each one it has).
     pub params: &'a mut Params,
     /// The backbone the head sits on.
     pub backbone: &'a MobileVitConfig,
     options: &'a Map<String, Value>,
     source: SourceLayout,
-    read: RefCell<BTreeSet<String>>,
+    known: RefCell<BTreeSet<String>>,
 }
 
 impl<'a> HeadContext<'a> {
@@ -78,7 +90,7 @@ impl<'a> HeadContext<'a> {
             backbone,
             options,
             source,
-            read: RefCell::new(BTreeSet::new()),
+            known: RefCell::new(BTreeSet::new()),
         }
     }
 
@@ -88,100 +100,53 @@ impl<'a> HeadContext<'a> {
         self.source
     }
 
-    /// Option `key`, if given.
-    pub fn option(&self, key: &str) -> Option<&'a Value> {
-        self.read.borrow_mut().insert(key.to_string());
-        self.options.get(key)
+    /// The head's options, read into its own options type `T` (a serde struct; give
+    /// its fields `#[serde(default)]` values for options that may be left out). A
+    /// value of the wrong type is a [`BackboneError::HeadOption`] naming the option,
+    /// which a pipeline reports at its file:line:col; keys that are none of `T`'s
+    /// fields are reported by the pipeline as unknown options, with the closest
+    /// field as a hint.
+    pub fn options<T: DeserializeOwned>(&self) -> Result<T> {
+        self.known
+            .borrow_mut()
+            .extend(options::field_names::<T>().iter().map(|f| f.to_string()));
+        options::read(self.options)
     }
 
-    /// Options that the factory never asked for: misspelt or unsupported keys.
-    pub fn unread_options(&self) -> Vec<String> {
-        let read = self.read.borrow();
+    /// An option whose value has the right type but is out of range: `key`'s value
+    /// is not `expected` (in words, `a number from 0 to 1`); left out, it would be
+    /// `default`.
+    pub fn invalid_option(
+        &self,
+        key: &str,
+        expected: &str,
+        default: impl fmt::Display,
+    ) -> BackboneError {
+        let found = self
+            .options
+            .get(key)
+            .map_or_else(|| "nothing".to_string(), Value::to_string);
+        BackboneError::HeadOption {
+            key: key.to_string(),
+            message: format!("expected {expected}"),
+            help: Some(format!("got {found}; left out, it is {default}")),
+        }
+    }
+
+    /// Options given that the head's options type does not have: misspelt or
+    /// unsupported keys.
+    pub fn unknown_options(&self) -> Vec<String> {
+        let known = self.known.borrow();
         self.options
             .keys()
-            .filter(|k| !read.contains(k.as_str()))
+            .filter(|k| !known.contains(k.as_str()))
             .cloned()
             .collect()
     }
 
-    /// The option names the factory asked for so far.
-    pub fn read_options(&self) -> Vec<String> {
-        self.read.borrow().iter().cloned().collect()
-    }
-
-    /// Option `key` as a number in `range`, or `default`.
-    pub fn f64_option(
-        &self,
-        key: &str,
-        default: f64,
-        range: std::ops::RangeInclusive<f64>,
-    ) -> Result<f64> {
-        let expected = || format!("a number from {} to {}", range.start(), range.end());
-        match self.option(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .filter(|x| range.contains(x))
-                .ok_or_else(|| option_error(key, expected(), v, default)),
-        }
-    }
-
-    /// Option `key` as a whole number of at least `min`, or `default`.
-    pub fn usize_option(&self, key: &str, default: usize, min: usize) -> Result<usize> {
-        match self.option(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .filter(|&n| n >= min)
-                .ok_or_else(|| option_error(key, format!("a whole number ≥ {min}"), v, default)),
-        }
-    }
-
-    /// Option `key` as one of `allowed`, or `default`.
-    pub fn choice_option(&self, key: &str, default: usize, allowed: &[usize]) -> Result<usize> {
-        match self.option(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .filter(|n| allowed.contains(n))
-                .ok_or_else(|| {
-                    let names: Vec<String> = allowed.iter().map(usize::to_string).collect();
-                    let expected = match names.split_last() {
-                        Some((last, rest)) if !rest.is_empty() => {
-                            format!("{} or {last}", rest.join(", "))
-                        }
-                        _ => names.join(""),
-                    };
-                    option_error(key, expected, v, default)
-                }),
-        }
-    }
-
-    /// Option `key` as true or false, or `default`.
-    pub fn bool_option(&self, key: &str, default: bool) -> Result<bool> {
-        match self.option(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| option_error(key, "true or false".into(), v, default)),
-        }
-    }
-}
-
-/// The error of an option whose value `found` is not what the head accepts.
-fn option_error(
-    key: &str,
-    expected: String,
-    found: &Value,
-    default: impl fmt::Display,
-) -> BackboneError {
-    BackboneError::HeadOption {
-        key: key.to_string(),
-        expected,
-        found: found.to_string(),
-        default: default.to_string(),
+    /// The options the head's options type has.
+    pub fn known_options(&self) -> Vec<String> {
+        self.known.borrow().iter().cloned().collect()
     }
 }
 
@@ -276,10 +241,34 @@ pub fn row(t: &RawTensor, index: usize) -> Result<&[f32]> {
     })
 }
 
+/// Options of the `classification` head.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct ClassifyOptions {
+    /// How many classes to report (at least 1).
+    top_k: usize,
+}
+
+impl Default for ClassifyOptions {
+    fn default() -> Self {
+        Self { top_k: 5 }
+    }
+}
+
 fn build_classification(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
-    let top_k = ctx.usize_option("top_k", 5, 1)?;
+    let o: ClassifyOptions = ctx.options()?;
+    if o.top_k < 1 {
+        return Err(ctx.invalid_option(
+            "top_k",
+            "a whole number ≥ 1",
+            ClassifyOptions::default().top_k,
+        ));
+    }
     let head = ClassificationHead::load(ctx.params, ctx.backbone)?;
-    Ok(Box::new(Classify { head, top_k }))
+    Ok(Box::new(Classify {
+        head,
+        top_k: o.top_k,
+    }))
 }
 
 /// [`ClassificationHead`] as a [`Head`], with its top-k setting.
@@ -322,15 +311,57 @@ impl Head for Classify {
     }
 }
 
+/// Options of the `ssd` head.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct SsdOptions {
+    /// Minimum class score of a detection, 0 to 1.
+    conf_threshold: f32,
+    /// IoU above which non-maximum suppression drops the lower-scored box, 0 to 1.
+    nms_iou: f32,
+    /// Candidates per class before suppression (at least 1).
+    top_k: usize,
+    /// Detections kept per image (at least 1).
+    max_detections: usize,
+}
+
+impl Default for SsdOptions {
+    fn default() -> Self {
+        let d = SsdSettings::default();
+        Self {
+            conf_threshold: d.conf_threshold,
+            nms_iou: d.nms_iou,
+            top_k: d.top_k,
+            max_detections: d.max_detections,
+        }
+    }
+}
+
 fn build_ssd(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
-    let d = SsdSettings::default();
+    let o: SsdOptions = ctx.options()?;
+    let d = SsdOptions::default();
+    for (key, value, default) in [
+        ("conf_threshold", o.conf_threshold, d.conf_threshold),
+        ("nms_iou", o.nms_iou, d.nms_iou),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(ctx.invalid_option(key, "a number from 0 to 1", default));
+        }
+    }
+    for (key, value, default) in [
+        ("top_k", o.top_k, d.top_k),
+        ("max_detections", o.max_detections, d.max_detections),
+    ] {
+        if value < 1 {
+            return Err(ctx.invalid_option(key, "a whole number ≥ 1", default));
+        }
+    }
     let settings = SsdSettings {
-        conf_threshold: ctx.f64_option("conf_threshold", d.conf_threshold as f64, 0.0..=1.0)?
-            as f32,
-        nms_iou: ctx.f64_option("nms_iou", d.nms_iou as f64, 0.0..=1.0)? as f32,
-        top_k: ctx.usize_option("top_k", d.top_k, 1)?,
-        max_detections: ctx.usize_option("max_detections", d.max_detections, 1)?,
-        ..d
+        conf_threshold: o.conf_threshold,
+        nms_iou: o.nms_iou,
+        top_k: o.top_k,
+        max_detections: o.max_detections,
+        ..SsdSettings::default()
     };
     Ok(Box::new(SsdHead::load(
         ctx.params,
@@ -380,15 +411,43 @@ impl Head for SsdHead {
     }
 }
 
+/// Options of the `deeplabv3` head.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct DeepLabOptions {
+    /// Upsample the logits with align_corners = true (default: as the checkpoint's
+    /// source does).
+    align_corners: Option<bool>,
+    /// The output stride of the backbone layer the head reads.
+    stride: usize,
+}
+
+impl Default for DeepLabOptions {
+    fn default() -> Self {
+        Self {
+            align_corners: None,
+            stride: 16,
+        }
+    }
+}
+
 fn build_deeplab(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
+    let o: DeepLabOptions = ctx.options()?;
     // Hugging Face upsamples with align_corners = false, ml-cvnets with true.
     let default_align = ctx.source() != SourceLayout::HuggingFace;
-    let upsample = if ctx.bool_option("align_corners", default_align)? {
+    let upsample = if o.align_corners.unwrap_or(default_align) {
         UpsampleConvention::AlignCorners
     } else {
         UpsampleConvention::HalfPixel
     };
-    let stride = ctx.choice_option("stride", 16, &vpipe_backbone::OUTPUT_STRIDES)?;
+    if !vpipe_backbone::OUTPUT_STRIDES.contains(&o.stride) {
+        return Err(ctx.invalid_option(
+            "stride",
+            &vpipe_backbone::output_strides_in_words(),
+            DeepLabOptions::default().stride,
+        ));
+    }
+    let stride = o.stride;
     let in_ch = ctx.backbone.vit_stages[2].out_channels;
     Ok(Box::new(DeepLab {
         head: DeepLabHead::load(ctx.params, in_ch, ASPP_RATES, upsample)?,

@@ -11,6 +11,7 @@ pub mod api;
 pub mod classification;
 pub mod detection;
 pub mod model;
+mod options;
 pub mod segmentation;
 
 pub use api::{Head, HeadContext, HeadFactory, HeadRegistry, output, row};

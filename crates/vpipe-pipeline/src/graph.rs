@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::Device;
 use serde::Serialize;
-use vpipe_backbone::layout::{CheckpointTask, to_canonical};
+use vpipe_backbone::layout::{CheckpointTask, has_backbone, to_canonical};
 use vpipe_backbone::{CheckpointLayout, MobileVit, MobileVitConfig, Params};
 use vpipe_core::TensorFile;
 use vpipe_core::result::HeadOutput;
@@ -117,7 +117,19 @@ impl Pipeline {
             let path = file.weights_path(&b.weights);
             let opened = open_checkpoint(&mut checkpoints, &path, device)
                 .map_err(|e| file.error(&format!("{at}.weights"), e.to_string(), None))?;
-            let (layout, params) = (opened.layout, &mut opened.params);
+            let Some(layout) = opened.layout else {
+                return Err(file
+                    .error(
+                        &format!("{at}.weights"),
+                        format!(
+                            "{} holds no MobileViT backbone (none of its tensors is named as in an ml-cvnets, timm or Hugging Face checkpoint)",
+                            path.display()
+                        ),
+                        Some("a backbone needs a MobileViT checkpoint; a file of a head's own tensors goes under that head's `weights:`".into()),
+                    )
+                    .into());
+            };
+            let params = &mut opened.params;
             let default_os = if layout.task == CheckpointTask::Segmentation {
                 16
             } else {
@@ -192,7 +204,9 @@ impl Pipeline {
                     )
                     .into());
             }
-            if layout.size != branch.layout.size {
+            if let Some(layout) = layout
+                && layout.size != branch.layout.size
+            {
                 return Err(file
                     .error(
                         &format!("{at}.weights"),
@@ -221,29 +235,36 @@ impl Pipeline {
             }
             let mut ctx = HeadContext::new(params, &branch.config, &h.options);
             let head = registry.build(&h.kind, &mut ctx).map_err(|e| match e {
-                vpipe_backbone::BackboneError::HeadOption {
-                    key,
-                    expected,
-                    found,
-                    default,
-                } => file.error_at_value(
-                    &format!("{at}.options.{key}"),
-                    format!("expected {expected}"),
-                    Some(format!("got {found}; left out, it is {default}")),
-                ),
+                vpipe_backbone::BackboneError::HeadOption { key, message, help } => {
+                    file.error_at_value(&format!("{at}.options.{key}"), message, help)
+                }
+                e @ (vpipe_backbone::BackboneError::MissingTensor { .. }
+                | vpipe_backbone::BackboneError::ShapeMismatch { .. })
+                    if h.weights.is_some() =>
+                {
+                    file.error(
+                        &format!("{at}.weights"),
+                        format!("cannot build the {} head: {e}", h.kind),
+                        None,
+                    )
+                }
                 e => file.error(&at, format!("cannot build the {} head: {e}", h.kind), None),
             })?;
-            if let Some(key) = ctx.unread_options().first() {
-                let known = ctx.read_options();
+            if let Some(key) = ctx.unknown_options().first() {
+                let known = ctx.known_options();
+                let hint = if known.is_empty() {
+                    format!("the {} head takes no options", h.kind)
+                } else {
+                    closest(key, known.iter().map(String::as_str)).map_or_else(
+                        || format!("options of {}: {}", h.kind, known.join(", ")),
+                        |c| format!("did you mean '{c}'?"),
+                    )
+                };
                 return Err(file
                     .error(
                         &format!("{at}.options.{key}"),
-                        format!("unknown option '{key}' for a {} head", h.kind),
-                        closest(key, known.iter().map(String::as_str))
-                            .map(|c| format!("did you mean '{c}'?"))
-                            .or_else(|| {
-                                Some(format!("options of {}: {}", h.kind, known.join(", ")))
-                            }),
+                        format!("unknown option '{key}' for the {} head", h.kind),
+                        Some(hint),
                     )
                     .into());
             }
@@ -384,6 +405,17 @@ impl Pipeline {
             .collect()
     }
 
+    /// Lets each head draw its results of a kind of its own ([`HeadOutput::Custom`])
+    /// on `image` (RGB), through its [`Head::annotate`] hook. `outputs` are one
+    /// frame's results, as [`Pipeline::postprocess`] gave them.
+    pub fn annotate_custom(&self, image: &mut image::RgbImage, outputs: &[NamedOutput]) {
+        for (&(b, h), out) in self.order.iter().zip(outputs) {
+            if matches!(out.output, HeadOutput::Custom(_)) {
+                self.branches[b].heads[h].head.annotate(&out.output, image);
+            }
+        }
+    }
+
     /// A readable description of the compiled graph, for `vpipe inspect`.
     pub fn describe(&self) -> String {
         let mut s = String::new();
@@ -441,22 +473,27 @@ fn check_every_tensor_used(
     checkpoints: HashMap<PathBuf, OpenCheckpoint>,
 ) -> Result<()> {
     for (key, mut opened) in checkpoints {
-        if opened.params.untaken() > 0 {
-            // Marks the rest of the checkpoint's own network as used.
-            vpipe_heads::Model::build(
-                &mut opened.params,
-                &opened.layout,
-                &vpipe_heads::LoadOptions::default(),
-            )
-            .map_err(|e| file.error(&weights_key(file, &key), e.to_string(), None))?;
-        }
-        opened.params.finish().map_err(|e| {
-            file.error(
-                &weights_key(file, &key),
-                e.to_string(),
-                Some("the file holds tensors no MobileViT network of its kind has; is it the right checkpoint?".into()),
-            )
-        })?;
+        let hint = match &opened.layout {
+            Some(layout) => {
+                if opened.params.untaken() > 0 {
+                    // Marks the rest of the checkpoint's own network as used.
+                    vpipe_heads::Model::build(
+                        &mut opened.params,
+                        layout,
+                        &vpipe_heads::LoadOptions::default(),
+                    )
+                    .map_err(|e| file.error(&weights_key(file, &key), e.to_string(), None))?;
+                }
+                "the file holds tensors no MobileViT network of its kind has; is it the right checkpoint?"
+            }
+            None => {
+                "the head did not use these tensors: a head's own weights file holds exactly the tensors the head takes"
+            }
+        };
+        opened
+            .params
+            .finish()
+            .map_err(|e| file.error(&weights_key(file, &key), e.to_string(), Some(hint.into())))?;
     }
     Ok(())
 }
@@ -479,7 +516,9 @@ fn weights_key(file: &PipelineFile, key: &Path) -> String {
 /// A checkpoint read for a pipeline: what it is, its remaining tensors, and the
 /// content hash of its backbone.
 struct OpenCheckpoint {
-    layout: CheckpointLayout,
+    /// `None` for a file with no MobileViT backbone: a head's own weights, under
+    /// their own names.
+    layout: Option<CheckpointLayout>,
     params: Params,
     /// [`vpipe_backbone::CanonicalTensors::backbone_digest`] of the file.
     backbone_digest: Option<[u8; 32]>,
@@ -505,11 +544,18 @@ fn open_checkpoint<'a>(
     let key = checkpoint_key(path);
     if !cache.contains_key(&key) {
         let file = TensorFile::read(path).map_err(vpipe_backbone::BackboneError::from)?;
-        let layout = CheckpointLayout::detect(&file)?;
-        let canonical = to_canonical(&file)?;
-        let backbone_digest = canonical.backbone_digest();
-        let params = Params::new(path.display().to_string(), canonical, device);
-        tracing::info!(file = %path.display(), source = %layout.source, task = %layout.task, arch = %layout.size, "loaded checkpoint");
+        let (layout, params, backbone_digest) = if has_backbone(&file) {
+            let layout = CheckpointLayout::detect(&file)?;
+            let canonical = to_canonical(&file)?;
+            let digest = canonical.backbone_digest();
+            tracing::info!(file = %path.display(), source = %layout.source, task = %layout.task, arch = %layout.size, "loaded checkpoint");
+            let params = Params::new(path.display().to_string(), canonical, device);
+            (Some(layout), params, digest)
+        } else {
+            tracing::info!(file = %path.display(), tensors = file.tensors.len(), "loaded a head's own weights");
+            let params = Params::from_named(path.display().to_string(), file.tensors, device);
+            (None, params, None)
+        };
         cache.insert(
             key.clone(),
             OpenCheckpoint {

@@ -641,7 +641,7 @@ pub fn run(pipeline: &Pipeline, input: &Input, options: &RunOptions) -> Result<R
                                     // become the annotated image.
                                     let annotated = spec.output.annotated.then(|| {
                                         timed(&clocks.annotate, || {
-                                            draw(&annotator, &mut item.frame, &outputs)
+                                            draw(pipeline, &annotator, &mut item.frame, &outputs)
                                         })
                                     });
                                     q_finished.push(Msg::Item(Finished {
@@ -756,8 +756,14 @@ fn describe(d: &Decoded) -> String {
 }
 
 /// The frame with every head's results drawn on it, in the annotator's channel
-/// order; the frame's pixels move into it (`frame.data` is left empty).
-fn draw(annotator: &Annotator, frame: &mut Frame, outputs: &[NamedOutput]) -> Frame {
+/// order; the frame's pixels move into it (`frame.data` is left empty). Results of
+/// a head's own kind are drawn last, by the head ([`Pipeline::annotate_custom`]).
+fn draw(
+    pipeline: &Pipeline,
+    annotator: &Annotator,
+    frame: &mut Frame,
+    outputs: &[NamedOutput],
+) -> Frame {
     let order = annotator.style().order;
     let taken = Frame {
         width: frame.width,
@@ -768,8 +774,27 @@ fn draw(annotator: &Annotator, frame: &mut Frame, outputs: &[NamedOutput]) -> Fr
     .into_order(order);
     let mut img = RgbImage::from_raw(taken.width as u32, taken.height as u32, taken.data)
         .unwrap_or_else(|| unreachable!("Frame::new checks the buffer size"));
-    let outputs: Vec<&HeadOutput> = outputs.iter().map(|o| &o.output).collect();
-    annotator.draw_all(&mut img, &outputs);
+    let builtin: Vec<&HeadOutput> = outputs.iter().map(|o| &o.output).collect();
+    annotator.draw_all(&mut img, &builtin);
+    let custom = outputs
+        .iter()
+        .any(|o| matches!(o.output, HeadOutput::Custom(_)));
+    if custom {
+        // The heads draw in RGB order.
+        let rgb = Frame {
+            data: img.into_raw(),
+            ..taken
+        }
+        .into_order(ChannelOrder::Rgb);
+        let mut img = RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.data)
+            .unwrap_or_else(|| unreachable!("the same size as above"));
+        pipeline.annotate_custom(&mut img, outputs);
+        return Frame {
+            data: img.into_raw(),
+            ..rgb
+        }
+        .into_order(order);
+    }
     Frame {
         data: img.into_raw(),
         ..taken
