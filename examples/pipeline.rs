@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let file = PipelineFile::read(Path::new(pipeline))?;
     let device = vpipe::core::device::default_device();
-    // Your own head types go into the registry before compiling (see custom_head.rs).
+    // Your own head types go into the registry before compiling (see examples/custom-head).
     let pipeline = Pipeline::compile(file, &HeadRegistry::with_builtins(), &device)?;
     print!("{}", pipeline.describe());
     for path in images {

@@ -7,8 +7,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need=()
-# OpenCV (video files, streams, cameras) and clang for its Rust bindings.
-for pkg in pkg-config build-essential libopencv-dev clang libclang-dev; do
+# OpenCV (video files, streams, cameras) and clang for its Rust bindings; SQLite for
+# the database sink of examples/custom-head.
+for pkg in pkg-config build-essential libopencv-dev clang libclang-dev libsqlite3-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -18,6 +18,12 @@
 //! [`registry`] is vpipe's head registry plus this head; `src/main.rs` hands it to
 //! [`vpipe_cli::main_with`] and so gets the whole `vpipe` command line, and
 //! `pipeline.yaml` uses the head next to vpipe's own `ssd` head on one backbone.
+//!
+//! [`sink::SqliteSink`] is a sink of this crate's own: a library run
+//! ([`vpipe_pipeline::run_with_sinks`]) writes every frame's results into a SQLite
+//! database next to the files the pipeline asks for.
+
+pub mod sink;
 
 use std::collections::HashMap;
 use std::path::Path;
