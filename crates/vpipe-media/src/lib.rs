@@ -4,7 +4,8 @@
 //! - [`resize`]: bit-exact reimplementations of Pillow's, PyTorch's and OpenCV's
 //!   (bilinear) uint8 resizes.
 //! - [`preprocess`]: the named preprocessing presets of each checkpoint source.
-//! - [`video`]: video files, streams and cameras through OpenCV.
+//! - [`video`]: video files, streams and cameras through OpenCV (the `video` cargo
+//!   feature, on by default; without it, still images only and no OpenCV).
 
 pub mod error;
 pub mod image_io;

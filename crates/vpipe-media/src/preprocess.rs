@@ -212,6 +212,22 @@ impl Preprocess {
             self.filter,
             self.kernel,
         );
+        if resized.len() != t.resized_width * t.resized_height * 3 {
+            let hint = if cfg!(feature = "video") {
+                ""
+            } else {
+                " (OpenCV's nearest and bicubic resizes need vpipe built with the `video` feature)"
+            };
+            return Err(MediaError::Preprocess(format!(
+                "cannot resize {}x{} to {}x{} with {:?} {:?}{hint}",
+                frame.width,
+                frame.height,
+                t.resized_width,
+                t.resized_height,
+                self.kernel,
+                self.filter
+            )));
+        }
         let (cw, ch) = t.input_size;
         if (cw, ch) == (t.resized_width, t.resized_height) {
             return Ok((resized, t));

@@ -62,7 +62,9 @@ pub enum ResizeKernel {
     TorchAntialias,
     /// OpenCV's `cv::resize` (11-bit fixed point for 8-bit bilinear):
     /// reimplemented for [`Filter::Bilinear`] (`INTER_LINEAR`), which needs no
-    /// OpenCV; the system OpenCV's own `cv::resize` for the other filters.
+    /// OpenCV; the system OpenCV's own `cv::resize` for the other filters, which
+    /// need the `video` feature (without it they give no image, an error in
+    /// [`crate::Preprocess`]).
     OpenCv,
 }
 
@@ -123,7 +125,11 @@ pub fn resize_rgb8(
         (Filter::Nearest, ResizeKernel::Pillow) => nearest_pillow(src, w, h, out_w, out_h),
         (Filter::Nearest, ResizeKernel::TorchAntialias) => nearest_torch(src, w, h, out_w, out_h),
         (Filter::Bilinear, ResizeKernel::OpenCv) => opencv_linear(src, w, h, out_w, out_h),
+        #[cfg(feature = "video")]
         (_, ResizeKernel::OpenCv) => opencv_resize(src, w, h, out_w, out_h, filter),
+        // OpenCV's nearest and bicubic resizes need OpenCV itself.
+        #[cfg(not(feature = "video"))]
+        (_, ResizeKernel::OpenCv) => None,
         (Filter::Bilinear | Filter::Bicubic, _) => {
             resample_separable(src, w, h, out_w, out_h, filter, kernel)
         }
@@ -135,8 +141,9 @@ pub fn resize_rgb8(
 }
 
 /// `cv::resize` of the 3-channel image `src` (`w x h`) into a new `out_w x out_h`
-/// buffer, which OpenCV writes in place. `None` if OpenCV refuses (for example a
+/// buffer, which OpenCV writes in place (with the `video` feature only). `None` if OpenCV refuses (for example a
 /// size beyond its `int` range).
+#[cfg(feature = "video")]
 fn opencv_resize(
     src: &[u8],
     w: usize,

@@ -3,6 +3,7 @@
 //! the `opencv` crate), byte for byte: random sizes and contents, and the edge
 //! cases (one pixel, one row or column, extreme aspect ratios, exact 2x, one axis
 //! kept, the `cvnets-*` preset sizes).
+#![cfg(feature = "video")]
 
 use opencv::core::{Mat, MatTraitConst, MatTraitConstManual, Size, Vec3b};
 use opencv::imgproc;
