@@ -172,7 +172,7 @@ impl CheckpointLayout {
         };
         let dim = t
             .get("layer_3.1.local_rep.conv_1x1.block.conv.weight")
-            .map(|w| w.shape[0]);
+            .and_then(|w| w.shape.first().copied());
         let size = match dim {
             Some(64) => MobileVitSize::Xxs,
             Some(96) => MobileVitSize::Xs,
@@ -377,8 +377,19 @@ fn fuse_qkv(
                 });
             }
         }
+        // The three are stacked along the first axis, which a scalar lacks.
+        let rows = shape0
+            .first()
+            .and_then(|r| r.checked_mul(3))
+            .ok_or_else(|| BackboneError::Unrecognised {
+                file: file.to_string(),
+                reason: format!(
+                    "tensor '{}' has shape {shape0:?}, which is not a query/key/value projection",
+                    names.get(&q_key).unwrap_or(&q_key)
+                ),
+            })?;
         let mut shape = shape0;
-        shape[0] *= 3;
+        shape[0] = rows;
         let data = parts
             .iter()
             .flat_map(|(_, t)| t.data.iter().copied())
@@ -683,6 +694,56 @@ fn rules(source: SourceLayout) -> Vec<Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vpipe_core::checkpoint::FileFormat;
+
+    /// A checkpoint holding `tensors` (name and shape), every element zero.
+    fn file_of(tensors: &[(&str, &[usize])]) -> TensorFile {
+        TensorFile {
+            path: "fuzz.safetensors".into(),
+            format: FileFormat::Safetensors,
+            tensors: tensors
+                .iter()
+                .map(|(name, shape)| {
+                    let n = shape.iter().product();
+                    (
+                        name.to_string(),
+                        HostTensor::new(shape.to_vec(), vec![0.0; n]),
+                    )
+                })
+                .collect(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Found by review while adding the fuzz targets, and confirmed as a panic
+    /// with the `checkpoint` target: a scalar where the layer-3 transformer width
+    /// is read indexed an empty shape.
+    #[test]
+    fn a_scalar_layer_3_width_is_an_unknown_size() {
+        let file = file_of(&[
+            ("conv_1.block.conv.weight", &[1]),
+            ("classifier.fc.bias", &[1]),
+            ("layer_3.1.local_rep.conv_1x1.block.conv.weight", &[]),
+        ]);
+        let err = CheckpointLayout::detect(&file).unwrap_err().to_string();
+        assert!(err.contains("of unknown size"), "{err}");
+    }
+
+    /// As above: Hugging Face query/key/value projections are fused along their
+    /// first axis, which scalars lack, and whose length times three can overflow.
+    #[test]
+    fn scalar_or_huge_query_key_value_projections_are_refused() {
+        for shape in [&[][..], &[usize::MAX / 2, 0]] {
+            let file = file_of(&[
+                ("mobilevit.conv_stem.convolution.weight", &[1]),
+                ("a.q_proj.weight", shape),
+                ("a.k_proj.weight", shape),
+                ("a.v_proj.weight", shape),
+            ]);
+            let err = to_canonical(&file).unwrap_err().to_string();
+            assert!(err.contains("is not a query/key/value projection"), "{err}");
+        }
+    }
 
     #[test]
     fn rules_rename_with_captures_and_offsets() {

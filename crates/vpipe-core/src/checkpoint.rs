@@ -85,12 +85,13 @@ pub fn sniff_format(path: &Path) -> Result<FileFormat> {
     }
     if n == 9 && head[8] == b'{' {
         let header_len = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
-        if header_len.saturating_add(8) > len {
+        // Saturating: the length field is the file's word, up to u64::MAX.
+        let needed = header_len.saturating_add(8);
+        if needed > len {
             return Err(CoreError::format(
                 path,
                 format!(
-                    "truncated safetensors file: its header alone needs {} bytes, the file has {len}",
-                    header_len + 8
+                    "truncated safetensors file: its header alone needs {needed} bytes, the file has {len}"
                 ),
             ));
         }
@@ -240,4 +241,25 @@ fn collect<S: ModuleStore>(store: &mut S, path: &Path) -> Result<Vec<(String, Te
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `checkpoint` fuzz target: a safetensors header length near
+    /// `u64::MAX` overflowed the addition that reports the size the header needs.
+    #[test]
+    fn a_huge_safetensors_header_length_is_refused_without_overflow() {
+        let mut bytes = vec![0xFF; 8];
+        bytes.push(b'{');
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &bytes).unwrap();
+        let err = sniff_format(file.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("needs 18446744073709551615 bytes, the file has 9"),
+            "{err}"
+        );
+        assert!(TensorFile::read(file.path()).is_err());
+    }
 }

@@ -27,16 +27,37 @@ pub struct Positions {
     values: HashMap<String, Position>,
 }
 
+/// Deepest nesting of mappings and sequences indexed. Pipeline files need a few
+/// levels, and serde_yaml refuses values nested deeper than 128 anyway.
+pub const MAX_DEPTH: usize = 128;
+
 impl Positions {
-    /// Indexes `text`; a syntax error comes back with its position and message.
+    /// Indexes the first document of `text`; a syntax error, or nesting deeper than
+    /// [`MAX_DEPTH`], comes back with its position and message.
     pub fn index(text: &str) -> Result<Self, (Position, String)> {
         let mut recorder = Recorder::default();
-        Parser::new_from_str(text)
-            .load(&mut recorder, false)
-            .map_err(|e| {
-                let m = e.marker();
-                (position(m), e.info().to_string())
-            })?;
+        let mut parser = Parser::new_from_str(text);
+        // The events are pulled one by one here rather than by `Parser::load`, which
+        // recurses once per nesting level: a line of `- - - …` tens of thousands of
+        // items long overflowed the stack. Each level also holds its path (memory
+        // quadratic in the depth), so the depth is capped too.
+        loop {
+            let (event, mark) = parser
+                .next_token()
+                .map_err(|e| (position(e.marker()), e.info().to_string()))?;
+            let nests = matches!(event, Event::MappingStart(..) | Event::SequenceStart(..));
+            if nests && recorder.stack.len() >= MAX_DEPTH {
+                return Err((
+                    position(&mark),
+                    format!("nested more than {MAX_DEPTH} levels deep"),
+                ));
+            }
+            let last = matches!(event, Event::DocumentEnd | Event::StreamEnd);
+            recorder.on_event(event, mark);
+            if last {
+                break;
+            }
+        }
         Ok(Self {
             by_path: recorder.positions,
             values: recorder.values,
@@ -197,6 +218,39 @@ mod tests {
             p.locate("heads[0].nothing"),
             Position { line: 6, column: 5 }
         );
+    }
+
+    /// Found by review while adding the fuzz targets, and confirmed as a crash with
+    /// the `pipeline_yaml` target: `Parser::load` recursed once per level, and
+    /// 20 000 levels overflowed the stack.
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let deep = |levels: usize| format!("{}x\n", "- ".repeat(levels));
+        let p = Positions::index(&deep(MAX_DEPTH)).unwrap();
+        assert_eq!(
+            p.locate_value(&"[0]".repeat(MAX_DEPTH)),
+            Position {
+                line: 1,
+                column: 2 * MAX_DEPTH + 1
+            }
+        );
+        for levels in [MAX_DEPTH + 1, 100_000] {
+            let (pos, msg) = Positions::index(&deep(levels)).unwrap_err();
+            assert_eq!(msg, "nested more than 128 levels deep");
+            assert_eq!(
+                pos,
+                Position {
+                    line: 1,
+                    column: 2 * MAX_DEPTH + 1
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_first_document_is_indexed() {
+        let p = Positions::index("a: 1\n---\nb: [\n").unwrap();
+        assert_eq!(p.locate("a"), Position { line: 1, column: 1 });
     }
 
     #[test]
