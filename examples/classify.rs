@@ -2,8 +2,9 @@
 //!
 //! `cargo run --release --example classify -- weights/reference/cvnets_mobilevit_xxs.pt assets/squirrel_cls.jpg`
 
+use vpipe::backbone::layout::CheckpointTask;
 use vpipe::core::device::default_device;
-use vpipe::heads::{LoadedModel, Model};
+use vpipe::heads::{LoadOptions, LoadedModel};
 use vpipe::media::{PreprocessPreset, PresetRecipe, load_image};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,22 +13,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: classify WEIGHTS IMAGE".into());
     };
     let device = default_device();
-    let loaded = LoadedModel::load(weights.as_ref(), &device)?;
-    let Model::Classifier { backbone, head } = &loaded.model else {
-        return Err("not a classification checkpoint".into());
+    let options = LoadOptions {
+        task: Some(CheckpointTask::Classification),
+        ..LoadOptions::default()
     };
+    let loaded = LoadedModel::load_with(weights.as_ref(), &device, &options)?;
     let frame = load_image(image.as_ref())?;
-    let (input, _) = PreprocessPreset::CvnetsCls
+    let (input, geometry) = PreprocessPreset::CvnetsCls
         .recipe()
         .batch(&[&frame], &device)?;
-    let features = backbone.forward(input)?; // feature maps at strides 2, 4, 8, 16, 32
-    let logits = head
-        .forward(&features)
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| format!("{e:?}"))?;
-    for out in head.postprocess(&logits, 5) {
-        println!("{}", serde_json::to_string(&out)?);
-    }
+    // The backbone (feature maps at strides 2, 4, 8, 16, 32), then the head: `logits`.
+    let raw = loaded.model.forward_raw(input)?;
+    // The head's post-processing: the top 5 classes of image 0.
+    let top5 = loaded
+        .model
+        .head()
+        .postprocess(&raw.tensors, 0, &geometry[0])?;
+    println!("{}", serde_json::to_string(&top5)?);
     Ok(())
 }

@@ -8,7 +8,9 @@ mod common;
 use common::*;
 use vpipe::backbone::layout::CheckpointTask;
 use vpipe::backbone::{MobileVitSize, SourceLayout};
-use vpipe::heads::{LoadedModel, Model};
+use vpipe::core::geometry::InputTransform;
+use vpipe::core::result::HeadOutput;
+use vpipe::heads::{ClassificationHead, LoadedModel};
 
 /// Logits must match within this absolute tolerance.
 const LOGIT_TOL: f32 = 1e-4;
@@ -27,10 +29,9 @@ fn check_logits(
     assert_eq!(loaded.layout.source, source);
     assert_eq!(loaded.layout.size, MobileVitSize::Xxs);
     assert_eq!(loaded.layout.task, CheckpointTask::Classification);
-    let out = loaded
-        .model
-        .forward_raw(input_tensor(input))
-        .expect("forward");
+    let x = input_tensor(input);
+    let [_, _, h, w] = x.dims();
+    let out = loaded.model.forward_raw(x).expect("forward");
     let logits = out.get("logits").expect("logits output");
     assert_eq!(logits.shape, vec![1, 1000]);
     let (shape, want) = read_f32(&fixture(expected));
@@ -41,11 +42,13 @@ fn check_logits(
         diff <= LOGIT_TOL,
         "{weights_file}: max |diff| {diff} > {LOGIT_TOL}"
     );
-    let Model::Classifier { head, .. } = &loaded.model else {
-        panic!("not a classifier");
-    };
-    let outputs = head.postprocess(&logits.data, 5);
-    let vpipe::core::result::HeadOutput::Classification { top_k } = &outputs[0] else {
+    // The head's post-processing (its default top_k is 5), on the network input.
+    let output = loaded
+        .model
+        .head()
+        .postprocess(&out.tensors, 0, &InputTransform::identity(w, h))
+        .expect("postprocess");
+    let HeadOutput::Classification { top_k } = &output else {
         panic!("not a classification output");
     };
     let ids: Vec<usize> = top_k.iter().map(|c| c.class_id).collect();
@@ -103,10 +106,14 @@ fn cvnets_pt_logits_match() {
 #[test]
 fn cvnets_intermediate_features_match() {
     let device = test_device();
-    let loaded = LoadedModel::load(&weights("cvnets_mobilevit_xxs.pt"), &device).expect("load");
-    let Model::Classifier { backbone, head } = &loaded.model else {
-        panic!("not a classifier");
-    };
+    let path = weights("cvnets_mobilevit_xxs.pt");
+    let loaded = LoadedModel::load(&path, &device).expect("load");
+    let backbone = loaded.model.backbone();
+    // The head's own type, for its 1x1 expansion (an intermediate feature).
+    let file = vpipe::core::TensorFile::read(&path).expect("read");
+    let canonical = vpipe::backbone::layout::to_canonical(&file).expect("canonical");
+    let mut params = vpipe::backbone::Params::new("cvnets", canonical, &device);
+    let head = ClassificationHead::load(&mut params, backbone.config()).expect("head");
     let features = backbone
         .forward(input_tensor("cvnets_xxs_cls_input.npy"))
         .expect("forward");

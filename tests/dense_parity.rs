@@ -10,9 +10,10 @@ use burn::tensor::{Tensor, TensorData};
 use common::*;
 use vpipe::backbone::SourceLayout;
 use vpipe::backbone::layout::CheckpointTask;
+use vpipe::core::geometry::InputTransform;
 use vpipe::core::npy;
 use vpipe::core::result::HeadOutput;
-use vpipe::heads::{LoadedModel, Model};
+use vpipe::heads::{LoadedModel, UpsampleConvention};
 use vpipe::media::{Preprocess, PreprocessPreset, PresetRecipe, load_image};
 
 /// FNV-1a (64-bit) of the little-endian bytes of a float array.
@@ -91,17 +92,13 @@ fn ssd_outputs_and_detections_match_cvnets() {
     check_close("loc", &loc.data, "cvnets_xxs_ssd_loc.npy", 1e-4);
     check_close("anchors", &anchors.data, "cvnets_xxs_ssd_anchors.npy", 0.0);
 
-    let Model::Detector { head, .. } = &loaded.model else {
-        panic!("not a detector");
-    };
-    let a: Vec<[f32; 4]> = anchors
-        .data
-        .chunks_exact(4)
-        .map(|b| [b[0], b[1], b[2], b[3]])
-        .collect();
-    // Boxes in the original image's pixels (512x512 resized exactly to 320x320).
-    let HeadOutput::Detection { detections } =
-        head.postprocess(&conf.data, &loc.data, &a, (512.0, 512.0))
+    // Boxes in the original image's pixels (512x512 resized exactly to 320x320):
+    // the head's post-processing scales its normalised boxes to a 512x512 input.
+    let HeadOutput::Detection { detections } = loaded
+        .model
+        .head()
+        .postprocess(&out.tensors, 0, &InputTransform::identity(512, 512))
+        .expect("postprocess")
     else {
         panic!("not a detection output");
     };
@@ -132,9 +129,9 @@ fn ssd_outputs_and_detections_match_cvnets() {
 }
 
 /// Pixels where two masks differ, and how many of those the reference itself decides
-/// by less than `tie` (top-2 margin of its own upsampled logits).
+/// by less than `tie` (top-2 margin of its own logits, upsampled by `convention`).
 fn mask_mismatch(
-    head: &vpipe::heads::DeepLabHead,
+    convention: UpsampleConvention,
     ours: &[f32],
     reference_logits: &str,
     reference_mask: &str,
@@ -142,7 +139,7 @@ fn mask_mismatch(
     let (s, l) = read_f32(&fixture(reference_logits));
     let logits =
         Tensor::<4>::from_data(TensorData::new(l, [s[0], s[1], s[2], s[3]]), &test_device());
-    let up = head.upsample(logits, [512, 512]);
+    let up = convention.upsample(logits, [512, 512]);
     let [_, c, h, w] = up.dims();
     let upv = up.into_data().try_to_vec::<f32>().expect("f32");
     let want = npy::read(&fixture(reference_mask))
@@ -197,11 +194,9 @@ fn deeplabv3_matches_cvnets() {
         "cvnets_xxs_seg_logits_pre_upsample.npy",
         1e-4,
     );
-    let Model::Segmenter { head, .. } = &loaded.model else {
-        panic!("not a segmenter");
-    };
-    // A 64x64 window (rows and columns 224..288) of the model's upsampled output.
-    let up = head.upsample(
+    // A 64x64 window (rows and columns 224..288) of the model's output upsampled
+    // as ml-cvnets does.
+    let up = UpsampleConvention::AlignCorners.upsample(
         Tensor::<4>::from_data(
             TensorData::new(logits.data.clone(), [1, 21, 32, 32]),
             &test_device(),
@@ -221,7 +216,7 @@ fn deeplabv3_matches_cvnets() {
     );
     let mask = out.get("mask").expect("mask");
     let (differ, ties) = mask_mismatch(
-        head,
+        UpsampleConvention::AlignCorners,
         &mask.data,
         "cvnets_xxs_seg_logits_pre_upsample.npy",
         "cvnets_xxs_seg_mask.npy",
@@ -241,12 +236,9 @@ fn deeplabv3_matches_huggingface() {
     let out = loaded.model.forward_raw(x).expect("forward");
     let logits = out.get("logits").expect("logits");
     check_close("logits", &logits.data, "hf_xxs_seg_logits.npy", 1e-4);
-    let Model::Segmenter { head, .. } = &loaded.model else {
-        panic!("not a segmenter");
-    };
     let mask = out.get("mask").expect("mask");
     let (differ, ties) = mask_mismatch(
-        head,
+        UpsampleConvention::HalfPixel,
         &mask.data,
         "hf_xxs_seg_logits.npy",
         "hf_xxs_seg_mask.npy",
@@ -333,9 +325,6 @@ fn heads_built_through_the_registry_map_boxes_to_the_original_image() {
 #[test]
 fn odd_images_and_empty_results_are_handled() {
     let loaded = load("cvnets_ssd_mobilevit_xxs.pt");
-    let Model::Detector { head, .. } = &loaded.model else {
-        panic!("not a detector");
-    };
     let device = test_device();
     let recipe = PreprocessPreset::CvnetsSsd.recipe();
     // A single pixel, and an image far from the model's square aspect ratio.
@@ -353,21 +342,17 @@ fn odd_images_and_empty_results_are_handled() {
                 t.name
             );
         }
-        let conf = out.get("conf_logits").expect("conf");
-        let loc = out.get("loc").expect("loc");
-        let anchors: Vec<[f32; 4]> = out
-            .get("anchors")
-            .expect("anchors")
-            .data
-            .chunks_exact(4)
-            .map(|b| [b[0], b[1], b[2], b[3]])
-            .collect();
-        let HeadOutput::Detection { detections } = head.postprocess(
-            &conf.data,
-            &loc.data,
-            &anchors,
-            (f.width as f32, f.height as f32),
-        ) else {
+        // Boxes scaled to the image's own size.
+        let HeadOutput::Detection { detections } = loaded
+            .model
+            .head()
+            .postprocess(
+                &out.tensors,
+                0,
+                &InputTransform::identity(f.width, f.height),
+            )
+            .expect("postprocess")
+        else {
             panic!("not detections");
         };
         for d in &detections {
@@ -464,6 +449,7 @@ fn deeplabv3_at_output_stride_8_matches_huggingface() {
     let device = test_device();
     let options = vpipe::heads::LoadOptions {
         output_stride: Some(8),
+        ..Default::default()
     };
     let loaded = LoadedModel::load_with(
         &weights("hf_deeplabv3_mobilevit_xxs.safetensors"),
@@ -482,11 +468,12 @@ fn deeplabv3_at_output_stride_8_matches_huggingface() {
         "hf_xxs_seg_os8_logits.npy",
         1e-4,
     );
-    let bad = vpipe::heads::LoadOptions {
-        output_stride: Some(8),
-    };
-    let err = LoadedModel::load_with(&weights("timm_mobilevit_xxs.safetensors"), &device, &bad)
-        .expect_err("cls");
+    let err = LoadedModel::load_with(
+        &weights("timm_mobilevit_xxs.safetensors"),
+        &device,
+        &options,
+    )
+    .expect_err("cls");
     assert!(
         err.to_string().contains("only be chosen for segmentation"),
         "{err}"

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::layout::CheckpointTask;
+
 /// The output strides a MobileViT backbone is built for: 32 (as trained for
 /// classification and detection), 16 (layer 5 dilated instead of strided, as the
 /// DeepLabv3 checkpoints) or 8 (layers 4 and 5 dilated). The one list every check
@@ -17,6 +19,29 @@ pub const OUTPUT_STRIDES: [usize; 3] = [32, 16, 8];
 pub fn output_strides_in_words() -> String {
     let [a, b, c] = OUTPUT_STRIDES;
     format!("{a}, {b} or {c}")
+}
+
+/// Checks that a backbone can be built at `output_stride` (one of
+/// [`OUTPUT_STRIDES`]); the error says so in words: `output stride 12 is not
+/// supported (32, 16 or 8)`.
+pub fn check_output_stride(output_stride: usize) -> Result<(), String> {
+    if OUTPUT_STRIDES.contains(&output_stride) {
+        Ok(())
+    } else {
+        Err(format!(
+            "output stride {output_stride} is not supported ({})",
+            output_strides_in_words()
+        ))
+    }
+}
+
+/// The output stride the checkpoints of `task` were trained at, the default of a
+/// backbone built from one: 16 for segmentation (DeepLabv3), 32 otherwise.
+pub fn default_output_stride(task: CheckpointTask) -> usize {
+    match task {
+        CheckpointTask::Segmentation => 16,
+        CheckpointTask::Classification | CheckpointTask::Detection => 32,
+    }
 }
 
 /// The three published MobileViT v1 sizes.
@@ -162,6 +187,17 @@ impl MobileVitConfig {
         }
     }
 
+    /// The architecture of a checkpoint of `size` and `task`, at `output_stride`, or
+    /// when `None` at the one the task's checkpoints were trained at
+    /// ([`default_output_stride`]). [`crate::MobileVit::load`] checks the stride.
+    pub fn for_task(
+        size: MobileVitSize,
+        task: CheckpointTask,
+        output_stride: Option<usize>,
+    ) -> Self {
+        Self::new(size).with_output_stride(output_stride.unwrap_or(default_output_stride(task)))
+    }
+
     /// The same architecture at another output stride (one of [`OUTPUT_STRIDES`]).
     pub fn with_output_stride(mut self, output_stride: usize) -> Self {
         self.output_stride = output_stride;
@@ -221,5 +257,23 @@ mod tests {
         assert_eq!(s.exp_channels, 640);
         assert_eq!(s.vit_stages[2].ffn_dim, 480);
         assert_eq!(MobileVitConfig::new(MobileVitSize::Xs).exp_channels, 384);
+    }
+
+    #[test]
+    fn output_strides_are_checked_against_the_one_list() {
+        for os in OUTPUT_STRIDES {
+            assert_eq!(check_output_stride(os), Ok(()));
+        }
+        assert_eq!(
+            check_output_stride(12),
+            Err("output stride 12 is not supported (32, 16 or 8)".to_string())
+        );
+        let seg = MobileVitConfig::for_task(MobileVitSize::Xxs, CheckpointTask::Segmentation, None);
+        assert_eq!(seg.output_stride, 16);
+        let det = MobileVitConfig::for_task(MobileVitSize::Xxs, CheckpointTask::Detection, None);
+        assert_eq!(det.output_stride, 32);
+        let os8 =
+            MobileVitConfig::for_task(MobileVitSize::S, CheckpointTask::Segmentation, Some(8));
+        assert_eq!((os8.size, os8.output_stride), (MobileVitSize::S, 8));
     }
 }

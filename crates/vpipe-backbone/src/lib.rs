@@ -21,7 +21,10 @@ pub mod layout;
 pub mod mobilevit;
 pub mod params;
 
-pub use config::{MobileVitConfig, MobileVitSize, OUTPUT_STRIDES, output_strides_in_words};
+pub use config::{
+    MobileVitConfig, MobileVitSize, OUTPUT_STRIDES, check_output_stride, default_output_stride,
+    output_strides_in_words,
+};
 pub use error::{BackboneError, Result};
 pub use kernels::Kernels;
 pub use layout::{CheckpointLayout, SourceLayout};

@@ -57,13 +57,7 @@ pub struct MobileVit {
 impl MobileVit {
     /// Builds the backbone from canonical parameters (`conv_1.*`, `layer_1.*` ... `layer_5.*`).
     pub fn load(params: &mut Params, config: &MobileVitConfig) -> Result<Self> {
-        if !crate::OUTPUT_STRIDES.contains(&config.output_stride) {
-            return Err(BackboneError::Input(format!(
-                "output stride {} is not supported ({})",
-                config.output_stride,
-                crate::output_strides_in_words()
-            )));
-        }
+        crate::check_output_stride(config.output_stride).map_err(BackboneError::Input)?;
         let stem = ConvNorm::load(
             params,
             "conv_1",

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use vpipe_annotate::Annotator;
+use vpipe_backbone::layout::CheckpointTask;
 use vpipe_core::device::{self, DeviceSpec};
 use vpipe_core::output;
 use vpipe_core::result::HeadOutput;
-use vpipe_heads::{LoadedModel, Model};
+use vpipe_heads::{LoadOptions, LoadedModel};
 use vpipe_media::{Frame, PreprocessPreset, PresetRecipe, load_image};
 
 use crate::infer::refuse_overwriting_input;
@@ -73,14 +74,12 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
         Path::new(""),
         &vpipe_weights::CacheConfig::from_env(),
     )?;
-    let loaded = LoadedModel::load(&weights, &device)?;
-    let Model::Classifier { backbone, head } = &loaded.model else {
-        bail!(
-            "{}: a {} checkpoint, not a classification one",
-            weights.display(),
-            loaded.layout.task
-        );
+    let options = LoadOptions {
+        task: Some(CheckpointTask::Classification),
+        head_options: serde_json::Map::from_iter([("top_k".into(), args.top_k.into())]),
+        ..LoadOptions::default()
     };
+    let loaded = LoadedModel::load_with(&weights, &device, &options)?;
     let note = vpipe_weights::weights_note(&weights)?;
     if let Some(note) = note {
         eprintln!(
@@ -96,13 +95,14 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
     for path in &args.images {
         let result = (|| -> Result<Vec<HeadOutput>> {
             let frame = load_image(path)?;
-            let (input, _) = recipe.batch(&[&frame], &device)?;
-            let logits = head.forward(&backbone.forward(input)?);
-            let logits = logits
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
-            let outputs = head.postprocess(&logits, args.top_k);
+            let (input, geometry) = recipe.batch(&[&frame], &device)?;
+            let raw = loaded.model.forward_raw(input)?;
+            let outputs = vec![
+                loaded
+                    .model
+                    .head()
+                    .postprocess(&raw.tensors, 0, &geometry[0])?,
+            ];
             if let Some(dir) = &args.save {
                 save_annotated(dir, path, frame, &outputs)?;
             }

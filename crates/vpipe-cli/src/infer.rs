@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
+use vpipe_backbone::layout::CheckpointTask;
 use vpipe_core::device::{self, DeviceSpec};
 use vpipe_core::geometry::InputTransform;
 use vpipe_core::{npy, output};
 use vpipe_heads::model::ModelOutput;
-use vpipe_heads::{Head, LoadOptions, LoadedModel, Model, SsdHead};
+use vpipe_heads::{Head, LoadOptions, LoadedModel};
 
 /// Arguments of `vpipe infer`.
 #[derive(Debug, Args)]
@@ -56,6 +57,7 @@ pub fn run(args: InferArgs) -> Result<()> {
     let (shape, data) = read_input(&args.tensor)?;
     let options = LoadOptions {
         output_stride: args.output_stride,
+        ..LoadOptions::default()
     };
     let loaded = LoadedModel::load_with(&args.weights, &device, &options)?;
     let l = loaded.layout;
@@ -88,8 +90,8 @@ pub fn run(args: InferArgs) -> Result<()> {
             )?;
         }
     }
-    if let Model::Detector { head, .. } = &loaded.model {
-        let dets = detections_json(head, &output, (shape[3], shape[2]))?;
+    if l.task == CheckpointTask::Detection {
+        let dets = detections_json(loaded.model.head(), &output, (shape[3], shape[2]))?;
         write("detections.json", serde_json::to_vec_pretty(&dets)?)?;
     }
     Ok(())
@@ -98,7 +100,7 @@ pub fn run(args: InferArgs) -> Result<()> {
 /// Post-processed detections of every image of the batch, boxes in input pixels
 /// (the head's own post-processing with the identity geometry).
 fn detections_json(
-    head: &SsdHead,
+    head: &dyn Head,
     output: &ModelOutput,
     input_size: (usize, usize),
 ) -> Result<serde_json::Value> {
@@ -109,7 +111,7 @@ fn detections_json(
     let geometry = InputTransform::identity(input_size.0, input_size.1);
     let images = (0..n)
         .map(|i| {
-            let out = Head::postprocess(head, &output.tensors, i, &geometry)?;
+            let out = head.postprocess(&output.tensors, i, &geometry)?;
             Ok(serde_json::json!({ "image": i, "boxes": "input_pixels_x1y1x2y2", "result": out }))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -16,7 +16,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use vpipe_backbone::{BackboneError, Features, MobileVitConfig, Params, Result, SourceLayout};
+use vpipe_backbone::layout::CheckpointTask;
+use vpipe_backbone::{
+    BackboneError, Features, MobileVitConfig, Params, Result, SourceLayout, check_output_stride,
+    default_output_stride, output_strides_in_words,
+};
 use vpipe_core::geometry::InputTransform;
 use vpipe_core::result::HeadOutput;
 
@@ -38,6 +42,12 @@ pub trait Head: Send + Sync + fmt::Debug {
     /// put the head on a backbone whose layers have other strides. None by default.
     fn required_strides(&self) -> Vec<(usize, usize)> {
         Vec::new()
+    }
+
+    /// How many classes the head tells apart (a detector's background included),
+    /// for a head that predicts classes; `None` by default.
+    fn num_classes(&self) -> Option<usize> {
+        None
     }
 
     /// Runs the head's layers on a batch; `input_size` is `[height, width]` of the
@@ -291,6 +301,10 @@ impl Head for Classify {
         vec![(5, 32)]
     }
 
+    fn num_classes(&self) -> Option<usize> {
+        Some(self.head.num_classes())
+    }
+
     fn forward(&self, features: &Features, _input_size: [usize; 2]) -> Result<Vec<RawTensor>> {
         Ok(vec![crate::model::to_raw(
             "logits",
@@ -383,6 +397,10 @@ impl Head for SsdHead {
         vec![(4, 16), (5, 32)]
     }
 
+    fn num_classes(&self) -> Option<usize> {
+        Some(SsdHead::num_classes(self))
+    }
+
     fn forward(&self, features: &Features, _input_size: [usize; 2]) -> Result<Vec<RawTensor>> {
         SsdHead::forward(self, features)
     }
@@ -418,7 +436,8 @@ struct DeepLabOptions {
     /// Upsample the logits with align_corners = true (default: as the checkpoint's
     /// source does).
     align_corners: Option<bool>,
-    /// The output stride of the backbone layer the head reads.
+    /// The output stride of the backbone layer the head reads (default: the one
+    /// segmentation checkpoints were trained at).
     stride: usize,
 }
 
@@ -426,7 +445,7 @@ impl Default for DeepLabOptions {
     fn default() -> Self {
         Self {
             align_corners: None,
-            stride: 16,
+            stride: default_output_stride(CheckpointTask::Segmentation),
         }
     }
 }
@@ -440,10 +459,10 @@ fn build_deeplab(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
     } else {
         UpsampleConvention::HalfPixel
     };
-    if !vpipe_backbone::OUTPUT_STRIDES.contains(&o.stride) {
+    if check_output_stride(o.stride).is_err() {
         return Err(ctx.invalid_option(
             "stride",
-            &vpipe_backbone::output_strides_in_words(),
+            &output_strides_in_words(),
             DeepLabOptions::default().stride,
         ));
     }
@@ -473,6 +492,10 @@ impl Head for DeepLab {
 
     fn required_strides(&self) -> Vec<(usize, usize)> {
         vec![(5, self.stride)]
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        Some(self.head.num_classes())
     }
 
     fn forward(&self, features: &Features, input_size: [usize; 2]) -> Result<Vec<RawTensor>> {

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
+use serde_json::{Map, Value};
 use vpipe_backbone::layout::{CheckpointTask, to_canonical};
 use vpipe_backbone::{
     BackboneError, CheckpointLayout, MobileVit, MobileVitConfig, MobileVitSize, Params, Result,
@@ -14,34 +15,14 @@ use vpipe_backbone::{
 };
 use vpipe_core::TensorFile;
 
-use crate::classification::ClassificationHead;
-use crate::detection::{SsdHead, SsdSettings};
-use crate::segmentation::{ASPP_RATES, DeepLabHead, UpsampleConvention};
+use crate::api::{Head, HeadContext, HeadRegistry};
 
-/// A backbone with its head.
-#[derive(Debug, Clone)]
-pub enum Model {
-    /// Image classification.
-    Classifier {
-        /// The shared backbone.
-        backbone: MobileVit,
-        /// The classification head.
-        head: Box<ClassificationHead>,
-    },
-    /// SSDLite object detection.
-    Detector {
-        /// The shared backbone.
-        backbone: MobileVit,
-        /// The detection head.
-        head: Box<SsdHead>,
-    },
-    /// DeepLabv3 semantic segmentation.
-    Segmenter {
-        /// The shared backbone (output stride 16 unless chosen otherwise).
-        backbone: MobileVit,
-        /// The segmentation head.
-        head: Box<DeepLabHead>,
-    },
+/// A backbone with its head, built the way a pipeline builds them: the backbone at
+/// its output stride, the head by its [`HeadRegistry`] factory.
+#[derive(Debug)]
+pub struct Model {
+    backbone: MobileVit,
+    head: Box<dyn Head>,
 }
 
 /// A raw output tensor of a model, copied to the host.
@@ -83,54 +64,47 @@ pub fn to_raw<const D: usize>(name: &str, t: Tensor<D>) -> Result<RawTensor> {
     })
 }
 
+/// The registered head type of the head a checkpoint of `task` carries.
+fn head_type(task: CheckpointTask) -> &'static str {
+    match task {
+        CheckpointTask::Classification => "classification",
+        CheckpointTask::Detection => "ssd",
+        CheckpointTask::Segmentation => "deeplabv3",
+    }
+}
+
 impl Model {
-    /// Builds the network that `layout` describes from `params`.
+    /// Builds the network that `layout` describes from `params`: the backbone at
+    /// the chosen output stride (by default the task's, see
+    /// [`vpipe_backbone::default_output_stride`]), and the checkpoint's head by the
+    /// factory of its type (`classification`, `ssd` or `deeplabv3`) in
+    /// [`HeadRegistry::with_builtins`], given `options.head_options` (a DeepLab head
+    /// also gets the backbone's output stride as its `stride`).
     pub fn build(
         params: &mut Params,
         layout: &CheckpointLayout,
         options: &LoadOptions,
     ) -> Result<Self> {
-        Ok(match layout.task {
-            CheckpointTask::Classification => {
-                let config = MobileVitConfig::new(layout.size);
-                let backbone = MobileVit::load(params, &config)?;
-                let head = ClassificationHead::load(params, &config)?;
-                Model::Classifier {
-                    backbone,
-                    head: Box::new(head),
-                }
-            }
-            CheckpointTask::Detection => {
-                let config = MobileVitConfig::new(layout.size);
-                let backbone = MobileVit::load(params, &config)?;
-                let head =
-                    SsdHead::load(params, config.feature_channels(), SsdSettings::default())?;
-                Model::Detector {
-                    backbone,
-                    head: Box::new(head),
-                }
-            }
-            CheckpointTask::Segmentation => {
-                // The backbone checks the stride against the one list of them.
-                let os = options.output_stride.unwrap_or(16);
-                let config = MobileVitConfig::new(layout.size).with_output_stride(os);
-                let backbone = MobileVit::load(params, &config)?;
-                let upsample = match layout.source {
-                    SourceLayout::HuggingFace => UpsampleConvention::HalfPixel,
-                    _ => UpsampleConvention::AlignCorners,
-                };
-                let head = DeepLabHead::load(
-                    params,
-                    config.vit_stages[2].out_channels,
-                    ASPP_RATES,
-                    upsample,
-                )?;
-                Model::Segmenter {
-                    backbone,
-                    head: Box::new(head),
-                }
-            }
-        })
+        let config = MobileVitConfig::for_task(layout.size, layout.task, options.output_stride);
+        let backbone = MobileVit::load(params, &config)?;
+        let kind = head_type(layout.task);
+        let mut head_options = options.head_options.clone();
+        if layout.task == CheckpointTask::Segmentation {
+            head_options.insert("stride".into(), config.output_stride.into());
+        }
+        let mut ctx = HeadContext::new(params, &config, &head_options);
+        let head = HeadRegistry::with_builtins().build(kind, &mut ctx)?;
+        if let Some(key) = ctx.unknown_options().first() {
+            return Err(BackboneError::HeadOption {
+                key: key.clone(),
+                message: format!("unknown option for the {kind} head"),
+                help: Some(format!(
+                    "options of {kind}: {}",
+                    ctx.known_options().join(", ")
+                )),
+            });
+        }
+        Ok(Self { backbone, head })
     }
 
     /// The network of `task` and `size` with synthetic weights (see
@@ -150,11 +124,13 @@ impl Model {
 
     /// The backbone.
     pub fn backbone(&self) -> &MobileVit {
-        match self {
-            Model::Classifier { backbone, .. }
-            | Model::Detector { backbone, .. }
-            | Model::Segmenter { backbone, .. } => backbone,
-        }
+        &self.backbone
+    }
+
+    /// The head; its [`Head::postprocess`] turns [`Model::forward_raw`]'s outputs
+    /// into results.
+    pub fn head(&self) -> &dyn Head {
+        self.head.as_ref()
     }
 
     /// Runs the network on a preprocessed batch `[batch, 3, height, width]` and
@@ -164,18 +140,14 @@ impl Model {
     /// indices at the input size, `[batch, 1, h, w]`).
     pub fn forward_raw(&self, input: Tensor<4>) -> Result<ModelOutput> {
         let [_, _, h, w] = input.dims();
-        let features = self.backbone().forward(input)?;
-        let tensors = match self {
-            Model::Classifier { head, .. } => vec![to_raw("logits", head.forward(&features))?],
-            Model::Detector { head, .. } => head.forward(&features)?,
-            Model::Segmenter { head, .. } => head.forward(&features, [h, w])?,
-        };
+        let features = self.backbone.forward(input)?;
+        let tensors = self.head.forward(&features, [h, w])?;
         Ok(ModelOutput { tensors })
     }
 }
 
 /// A model built from a checkpoint file, with what was recognised about the file.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LoadedModel {
     /// The network.
     pub model: Model,
@@ -186,9 +158,16 @@ pub struct LoadedModel {
 /// Choices made when building a model from a checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
+    /// The task the checkpoint must be of (`None`: any); a checkpoint of another
+    /// task is an error naming both, before any head is built.
+    pub task: Option<CheckpointTask>,
     /// Output stride of a segmentation backbone: 16 (the released checkpoints, the
     /// default) or 8 (layers 4 and 5 dilated instead of strided).
     pub output_stride: Option<usize>,
+    /// Options of the checkpoint's head, as under a head's `options:` in a pipeline
+    /// file (e.g. `{"top_k": 3}` of `classification`); empty for the defaults. A
+    /// DeepLab head's `stride` is the backbone's output stride, whatever is set here.
+    pub head_options: Map<String, Value>,
 }
 
 impl LoadedModel {
@@ -201,6 +180,15 @@ impl LoadedModel {
     pub fn load_with(path: &Path, device: &Device, options: &LoadOptions) -> Result<Self> {
         let file = TensorFile::read(path)?;
         let layout = CheckpointLayout::detect(&file)?;
+        if let Some(task) = options.task
+            && task != layout.task
+        {
+            return Err(BackboneError::Input(format!(
+                "{}: a {} checkpoint, not a {task} one",
+                path.display(),
+                layout.task
+            )));
+        }
         let canonical = to_canonical(&file)?;
         let mut params = Params::new(path.display().to_string(), canonical, device);
         if options.output_stride.is_some() && layout.task != CheckpointTask::Segmentation {
@@ -220,5 +208,85 @@ impl LoadedModel {
             "loaded checkpoint"
         );
         Ok(Self { model, layout })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vpipe_core::device::default_device;
+
+    use super::*;
+
+    fn synthetic(task: CheckpointTask, options: &LoadOptions) -> Result<Model> {
+        let layout = CheckpointLayout {
+            source: SourceLayout::Cvnets,
+            task,
+            size: MobileVitSize::Xxs,
+        };
+        Model::build(
+            &mut Params::synthetic(7, &default_device()),
+            &layout,
+            options,
+        )
+    }
+
+    #[test]
+    fn each_task_gets_its_registered_head_and_stride() {
+        for (task, kind, strides) in [
+            (
+                CheckpointTask::Classification,
+                "classification",
+                vec![(5, 32)],
+            ),
+            (CheckpointTask::Detection, "ssd", vec![(4, 16), (5, 32)]),
+            (CheckpointTask::Segmentation, "deeplabv3", vec![(5, 16)]),
+        ] {
+            let model = synthetic(task, &LoadOptions::default()).expect("model");
+            assert_eq!(model.head().kind(), kind);
+            assert_eq!(model.head().required_strides(), strides);
+            let config = model.backbone().config();
+            for (level, stride) in strides {
+                assert_eq!(config.level_stride(level), stride, "{kind}");
+            }
+        }
+        // The DeepLab head follows a chosen output stride.
+        let os8 = LoadOptions {
+            output_stride: Some(8),
+            ..LoadOptions::default()
+        };
+        let model = synthetic(CheckpointTask::Segmentation, &os8).expect("os8");
+        assert_eq!(model.backbone().config().output_stride, 8);
+        assert_eq!(model.head().required_strides(), vec![(5, 8)]);
+    }
+
+    #[test]
+    fn head_options_reach_the_factory_and_unknown_ones_are_refused() {
+        let options = |key: &str, value: Value| LoadOptions {
+            head_options: Map::from_iter([(key.to_string(), value)]),
+            ..LoadOptions::default()
+        };
+        let model =
+            synthetic(CheckpointTask::Classification, &options("top_k", 3.into())).expect("top_k");
+        let classes = model.head().num_classes().expect("classes");
+        let raw = RawTensor {
+            name: "logits".into(),
+            shape: vec![1, classes],
+            data: (0..classes).map(|i| i as f32).collect(),
+        };
+        let geometry = vpipe_core::geometry::InputTransform::identity(32, 32);
+        let vpipe_core::result::HeadOutput::Classification { top_k } = model
+            .head()
+            .postprocess(&[raw], 0, &geometry)
+            .expect("post")
+        else {
+            panic!("not a classification");
+        };
+        assert_eq!(top_k.len(), 3);
+        let err = synthetic(CheckpointTask::Classification, &options("topk", 3.into()))
+            .expect_err("unknown option");
+        assert!(
+            matches!(&err, BackboneError::HeadOption { key, .. } if key == "topk"),
+            "{err}"
+        );
     }
 }

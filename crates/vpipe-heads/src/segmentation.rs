@@ -22,6 +22,18 @@ pub enum UpsampleConvention {
     HalfPixel,
 }
 
+impl UpsampleConvention {
+    /// `logits` upsampled (bilinear) to `size` (`[height, width]`) with this convention.
+    pub fn upsample(self, logits: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+        interpolate(
+            logits,
+            InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_align_corners(self == UpsampleConvention::AlignCorners)
+                .with_output_size(size),
+        )
+    }
+}
+
 /// The DeepLabv3 head.
 #[derive(Debug, Clone)]
 pub struct DeepLabHead {
@@ -113,16 +125,6 @@ impl DeepLabHead {
         self.classifier.forward(y)
     }
 
-    /// Logits upsampled to `size` (`[height, width]`) with the source's convention.
-    pub fn upsample(&self, logits: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-        interpolate(
-            logits,
-            InterpolateOptions::new(InterpolateMode::Bilinear)
-                .with_align_corners(self.upsample == UpsampleConvention::AlignCorners)
-                .with_output_size(size),
-        )
-    }
-
     /// The class mask at the original image size `[height, width]` for image `index`
     /// of raw `logits` `[batch, classes, h, w]`: upsampled to the network input size
     /// `input` with the source's convention, then resized (bilinear, half-pixel) to the
@@ -150,7 +152,7 @@ impl DeepLabHead {
             TensorData::new(data, [1, c, h, w]),
             &self.classifier.device(),
         );
-        let mut up = self.upsample(t, input);
+        let mut up = self.upsample.upsample(t, input);
         if original != input {
             up = interpolate(
                 up,
@@ -174,7 +176,7 @@ impl DeepLabHead {
     /// (argmax at the input size, as float class indices).
     pub fn forward(&self, features: &Features, size: [usize; 2]) -> Result<Vec<RawTensor>> {
         let logits = self.logits(features);
-        let up = self.upsample(logits.clone(), size);
+        let up = self.upsample.upsample(logits.clone(), size);
         let mask = up.argmax(1).float();
         Ok(vec![to_raw("logits", logits)?, to_raw("mask", mask)?])
     }

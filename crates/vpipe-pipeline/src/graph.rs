@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::Device;
 use serde::Serialize;
-use vpipe_backbone::layout::{CheckpointTask, has_backbone, to_canonical};
+use vpipe_backbone::layout::{has_backbone, to_canonical};
 use vpipe_backbone::{CheckpointLayout, MobileVit, MobileVitConfig, Params};
 use vpipe_core::TensorFile;
 use vpipe_core::result::HeadOutput;
@@ -130,13 +130,7 @@ impl Pipeline {
                     .into());
             };
             let params = &mut opened.params;
-            let default_os = if layout.task == CheckpointTask::Segmentation {
-                16
-            } else {
-                32
-            };
-            let config = MobileVitConfig::new(layout.size)
-                .with_output_stride(b.output_stride.unwrap_or(default_os));
+            let config = MobileVitConfig::for_task(layout.size, layout.task, b.output_stride);
             let backbone = MobileVit::load(params, &config)
                 .map_err(|e| file.error(&format!("{at}.weights"), e.to_string(), None))?;
             let preset = match &b.preprocess {

@@ -486,15 +486,9 @@ impl PipelineFile {
         }
         for (name, b) in &s.backbones {
             let at = format!("backbones.{name}");
-            if let Some(os) = b.output_stride
-                && !vpipe_backbone::OUTPUT_STRIDES.contains(&os)
-            {
+            if let Some(Err(message)) = b.output_stride.map(vpipe_backbone::check_output_stride) {
                 return Err(self
-                    .error(
-                        &format!("{at}.output_stride"),
-                        format!("output stride {os} is not supported"),
-                        Some(format!("use {}", vpipe_backbone::output_strides_in_words())),
-                    )
+                    .error(&format!("{at}.output_stride"), message, None)
                     .into());
             }
             let found = self.locate_weights(&format!("{at}.weights"), &b.weights, &mut pending)?;

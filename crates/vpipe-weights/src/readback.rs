@@ -11,7 +11,7 @@ use std::path::Path;
 
 use vpipe_backbone::{BackboneError, CheckpointLayout};
 use vpipe_core::device::default_device;
-use vpipe_heads::{LoadedModel, Model};
+use vpipe_heads::LoadedModel;
 
 use crate::registry::Description;
 
@@ -60,13 +60,11 @@ pub fn read_back(
             found: loaded.layout,
         });
     }
-    let found = match &loaded.model {
-        Model::Classifier { head, .. } => head.num_classes(),
-        Model::Detector { head, .. } => head.num_classes(),
-        Model::Segmenter { head, .. } => head.num_classes(),
-    };
     let labels = description.labels;
-    if found != labels.len() {
+    // Every head a checkpoint carries predicts classes.
+    if let Some(found) = loaded.model.head().num_classes()
+        && found != labels.len()
+    {
         return Err(ReadBackError::OtherClassCount {
             found,
             expected: labels.len(),
