@@ -5,7 +5,8 @@
 //! `cargo bench --bench preprocess`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vpipe::media::{Frame, PreprocessPreset, PresetRecipe};
+use vpipe::media::Frame;
+use vpipe::preprocess::{PreprocessPreset, PresetRecipe};
 
 fn presets(c: &mut Criterion) {
     let (width, height) = (768, 576);

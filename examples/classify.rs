@@ -5,7 +5,8 @@
 use vpipe::backbone::layout::CheckpointTask;
 use vpipe::core::device::default_device;
 use vpipe::heads::{LoadOptions, LoadedModel};
-use vpipe::media::{PreprocessPreset, PresetRecipe, load_image};
+use vpipe::media::load_image;
+use vpipe::preprocess::{PreprocessPreset, PresetRecipe};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

@@ -4,7 +4,8 @@
 //! - [`core`]: checkpoints, arrays, labels, results, devices;
 //! - [`backbone`]: the MobileViT v1 backbone;
 //! - [`heads`]: task heads and checkpoint loading;
-//! - [`media`]: image decoding and preprocessing;
+//! - [`media`]: frames, still images, videos, streams and cameras;
+//! - [`preprocess`]: the exact preprocessing of each checkpoint source;
 //! - [`annotate`]: drawing results on images;
 //! - [`pipeline`]: YAML pipelines, the shared-backbone graph and the runner.
 
@@ -14,3 +15,4 @@ pub use vpipe_core as core;
 pub use vpipe_heads as heads;
 pub use vpipe_media as media;
 pub use vpipe_pipeline as pipeline;
+pub use vpipe_preprocess as preprocess;

@@ -14,7 +14,8 @@ use vpipe::core::geometry::InputTransform;
 use vpipe::core::npy;
 use vpipe::core::result::HeadOutput;
 use vpipe::heads::{LoadedModel, UpsampleConvention};
-use vpipe::media::{Preprocess, PreprocessPreset, PresetRecipe, load_image};
+use vpipe::media::load_image;
+use vpipe::preprocess::{Preprocess, PreprocessPreset, PresetRecipe};
 
 /// FNV-1a (64-bit) of the little-endian bytes of a float array.
 fn fnv1a(values: &[f32]) -> u64 {

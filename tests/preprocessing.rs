@@ -15,7 +15,8 @@
 mod common;
 
 use common::*;
-use vpipe::media::{Preprocess, PreprocessPreset, PresetRecipe, load_image};
+use vpipe::media::load_image;
+use vpipe::preprocess::{Preprocess, PreprocessPreset, PresetRecipe};
 
 /// Largest absolute difference between `recipe`'s input for `image` and the
 /// reference planes, after checking the shapes.

@@ -8,8 +8,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use vpipe::backbone::kernels::{Kernels, set_cpu_kernels};
 use vpipe::core::device::DeviceSpec;
 use vpipe::core::{HostTensor, npy};
-use vpipe::media::resize::{Filter, ResizeKernel};
-use vpipe::media::{ChannelOrder, Preprocess, PreprocessPreset, PresetRecipe};
+use vpipe::preprocess::resize::{Filter, ResizeKernel};
+use vpipe::preprocess::{ChannelOrder, Preprocess, PreprocessPreset, PresetRecipe};
 
 /// The device the parity tests run on: `VPIPE_TEST_DEVICE` (`cpu`, `vulkan`,
 /// `cuda:0`, ...; the backend's cargo feature must be on), else the CPU. On the CPU,

@@ -10,7 +10,8 @@ use vpipe_core::device::{self, DeviceSpec};
 use vpipe_core::output;
 use vpipe_core::result::HeadOutput;
 use vpipe_heads::{LoadOptions, LoadedModel};
-use vpipe_media::{Frame, PreprocessPreset, PresetRecipe, load_image};
+use vpipe_media::{Frame, load_image};
+use vpipe_preprocess::{PreprocessPreset, PresetRecipe};
 
 use crate::infer::refuse_overwriting_input;
 

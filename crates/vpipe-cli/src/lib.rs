@@ -4,8 +4,9 @@
 //! binary's `main` (see `examples/custom-head/`).
 //!
 //! Linking this crate also sets the process's global allocator
-//! ([`vpipe_core::alloc::LineAligned`]), so a binary using it must not set another.
+//! ([`alloc::LineAligned`]), so a binary using it must not set another.
 
+pub mod alloc;
 mod bench;
 mod classify;
 mod infer;
@@ -23,9 +24,9 @@ pub use vpipe_heads::HeadRegistry;
 const FFMPEG_LOG_LEVEL: &str = "OPENCV_FFMPEG_LOGLEVEL";
 
 /// Large blocks start on a cache line: among others, video frames then reach
-/// OpenCV's writer without a copy (see `vpipe_core::alloc`).
+/// OpenCV's writer without a copy (see [`alloc`]).
 #[global_allocator]
-static ALLOCATOR: vpipe_core::alloc::LineAligned = vpipe_core::alloc::LineAligned;
+static ALLOCATOR: alloc::LineAligned = alloc::LineAligned;
 
 /// Multi-task computer vision on MobileViT.
 #[derive(Debug, Parser)]

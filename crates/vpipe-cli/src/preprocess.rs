@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use vpipe_core::{npy, output};
-use vpipe_media::{PreprocessPreset, PresetRecipe, load_image};
+use vpipe_media::load_image;
+use vpipe_preprocess::{PreprocessPreset, PresetRecipe};
 
 use crate::infer::refuse_overwriting_input;
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use vpipe_media::PresetRecipe;
+use vpipe_preprocess::PresetRecipe;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -117,7 +117,7 @@ fn narrower_vector_units_give_the_same_outputs() {
     let dir_tmp = temp_dir("simd");
     let dir = dir_tmp.path();
     let frame = vpipe_media::load_image(&root().join("tests/fixtures/image.png")).expect("decode");
-    let (planar, t) = vpipe_media::PreprocessPreset::HfSeg
+    let (planar, t) = vpipe_preprocess::PreprocessPreset::HfSeg
         .recipe()
         .apply(&frame)
         .expect("preprocess");
@@ -329,7 +329,7 @@ fn infer_writes_detection_and_segmentation_outputs() {
     for (weights, preset, files) in [
         (
             "weights/reference/cvnets_ssd_mobilevit_xxs.pt",
-            vpipe_media::PreprocessPreset::CvnetsSsd,
+            vpipe_preprocess::PreprocessPreset::CvnetsSsd,
             &[
                 "conf_logits.npy",
                 "loc.npy",
@@ -339,16 +339,16 @@ fn infer_writes_detection_and_segmentation_outputs() {
         ),
         (
             "weights/reference/hf_deeplabv3_mobilevit_xxs.safetensors",
-            vpipe_media::PreprocessPreset::HfSeg,
+            vpipe_preprocess::PreprocessPreset::HfSeg,
             &["logits.npy", "mask.npy"][..],
         ),
     ] {
         // The reference SSD input was made with ml-cvnets' PIL pipeline (RGB,
         // Pillow bicubic), not the v0.1 OpenCV one of the cvnets-ssd preset.
-        let recipe = if preset == vpipe_media::PreprocessPreset::CvnetsSsd {
-            vpipe_media::Preprocess {
-                kernel: vpipe_media::resize::ResizeKernel::Pillow,
-                filter: vpipe_media::resize::Filter::Bicubic,
+        let recipe = if preset == vpipe_preprocess::PreprocessPreset::CvnetsSsd {
+            vpipe_preprocess::Preprocess {
+                kernel: vpipe_preprocess::resize::ResizeKernel::Pillow,
+                filter: vpipe_preprocess::resize::Filter::Bicubic,
                 channels: vpipe_media::ChannelOrder::Rgb,
                 ..preset.recipe()
             }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use vpipe_media::PresetRecipe;
+use vpipe_preprocess::PresetRecipe;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -182,7 +182,7 @@ fn preprocess_writes_each_input_as_npy_and_names_bad_presets_and_files() {
         assert_eq!(written.shape, vec![1, 3, 256, 256]);
         let values = written.to_f32("input").expect("f32");
         let frame = vpipe_media::load_image(image).expect("decode");
-        let (want, _) = vpipe_media::PreprocessPreset::CvnetsCls
+        let (want, _) = vpipe_preprocess::PreprocessPreset::CvnetsCls
             .recipe()
             .apply(&frame)
             .expect("preprocess");

@@ -11,10 +11,8 @@
 //! - [`geometry`]: where a network input lies in the original image.
 //! - [`pixel`]: the channel order of colour pixels.
 //! - [`preset`]: the names of the preprocessing presets.
-//! - [`alloc`]: a global allocator that starts large blocks on a cache line.
 //! - [`suggest`]: "did you mean" hints for mistyped names.
 
-pub mod alloc;
 pub mod checkpoint;
 pub mod compare;
 pub mod device;

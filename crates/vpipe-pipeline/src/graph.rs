@@ -13,7 +13,8 @@ use vpipe_backbone::{CheckpointLayout, MobileVit, MobileVitConfig, Params};
 use vpipe_core::TensorFile;
 use vpipe_core::result::HeadOutput;
 use vpipe_heads::{Head, HeadContext, HeadRegistry};
-use vpipe_media::{Frame, Preprocess, PreprocessPreset, PresetRecipe};
+use vpipe_media::Frame;
+use vpipe_preprocess::{Preprocess, PreprocessPreset, PresetRecipe};
 
 use crate::error::{PipelineError, Result, closest};
 use crate::spec::PipelineFile;

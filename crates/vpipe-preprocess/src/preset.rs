@@ -24,8 +24,8 @@ use std::mem::MaybeUninit;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::error::{MediaError, Result};
-use crate::image_io::Frame;
+use vpipe_media::{Frame, MediaError, Result};
+
 use crate::resize::{Filter, ResizeKernel, resize_rgb8};
 pub use vpipe_core::geometry::InputTransform;
 pub use vpipe_core::pixel::ChannelOrder;
@@ -213,13 +213,8 @@ impl Preprocess {
             self.kernel,
         );
         if resized.len() != t.resized_width * t.resized_height * 3 {
-            let hint = if cfg!(feature = "video") {
-                ""
-            } else {
-                " (OpenCV's nearest and bicubic resizes need vpipe built with the `video` feature)"
-            };
             return Err(MediaError::Preprocess(format!(
-                "cannot resize {}x{} to {}x{} with {:?} {:?}{hint}",
+                "cannot resize {}x{} to {}x{} with {:?} {:?}",
                 frame.width,
                 frame.height,
                 t.resized_width,

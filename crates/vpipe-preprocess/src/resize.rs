@@ -16,13 +16,13 @@
 //!   filter weights as Pillow computed in `f64`, converted to `i16` with a
 //!   per-axis `weights_precision`, horizontal pass then vertical pass with a
 //!   uint8 intermediate.
-//! * [`ResizeKernel::OpenCv`] reproduces `cv2.resize(img, dsize, interpolation=...)`
+//! * [`ResizeKernel::OpenCv`] reproduces `cv2.resize(img, dsize, interpolation=cv2.INTER_LINEAR)`
 //!   as ml-cvnets v0.1 calls it. `INTER_LINEAR` ([`Filter::Bilinear`]) is
 //!   reimplemented in Rust (`opencv_linear`: OpenCV 4.x's 8-bit fixed-point
 //!   `resizeGeneric_` path, 11-bit weights, `i32` horizontal sums, a vertical pass
 //!   with truncating shifts), compared byte for byte with the system OpenCV's
-//!   `cv::resize` by `tests/opencv_linear.rs`. `INTER_NEAREST` and `INTER_CUBIC`
-//!   still call `cv::resize` of the system OpenCV (through the `opencv` crate).
+//!   `cv::resize` by `tests/opencv_linear.rs`. OpenCV's other interpolations are
+//!   not reproduced (no preset uses them).
 //!
 //! The inner loops are plain safe Rust compiled for AVX-512, AVX2 and the
 //! baseline target and picked at run time (`vpipe_core::simd_fn!`), except the
@@ -36,7 +36,7 @@ use std::rc::Rc;
 /// Interpolation filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Filter {
-    /// Nearest neighbour (OpenCV: `INTER_NEAREST`).
+    /// Nearest neighbour.
     ///
     /// With [`ResizeKernel::Pillow`] this is `Image.Resampling.NEAREST`.
     /// With [`ResizeKernel::TorchAntialias`] antialiasing does not apply (torch
@@ -48,7 +48,7 @@ pub enum Filter {
     /// `INTER_LINEAR` (not antialiased).
     Bilinear,
     /// Keys cubic filter with `a = -0.5`, support 2 (scaled by the downscale
-    /// factor). OpenCV: `INTER_CUBIC` (`a = -0.75`, not antialiased).
+    /// factor).
     Bicubic,
 }
 
@@ -60,11 +60,9 @@ pub enum ResizeKernel {
     /// torch's `F.interpolate(..., antialias=True)` on uint8 CPU tensors
     /// (`i16` weights with a computed precision).
     TorchAntialias,
-    /// OpenCV's `cv::resize` (11-bit fixed point for 8-bit bilinear):
-    /// reimplemented for [`Filter::Bilinear`] (`INTER_LINEAR`), which needs no
-    /// OpenCV; the system OpenCV's own `cv::resize` for the other filters, which
-    /// need the `video` feature (without it they give no image, an error in
-    /// [`crate::Preprocess`]).
+    /// OpenCV's `cv::resize` with `INTER_LINEAR` (11-bit fixed point for 8-bit
+    /// images), reimplemented for [`Filter::Bilinear`]; the other filters are not
+    /// (no preset uses them): they give no image, an error in [`crate::Preprocess`].
     OpenCv,
 }
 
@@ -125,10 +123,7 @@ pub fn resize_rgb8(
         (Filter::Nearest, ResizeKernel::Pillow) => nearest_pillow(src, w, h, out_w, out_h),
         (Filter::Nearest, ResizeKernel::TorchAntialias) => nearest_torch(src, w, h, out_w, out_h),
         (Filter::Bilinear, ResizeKernel::OpenCv) => opencv_linear(src, w, h, out_w, out_h),
-        #[cfg(feature = "video")]
-        (_, ResizeKernel::OpenCv) => opencv_resize(src, w, h, out_w, out_h, filter),
-        // OpenCV's nearest and bicubic resizes need OpenCV itself.
-        #[cfg(not(feature = "video"))]
+        // Only OpenCV's INTER_LINEAR is reimplemented: no preset uses the others.
         (_, ResizeKernel::OpenCv) => None,
         (Filter::Bilinear | Filter::Bicubic, _) => {
             resample_separable(src, w, h, out_w, out_h, filter, kernel)
@@ -138,50 +133,6 @@ pub fn resize_rgb8(
         Some(out) if out.len() == dst_len => out,
         _ => Vec::new(),
     }
-}
-
-/// `cv::resize` of the 3-channel image `src` (`w x h`) into a new `out_w x out_h`
-/// buffer, which OpenCV writes in place (with the `video` feature only). `None` if OpenCV refuses (for example a
-/// size beyond its `int` range).
-#[cfg(feature = "video")]
-fn opencv_resize(
-    src: &[u8],
-    w: usize,
-    h: usize,
-    out_w: usize,
-    out_h: usize,
-    filter: Filter,
-) -> Option<Vec<u8>> {
-    use opencv::core::{Mat, MatTraitConst, Size, Vec3b};
-    use opencv::imgproc;
-    let int = |v: usize| i32::try_from(v).ok();
-    let (w, h, out_w, out_h) = (int(w)?, int(h)?, int(out_w)?, int(out_h)?);
-    let mut out = try_zeroed::<u8>(image_len(out_w as usize, out_h as usize)?)?;
-    let interpolation = match filter {
-        Filter::Nearest => imgproc::INTER_NEAREST,
-        Filter::Bilinear => imgproc::INTER_LINEAR,
-        Filter::Bicubic => imgproc::INTER_CUBIC,
-    };
-    let target = out.as_ptr() as usize;
-    {
-        let input = Mat::new_rows_cols_with_bytes::<Vec3b>(h, w, src).ok()?;
-        let mut output = Mat::new_rows_cols_with_bytes_mut::<Vec3b>(out_h, out_w, &mut out).ok()?;
-        imgproc::resize(
-            &input,
-            &mut output,
-            Size::new(out_w, out_h),
-            0.0,
-            0.0,
-            interpolation,
-        )
-        .ok()?;
-        // OpenCV would write into a new allocation (leaving `out` zero) only if
-        // the output's size or type were wrong; both are set above, but check.
-        if output.data() as usize != target {
-            return None;
-        }
-    }
-    Some(out)
 }
 
 // ---------------------------------------------------------------------------

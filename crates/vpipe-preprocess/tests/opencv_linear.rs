@@ -3,11 +3,10 @@
 //! the `opencv` crate), byte for byte: random sizes and contents, and the edge
 //! cases (one pixel, one row or column, extreme aspect ratios, exact 2x, one axis
 //! kept, the `cvnets-*` preset sizes).
-#![cfg(feature = "video")]
 
 use opencv::core::{Mat, MatTraitConst, MatTraitConstManual, Size, Vec3b};
 use opencv::imgproc;
-use vpipe_media::resize::{Filter, ResizeKernel, resize_rgb8};
+use vpipe_preprocess::resize::{Filter, ResizeKernel, resize_rgb8};
 
 /// `cv::resize` of the 3-channel image `src` (`w x h`) to `out_w x out_h`, with
 /// `INTER_LINEAR`, into a Mat that OpenCV allocates itself.
