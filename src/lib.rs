@@ -1,7 +1,8 @@
 //! vpipe: multi-task computer vision on MobileViT.
 //!
 //! This facade re-exports the workspace crates:
-//! - [`core`]: checkpoints, arrays, labels, results, devices;
+//! - [`core`]: the shared types (host tensors, results, labels, devices);
+//! - [`io`]: checkpoint reading, `.npy` arrays, atomic writes;
 //! - [`backbone`]: the MobileViT v1 backbone;
 //! - [`heads`]: task heads and checkpoint loading;
 //! - [`media`]: frames, still images, videos, streams and cameras;
@@ -13,6 +14,7 @@ pub use vpipe_annotate as annotate;
 pub use vpipe_backbone as backbone;
 pub use vpipe_core as core;
 pub use vpipe_heads as heads;
+pub use vpipe_io as io;
 pub use vpipe_media as media;
 pub use vpipe_pipeline as pipeline;
 pub use vpipe_preprocess as preprocess;

@@ -5,8 +5,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use vpipe::core::{HostTensor, TensorFile};
+use vpipe::core::HostTensor;
 use vpipe::heads::LoadedModel;
+use vpipe::io::TensorFile;
 
 fn load_err(path: &std::path::Path) -> String {
     let device = vpipe::core::device::default_device();

@@ -110,7 +110,7 @@ fn cvnets_intermediate_features_match() {
     let loaded = LoadedModel::load(&path, &device).expect("load");
     let backbone = loaded.model.backbone();
     // The head's own type, for its 1x1 expansion (an intermediate feature).
-    let file = vpipe::core::TensorFile::read(&path).expect("read");
+    let file = vpipe::io::TensorFile::read(&path).expect("read");
     let canonical = vpipe::backbone::layout::to_canonical(&file).expect("canonical");
     let mut params = vpipe::backbone::Params::new("cvnets", canonical, &device);
     let head = ClassificationHead::load(&mut params, backbone.config()).expect("head");
@@ -143,7 +143,7 @@ fn cvnets_intermediate_features_match() {
 #[test]
 fn cvnets_safetensors_copy_loads_like_the_pt() {
     // The same state dict as safetensors (written here from the .pt) gives the same logits.
-    let file = vpipe::core::TensorFile::read(&weights("cvnets_mobilevit_xxs.pt")).expect("read");
+    let file = vpipe::io::TensorFile::read(&weights("cvnets_mobilevit_xxs.pt")).expect("read");
     let dir_tmp = temp_dir("cvnets-st");
     let dir = dir_tmp.path();
     let st = dir.join("cvnets_mobilevit_xxs.safetensors");

@@ -11,9 +11,9 @@ use common::*;
 use vpipe::backbone::SourceLayout;
 use vpipe::backbone::layout::CheckpointTask;
 use vpipe::core::geometry::InputTransform;
-use vpipe::core::npy;
 use vpipe::core::result::HeadOutput;
 use vpipe::heads::{LoadedModel, UpsampleConvention};
+use vpipe::io::npy;
 use vpipe::media::load_image;
 use vpipe::preprocess::{Preprocess, PreprocessPreset, PresetRecipe};
 
@@ -56,7 +56,7 @@ fn backbone_with_head_params(
 ) {
     use vpipe::backbone::{MobileVit, MobileVitConfig, MobileVitSize, Params};
     let device = test_device();
-    let file = vpipe::core::TensorFile::read(&weights(name)).expect("read");
+    let file = vpipe::io::TensorFile::read(&weights(name)).expect("read");
     let canonical = vpipe::backbone::layout::to_canonical(&file).expect("canonical");
     let mut params = Params::new(name, canonical, &device);
     let config = MobileVitConfig::new(MobileVitSize::Xxs).with_output_stride(output_stride);

@@ -9,7 +9,7 @@ use std::io::Write;
 use libfuzzer_sys::fuzz_target;
 use vpipe_backbone::CheckpointLayout;
 use vpipe_backbone::layout::to_canonical;
-use vpipe_core::TensorFile;
+use vpipe_io::TensorFile;
 use vpipe_weights::WeightsMetadata;
 
 fuzz_target!(|data: &[u8]| {

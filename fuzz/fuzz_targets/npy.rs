@@ -1,8 +1,8 @@
-//! NumPy `.npy` files: `vpipe_core::npy::parse` and the element conversions.
+//! NumPy `.npy` files: `vpipe_io::npy::parse` and the element conversions.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vpipe_core::npy;
+use vpipe_io::npy;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(array) = npy::parse(data) {

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use vpipe::backbone::kernels::{Kernels, set_cpu_kernels};
+use vpipe::core::HostTensor;
 use vpipe::core::device::DeviceSpec;
-use vpipe::core::{HostTensor, npy};
+use vpipe::io::npy;
 use vpipe::preprocess::resize::{Filter, ResizeKernel};
 use vpipe::preprocess::{ChannelOrder, Preprocess, PreprocessPreset, PresetRecipe};
 
@@ -106,7 +107,7 @@ pub fn cvnets_fixture_recipe(preset: PreprocessPreset) -> Preprocess {
 
 /// Largest absolute difference; fails on a length mismatch or a non-finite value.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    vpipe::core::compare::max_abs_diff(a, b).unwrap_or_else(|e| panic!("{e}"))
+    vpipe::io::compare::max_abs_diff(a, b).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Writes tensors as a safetensors file (F32 only).

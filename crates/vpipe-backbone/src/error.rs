@@ -5,7 +5,7 @@
 pub enum BackboneError {
     /// Reading the checkpoint file failed.
     #[error(transparent)]
-    Core(#[from] vpipe_core::CoreError),
+    Core(#[from] vpipe_io::IoError),
     /// A tensor the architecture needs is not in the checkpoint.
     #[error("{file}: missing tensor '{key}' (expected shape {expected:?})")]
     MissingTensor {

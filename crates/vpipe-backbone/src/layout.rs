@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use vpipe_core::{HostTensor, TensorFile};
+use vpipe_core::HostTensor;
+use vpipe_io::TensorFile;
 
 use crate::config::MobileVitSize;
 use crate::error::{BackboneError, Result};
@@ -694,7 +695,7 @@ fn rules(source: SourceLayout) -> Vec<Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vpipe_core::checkpoint::FileFormat;
+    use vpipe_io::checkpoint::FileFormat;
 
     /// A checkpoint holding `tensors` (name and shape), every element zero.
     fn file_of(tensors: &[(&str, &[usize])]) -> TensorFile {

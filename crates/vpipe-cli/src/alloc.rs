@@ -9,12 +9,8 @@
 //! on a 64-byte boundary moves their end to 64 bytes past the boundary; vector loads
 //! over large tensors gain aligned starts too.
 //!
-//! The `vpipe` binary installs it; a program using the libraries can do the same:
-//!
-//! ```no_run
-//! #[global_allocator]
-//! static ALLOCATOR: vpipe_core::alloc::LineAligned = vpipe_core::alloc::LineAligned;
-//! ```
+//! This crate installs it as the global allocator, so the `vpipe` binary and any
+//! program linking `vpipe_cli` (a command line with heads of its own) use it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

@@ -7,9 +7,9 @@ use clap::Args;
 use vpipe_annotate::Annotator;
 use vpipe_backbone::layout::CheckpointTask;
 use vpipe_core::device::{self, DeviceSpec};
-use vpipe_core::output;
 use vpipe_core::result::HeadOutput;
 use vpipe_heads::{LoadOptions, LoadedModel};
+use vpipe_io::output;
 use vpipe_media::{Frame, load_image};
 use vpipe_preprocess::{PreprocessPreset, PresetRecipe};
 

@@ -8,9 +8,9 @@ use clap::Args;
 use vpipe_backbone::layout::CheckpointTask;
 use vpipe_core::device::{self, DeviceSpec};
 use vpipe_core::geometry::InputTransform;
-use vpipe_core::{npy, output};
 use vpipe_heads::model::ModelOutput;
 use vpipe_heads::{Head, LoadOptions, LoadedModel};
+use vpipe_io::{npy, output};
 
 /// Arguments of `vpipe infer`.
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use vpipe_core::{npy, output};
+use vpipe_io::{npy, output};
 use vpipe_media::load_image;
 use vpipe_preprocess::{PreprocessPreset, PresetRecipe};
 

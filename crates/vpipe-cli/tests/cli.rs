@@ -57,15 +57,15 @@ fn infer_writes_logits_matching_the_reference() {
         stdout.contains("timm layout, mobilevit_xxs classification"),
         "{stdout}"
     );
-    let got = vpipe_core::npy::read(&out_dir.join("logits.npy")).expect("logits.npy");
+    let got = vpipe_io::npy::read(&out_dir.join("logits.npy")).expect("logits.npy");
     assert_eq!(got.shape, vec![1, 1000]);
     let want =
-        vpipe_core::npy::read(&root().join("tests/fixtures/timm_xxs_logits.npy")).expect("ref");
+        vpipe_io::npy::read(&root().join("tests/fixtures/timm_xxs_logits.npy")).expect("ref");
     let (g, w) = (
         got.to_f32("g").expect("f32"),
         want.to_f32("w").expect("f32"),
     );
-    let diff = vpipe_core::compare::max_abs_diff(&g, &w).expect("comparable logits");
+    let diff = vpipe_io::compare::max_abs_diff(&g, &w).expect("comparable logits");
     assert!(diff <= 1e-4, "max |diff| {diff}");
 }
 
@@ -101,12 +101,12 @@ fn infer_at_level(
 /// Largest absolute difference between two `.npy` float arrays of the same shape.
 fn max_diff(a: &std::path::Path, b: &std::path::Path) -> f32 {
     let (a, b) = (
-        vpipe_core::npy::read(a).expect("npy"),
-        vpipe_core::npy::read(b).expect("npy"),
+        vpipe_io::npy::read(a).expect("npy"),
+        vpipe_io::npy::read(b).expect("npy"),
     );
     assert_eq!(a.shape, b.shape);
     let (a, b) = (a.to_f32("a").expect("f32"), b.to_f32("b").expect("f32"));
-    vpipe_core::compare::max_abs_diff(&a, &b).expect("comparable arrays")
+    vpipe_io::compare::max_abs_diff(&a, &b).expect("comparable arrays")
 }
 
 /// The AVX2 and baseline versions of the CPU kernels (this machine's widest runs in
@@ -125,7 +125,7 @@ fn narrower_vector_units_give_the_same_outputs() {
     let (w, h) = t.input_size;
     std::fs::write(
         &seg_input,
-        vpipe_core::npy::encode_f32(&[1, 3, h, w], &planar),
+        vpipe_io::npy::encode_f32(&[1, 3, h, w], &planar),
     )
     .expect("write");
     let seg_weights = "weights/reference/hf_deeplabv3_mobilevit_xxs.safetensors";
@@ -171,18 +171,14 @@ fn infer_rejects_bad_tensors() {
     let u8_file = dir.join("u8.npy");
     std::fs::write(
         &u8_file,
-        vpipe_core::npy::encode_u8(&[1, 3, 64, 64], &[0; 3 * 64 * 64]),
+        vpipe_io::npy::encode_u8(&[1, 3, 64, 64], &[0; 3 * 64 * 64]),
     )
     .expect("write");
     let out = infer(timm, u8_file.to_str().expect("utf8"), dir);
     assert_clean_failure(&out, "expected float32");
     // Too small an image.
     let tiny = dir.join("tiny.npy");
-    std::fs::write(
-        &tiny,
-        vpipe_core::npy::encode_f32(&[1, 3, 8, 8], &[0.5; 192]),
-    )
-    .expect("write");
+    std::fs::write(&tiny, vpipe_io::npy::encode_f32(&[1, 3, 8, 8], &[0.5; 192])).expect("write");
     let out = infer(timm, tiny.to_str().expect("utf8"), dir);
     assert_clean_failure(&out, "smaller than the 32x32 minimum");
     // Not a checkpoint.
@@ -358,7 +354,7 @@ fn infer_writes_detection_and_segmentation_outputs() {
         let (planar, t) = recipe.apply(&frame).expect("preprocess");
         let input = dir.join(format!("{preset}.npy"));
         let (w, h) = t.input_size;
-        std::fs::write(&input, vpipe_core::npy::encode_f32(&[1, 3, h, w], &planar)).expect("write");
+        std::fs::write(&input, vpipe_io::npy::encode_f32(&[1, 3, h, w], &planar)).expect("write");
         let out_dir = dir.join(preset.name());
         let out = infer(weights, input.to_str().expect("utf8"), &out_dir);
         assert_ok(&out);
@@ -375,7 +371,7 @@ fn infer_writes_detection_and_segmentation_outputs() {
         .expect("detections");
     // The reference's detections (ml-cvnets), boxes in input pixels.
     let fixture = |name: &str| {
-        vpipe_core::npy::read(&root().join("tests/fixtures").join(name)).expect("fixture")
+        vpipe_io::npy::read(&root().join("tests/fixtures").join(name)).expect("fixture")
     };
     let labels = fixture("cvnets_xxs_ssd_det_labels.npy")
         .to_i32("labels")
@@ -397,12 +393,12 @@ fn infer_writes_detection_and_segmentation_outputs() {
             .iter()
             .map(|v| v.as_f64().expect("number") as f32)
             .collect();
-        let d = vpipe_core::compare::max_abs_diff(&bbox, &boxes[4 * i..4 * i + 4]).expect("box");
+        let d = vpipe_io::compare::max_abs_diff(&bbox, &boxes[4 * i..4 * i + 4]).expect("box");
         assert!(d <= 0.01, "detection {i}: box off by {d}");
     }
     // The mask equals the reference's but for the one pixel the reference itself
     // decides by a 7e-6 margin (see tests/dense_parity.rs).
-    let mask = vpipe_core::npy::read(&dir.join("hf-seg/mask.npy")).expect("mask");
+    let mask = vpipe_io::npy::read(&dir.join("hf-seg/mask.npy")).expect("mask");
     assert_eq!(mask.shape, vec![1, 512, 512]);
     let mask = mask.to_u8("mask").expect("u8");
     let want = fixture("hf_xxs_seg_mask.npy").to_u8("mask").expect("u8");
@@ -736,7 +732,7 @@ fn infer_at_output_stride_8_matches_the_reference() {
         "8",
     ]);
     assert_ok(&out);
-    let got = vpipe_core::npy::read(&out_dir.join("logits.npy")).expect("logits");
+    let got = vpipe_io::npy::read(&out_dir.join("logits.npy")).expect("logits");
     assert_eq!(got.shape, vec![1, 21, 64, 64]);
     let d = max_diff(
         &out_dir.join("logits.npy"),

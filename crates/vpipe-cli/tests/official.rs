@@ -178,7 +178,7 @@ fn preprocess_writes_each_input_as_npy_and_names_bad_presets_and_files() {
     );
     assert_ok(&out);
     for (stem, image) in [("odd_517x389", &a), ("strip_300x7", &b)] {
-        let written = vpipe_core::npy::read(&out_dir.join(format!("{stem}.npy"))).expect("npy");
+        let written = vpipe_io::npy::read(&out_dir.join(format!("{stem}.npy"))).expect("npy");
         assert_eq!(written.shape, vec![1, 3, 256, 256]);
         let values = written.to_f32("input").expect("f32");
         let frame = vpipe_media::load_image(image).expect("decode");
@@ -306,12 +306,12 @@ fn weights_fetch_import_and_verify_through_the_command_line() {
             &[],
         );
         assert_ok(&out);
-        vpipe_core::npy::read(&out_dir.join("logits.npy"))
+        vpipe_io::npy::read(&out_dir.join("logits.npy"))
             .expect("logits")
             .to_f32("logits")
             .expect("f32")
     };
-    let d = vpipe_core::compare::max_abs_diff(&logits(&imported, "a"), &logits(&cached, "b"))
+    let d = vpipe_io::compare::max_abs_diff(&logits(&imported, "a"), &logits(&cached, "b"))
         .expect("comparable");
     assert_eq!(d, 0.0);
 }

@@ -1,31 +1,24 @@
-//! Shared building blocks of vpipe.
+//! The types every vpipe crate shares (file reading and writing is `vpipe-io`).
 //!
-//! - [`checkpoint`]: reads PyTorch (`.pt`, `.bin`) and safetensors checkpoints into
-//!   host tensors, without executing anything from the file.
-//! - [`npy`]: reads and writes NumPy `.npy` arrays.
-//! - [`compare`]: computed arrays against references, refusing NaN.
-//! - [`output`]: atomic file writes.
+//! - [`tensor`]: a tensor in host memory ([`HostTensor`]).
 //! - [`labels`]: the class-name sets of the supported datasets.
 //! - [`result`]: the result type shared by every head.
 //! - [`device`]: picks the burn device the networks run on.
 //! - [`geometry`]: where a network input lies in the original image.
 //! - [`pixel`]: the channel order of colour pixels.
 //! - [`preset`]: the names of the preprocessing presets.
-//! - [`suggest`]: "did you mean" hints for mistyped names.
+//! - [`suggest`]: "did you mean" hints for mistyped names (the preset names' errors
+//!   give them, so they live here with those names).
+//! - [`simd`]: run-time SIMD dispatch, shared by every crate with compute kernels.
 
-pub mod checkpoint;
-pub mod compare;
 pub mod device;
-pub mod error;
 pub mod geometry;
 pub mod labels;
-pub mod npy;
-pub mod output;
 pub mod pixel;
 pub mod preset;
 pub mod result;
 pub mod simd;
 pub mod suggest;
+pub mod tensor;
 
-pub use checkpoint::{HostTensor, TensorFile};
-pub use error::{CoreError, Result};
+pub use tensor::HostTensor;

@@ -13,7 +13,7 @@ use vpipe_backbone::{
     BackboneError, CheckpointLayout, MobileVit, MobileVitConfig, MobileVitSize, Params, Result,
     SourceLayout,
 };
-use vpipe_core::TensorFile;
+use vpipe_io::TensorFile;
 
 use crate::api::{Head, HeadContext, HeadRegistry};
 

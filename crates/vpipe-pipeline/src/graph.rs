@@ -10,9 +10,9 @@ use burn::tensor::Device;
 use serde::Serialize;
 use vpipe_backbone::layout::{has_backbone, to_canonical};
 use vpipe_backbone::{CheckpointLayout, MobileVit, MobileVitConfig, Params};
-use vpipe_core::TensorFile;
 use vpipe_core::result::HeadOutput;
 use vpipe_heads::{Head, HeadContext, HeadRegistry};
+use vpipe_io::TensorFile;
 use vpipe_media::Frame;
 use vpipe_preprocess::{Preprocess, PreprocessPreset, PresetRecipe};
 

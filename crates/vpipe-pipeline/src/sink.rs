@@ -4,8 +4,8 @@
 //! [`ResultsJsonl`], [`CocoJson`], [`MaskPngs`]); a library user adds their own
 //! (a writer into their own database, say) with [`crate::run_with_sinks`].
 //!
-//! Every file is written through [`vpipe_core::output::PartialFile`] (or
-//! [`vpipe_core::output::write_atomic`], which uses it): under a temporary name until
+//! Every file is written through [`vpipe_io::output::PartialFile`] (or
+//! [`vpipe_io::output::write_atomic`], which uses it): under a temporary name until
 //! complete, so no reader ever sees half of one. A sink that fails mid-run is
 //! dropped (its unfinished file goes with it), the run stops reading input, and the
 //! other sinks finish with the frames read so far.
@@ -18,8 +18,8 @@ use std::sync::Arc;
 use image::RgbImage;
 use serde::Serialize;
 use serde_json::json;
-use vpipe_core::output::PartialFile;
 use vpipe_core::result::HeadOutput;
+use vpipe_io::output::PartialFile;
 use vpipe_media::{ChannelOrder, Frame, FramePool, VideoWriter};
 
 use crate::error::{PipelineError, Result};
@@ -796,7 +796,7 @@ pub(crate) fn clear_earlier_outputs(dir: &Path, overwrite: bool) -> Result<()> {
 
 /// Writes `bytes` to `target` atomically.
 fn write_output(target: &Path, bytes: &[u8]) -> Result<()> {
-    vpipe_core::output::write_atomic(target, bytes).map_err(|e| PipelineError::Output {
+    vpipe_io::output::write_atomic(target, bytes).map_err(|e| PipelineError::Output {
         output: target.to_path_buf(),
         message: e.to_string(),
     })

@@ -124,7 +124,7 @@ impl CacheConfig {
             }
         })?;
         std::fs::create_dir_all(&self.dir).map_err(|e| WeightsError::io(&self.dir, e))?;
-        vpipe_core::output::write_atomic(&path, &text)?;
+        vpipe_io::output::write_atomic(&path, &text)?;
         Ok(())
     }
 }
@@ -155,7 +155,7 @@ struct HashesFile {
 }
 
 /// The file name a download in progress is kept under: a fixed name beside the
-/// target rather than a [`vpipe_core::output::PartialFile`], because the next fetch
+/// target rather than a [`vpipe_io::output::PartialFile`], because the next fetch
 /// resumes it (HTTP `Range`) from where the last one stopped.
 pub fn partial_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();

@@ -137,8 +137,8 @@ impl WeightsError {
     }
 }
 
-impl From<vpipe_core::CoreError> for WeightsError {
-    fn from(e: vpipe_core::CoreError) -> Self {
+impl From<vpipe_io::IoError> for WeightsError {
+    fn from(e: vpipe_io::IoError) -> Self {
         WeightsError::Checkpoint(e.into())
     }
 }

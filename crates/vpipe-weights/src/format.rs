@@ -18,7 +18,7 @@
 //! | `vpipe.registry_name` | the registry entry it came from (when known) |
 //! | `vpipe.random_init` | `true` for random-initialised weights, else `false` |
 //!
-//! It is read by the normal loaders ([`vpipe_core::TensorFile`], `LoadedModel::load`,
+//! It is read by the normal loaders ([`vpipe_io::TensorFile`], `LoadedModel::load`,
 //! pipelines): the names need no renaming, and `vpipe.source` keeps the source's
 //! conventions (DeepLab upsampling, default preprocessing).
 
@@ -29,9 +29,9 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, View};
 use vpipe_backbone::layout::{CheckpointTask, SOURCE_METADATA_KEY, to_canonical};
 use vpipe_backbone::{CheckpointLayout, MobileVitSize, SourceLayout};
-use vpipe_core::TensorFile;
 use vpipe_core::labels::LabelSet;
 use vpipe_core::preset::PreprocessPreset;
+use vpipe_io::TensorFile;
 
 use crate::download::sha256_file;
 use crate::error::{Result, WeightsError};
@@ -96,7 +96,7 @@ impl WeightsMetadata {
 
     /// The metadata of a vpipe weights file; `None` for any other checkpoint.
     pub fn read(path: &Path) -> Result<Option<Self>> {
-        use vpipe_core::checkpoint::{FileFormat, safetensors_metadata, sniff_format};
+        use vpipe_io::checkpoint::{FileFormat, safetensors_metadata, sniff_format};
         if sniff_format(path)? != FileFormat::Safetensors {
             return Ok(None);
         }
@@ -262,7 +262,7 @@ pub fn import(src: &Path, out: &Path, options: &ImportOptions) -> Result<Weights
             message: "the output would replace the checkpoint being imported".into(),
         });
     }
-    vpipe_core::output::write_atomic(out, &bytes)?;
+    vpipe_io::output::write_atomic(out, &bytes)?;
     Ok(meta)
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use vpipe_core::checkpoint::{FileFormat, safetensors_metadata, sniff_format};
+use vpipe_io::checkpoint::{FileFormat, safetensors_metadata, sniff_format};
 
 use crate::download::sha256_file;
 use crate::error::{Result, WeightsError};

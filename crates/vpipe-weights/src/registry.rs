@@ -11,9 +11,9 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use vpipe_backbone::layout::CheckpointTask;
 use vpipe_backbone::{CheckpointLayout, MobileVitSize, SourceLayout};
-use vpipe_core::checkpoint::FileFormat;
 use vpipe_core::labels::LabelSet;
 use vpipe_core::preset::PreprocessPreset;
+use vpipe_io::checkpoint::FileFormat;
 
 use crate::error::{Result, WeightsError};
 

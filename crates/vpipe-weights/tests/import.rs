@@ -49,7 +49,7 @@ fn compare(a: &Path, b: &Path) -> Vec<(String, f32, f32)> {
         .map(|t| {
             let u = ob.get(&t.name).unwrap();
             assert_eq!(t.shape, u.shape);
-            let diff = vpipe_core::compare::max_abs_diff(&u.data, &t.data)
+            let diff = vpipe_io::compare::max_abs_diff(&u.data, &t.data)
                 .unwrap_or_else(|e| panic!("{}: {e}", t.name));
             // Finite, as the comparison above checked.
             let max = t.data.iter().map(|x| x.abs()).fold(0.0f32, f32::max);

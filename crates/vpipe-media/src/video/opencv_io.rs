@@ -12,8 +12,8 @@ use opencv::core::{CV_8UC1, CV_8UC3, CV_8UC4, Mat, Scalar, Size, Vec3b};
 use opencv::prelude::*;
 use opencv::videoio;
 
-use vpipe_core::output::PartialFile;
 use vpipe_core::pixel::{ChannelOrder, swap_red_blue};
+use vpipe_io::output::PartialFile;
 
 use super::{FramePool, VideoInput};
 use crate::error::{MediaError, Result};

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use crate::error::{CoreError, Result};
+use crate::error::{IoError, Result};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
@@ -69,7 +69,7 @@ impl NpyArray {
     /// The elements as `f32`; an error unless the file holds `float32`.
     pub fn to_f32(&self, what: &str) -> Result<Vec<f32>> {
         if self.dtype != NpyDtype::F32 {
-            return Err(CoreError::Tensor {
+            return Err(IoError::Tensor {
                 what: what.to_string(),
                 reason: format!("dtype is {}, expected float32 (<f4)", self.dtype.descr()),
             });
@@ -84,7 +84,7 @@ impl NpyArray {
     /// The elements as `u8`; an error unless the file holds `uint8`.
     pub fn to_u8(&self, what: &str) -> Result<Vec<u8>> {
         if self.dtype != NpyDtype::U8 {
-            return Err(CoreError::Tensor {
+            return Err(IoError::Tensor {
                 what: what.to_string(),
                 reason: format!("dtype is {}, expected uint8", self.dtype.descr()),
             });
@@ -95,7 +95,7 @@ impl NpyArray {
     /// The elements as `i32`; an error unless the file holds `int32`.
     pub fn to_i32(&self, what: &str) -> Result<Vec<i32>> {
         if self.dtype != NpyDtype::I32 {
-            return Err(CoreError::Tensor {
+            return Err(IoError::Tensor {
                 what: what.to_string(),
                 reason: format!("dtype is {}, expected int32 (<i4)", self.dtype.descr()),
             });
@@ -110,8 +110,8 @@ impl NpyArray {
 
 /// Reads an `.npy` file.
 pub fn read(path: &Path) -> Result<NpyArray> {
-    let data = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
-    parse(&data).map_err(|reason| CoreError::format(path, reason))
+    let data = std::fs::read(path).map_err(|e| IoError::io(path, e))?;
+    parse(&data).map_err(|reason| IoError::format(path, reason))
 }
 
 /// Parses the bytes of an `.npy` file.

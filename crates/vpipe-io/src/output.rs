@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::{CoreError, Result};
+use crate::error::{IoError, Result};
 
 /// A file being written under a temporary name beside its target: hidden, with the
 /// target's extension (OpenCV's video writer picks the container by it). It gets
@@ -28,7 +28,7 @@ impl PartialFile {
             .unwrap_or(Path::new("."));
         let name = target
             .file_name()
-            .ok_or_else(|| CoreError::format(target, "not a file path"))?
+            .ok_or_else(|| IoError::format(target, "not a file path"))?
             .to_string_lossy();
         let suffix = target
             .extension()
@@ -43,7 +43,7 @@ impl PartialFile {
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
         let temp = builder
             .tempfile_in(dir)
-            .map_err(|e| CoreError::io(target, e))?
+            .map_err(|e| IoError::io(target, e))?
             .into_temp_path();
         Ok(Self {
             temp,
@@ -65,7 +65,7 @@ impl PartialFile {
     pub fn finish(self) -> Result<PathBuf> {
         self.temp
             .persist(&self.target)
-            .map_err(|e| CoreError::io(&self.target, e.error))?;
+            .map_err(|e| IoError::io(&self.target, e.error))?;
         Ok(self.target)
     }
 }
@@ -82,7 +82,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             f.write_all(bytes)?;
             f.sync_all()
         });
-    written.map_err(|e| CoreError::io(path, e))?;
+    written.map_err(|e| IoError::io(path, e))?;
     partial.finish()?;
     Ok(())
 }

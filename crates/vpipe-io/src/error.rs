@@ -1,10 +1,10 @@
-//! The error type of `vpipe-core`.
+//! The error type of `vpipe-io`.
 
 use std::path::PathBuf;
 
 /// Errors raised while reading checkpoints and arrays.
 #[derive(Debug, thiserror::Error)]
-pub enum CoreError {
+pub enum IoError {
     /// The file could not be opened or read.
     #[error("cannot read {path}: {cause}")]
     Io {
@@ -31,8 +31,8 @@ pub enum CoreError {
     },
 }
 
-impl CoreError {
-    /// A [`CoreError::Format`] for `path`.
+impl IoError {
+    /// A [`IoError::Format`] for `path`.
     pub fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Self::Format {
             path: path.into(),
@@ -40,7 +40,7 @@ impl CoreError {
         }
     }
 
-    /// A [`CoreError::Io`] for `path`.
+    /// A [`IoError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
@@ -49,5 +49,5 @@ impl CoreError {
     }
 }
 
-/// Result alias of `vpipe-core`.
-pub type Result<T> = std::result::Result<T, CoreError>;
+/// Result alias of `vpipe-io`.
+pub type Result<T> = std::result::Result<T, IoError>;

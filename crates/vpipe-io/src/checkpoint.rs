@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use burn::store::{ModuleStore, PytorchStore};
 use burn::tensor::{DType, TensorData};
 
-use crate::error::{CoreError, Result};
+use vpipe_core::HostTensor;
+
+use crate::error::{IoError, Result};
 
 /// The container format of a checkpoint file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,23 +34,6 @@ impl std::fmt::Display for FileFormat {
             FileFormat::Safetensors => "safetensors",
             FileFormat::Pytorch => "PyTorch",
         })
-    }
-}
-
-/// A float tensor held in host memory, converted to `f32`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostTensor {
-    /// Dimensions, outermost first.
-    pub shape: Vec<usize>,
-    /// Elements in C order.
-    pub data: Vec<f32>,
-}
-
-impl HostTensor {
-    /// A tensor from its shape and elements; the element count must match the shape.
-    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        Self { shape, data }
     }
 }
 
@@ -71,11 +56,11 @@ pub struct TensorFile {
 pub fn sniff_format(path: &Path) -> Result<FileFormat> {
     use std::io::Read;
     let mut head = [0u8; 9];
-    let mut f = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
-    let len = f.metadata().map_err(|e| CoreError::io(path, e))?.len();
-    let n = f.read(&mut head).map_err(|e| CoreError::io(path, e))?;
+    let mut f = std::fs::File::open(path).map_err(|e| IoError::io(path, e))?;
+    let len = f.metadata().map_err(|e| IoError::io(path, e))?.len();
+    let n = f.read(&mut head).map_err(|e| IoError::io(path, e))?;
     if n == 0 {
-        return Err(CoreError::format(path, "the file is empty"));
+        return Err(IoError::format(path, "the file is empty"));
     }
     if n >= 4 && &head[..4] == b"PK\x03\x04" {
         return Ok(FileFormat::Pytorch);
@@ -88,7 +73,7 @@ pub fn sniff_format(path: &Path) -> Result<FileFormat> {
         // Saturating: the length field is the file's word, up to u64::MAX.
         let needed = header_len.saturating_add(8);
         if needed > len {
-            return Err(CoreError::format(
+            return Err(IoError::format(
                 path,
                 format!(
                     "truncated safetensors file: its header alone needs {needed} bytes, the file has {len}"
@@ -97,7 +82,7 @@ pub fn sniff_format(path: &Path) -> Result<FileFormat> {
         }
         return Ok(FileFormat::Safetensors);
     }
-    Err(CoreError::format(
+    Err(IoError::format(
         path,
         "not a checkpoint: expected a safetensors file or a PyTorch torch.save file (.pt, .pth, .bin)",
     ))
@@ -117,7 +102,7 @@ impl TensorFile {
                 // arrays, which need no more than a copy (burn's store is ~10x slower).
                 let tensors = read_safetensors(path)?;
                 if tensors.is_empty() {
-                    return Err(CoreError::format(
+                    return Err(IoError::format(
                         path,
                         "the checkpoint holds no float tensors",
                     ));
@@ -146,11 +131,11 @@ impl TensorFile {
             } else {
                 data.convert::<f32>().try_into_vec::<f32>()
             }
-            .map_err(|e| CoreError::format(path, format!("tensor '{name}': {e:?}")))?;
+            .map_err(|e| IoError::format(path, format!("tensor '{name}': {e:?}")))?;
             tensors.insert(name, HostTensor::new(shape, data));
         }
         if tensors.is_empty() {
-            return Err(CoreError::format(
+            return Err(IoError::format(
                 path,
                 "the checkpoint holds no float tensors",
             ));
@@ -167,9 +152,9 @@ impl TensorFile {
 /// Every float tensor of a safetensors file, converted to `f32`.
 fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
     use safetensors::Dtype;
-    let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| IoError::io(path, e))?;
     let file = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| CoreError::format(path, format!("cannot read the checkpoint: {e}")))?;
+        .map_err(|e| IoError::format(path, format!("cannot read the checkpoint: {e}")))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in file.tensors() {
         let raw = view.data();
@@ -201,19 +186,19 @@ fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
 /// read without loading any tensor.
 pub fn safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let mut f = std::fs::File::open(path).map_err(|e| IoError::io(path, e))?;
     let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| CoreError::io(path, e))?;
+    f.read_exact(&mut len).map_err(|e| IoError::io(path, e))?;
     let len = u64::from_le_bytes(len);
-    let file_len = f.metadata().map_err(|e| CoreError::io(path, e))?.len();
+    let file_len = f.metadata().map_err(|e| IoError::io(path, e))?.len();
     if len.saturating_add(8) > file_len {
-        return Err(CoreError::format(path, "truncated safetensors header"));
+        return Err(IoError::format(path, "truncated safetensors header"));
     }
     let mut header = vec![0u8; len as usize];
     f.read_exact(&mut header)
-        .map_err(|e| CoreError::io(path, e))?;
+        .map_err(|e| IoError::io(path, e))?;
     let header: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| CoreError::format(path, format!("safetensors header is not JSON: {e}")))?;
+        .map_err(|e| IoError::format(path, format!("safetensors header is not JSON: {e}")))?;
     Ok(header
         .get("__metadata__")
         .and_then(|m| m.as_object())
@@ -228,13 +213,13 @@ pub fn safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
 fn collect<S: ModuleStore>(store: &mut S, path: &Path) -> Result<Vec<(String, TensorData)>> {
     let all = store
         .get_all_tensors()
-        .map_err(|e| CoreError::format(path, format!("cannot read the checkpoint: {e}")))?;
+        .map_err(|e| IoError::format(path, format!("cannot read the checkpoint: {e}")))?;
     all.iter()
         .map(|(name, t)| {
             burn::store::bridge::to_data(t)
                 .map(|d| (name.clone(), d))
                 .map_err(|e| {
-                    CoreError::format(
+                    IoError::format(
                         path,
                         format!("cannot read tensor '{name}' (truncated or corrupt file?): {e:?}"),
                     )
