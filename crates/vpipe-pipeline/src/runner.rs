@@ -286,14 +286,19 @@ pub fn run_with_sinks(
     );
     let progress = progress_bar(total, options.progress);
     let _active_bar = ActiveBar::set(&progress);
-    let abort = AtomicBool::new(false);
-    let dropped = AtomicU64::new(0);
-    let skipped = AtomicU64::new(0);
     let depth = spec.runner.queue;
-    let q_decoded: BoundedQueue<Msg<Decoded>> = BoundedQueue::new(depth);
-    let q_prepared: BoundedQueue<Msg<Batch>> = BoundedQueue::new(depth);
-    let q_inferred: BoundedQueue<Msg<Inferred>> = BoundedQueue::new(depth);
-    let q_finished: BoundedQueue<Msg<Finished>> = BoundedQueue::new(depth);
+    let run = Stages {
+        pipeline,
+        clocks: &clocks,
+        stop: &options.stop,
+        abort: AtomicBool::new(false),
+        dropped: AtomicU64::new(0),
+        skipped: AtomicU64::new(0),
+        decoded: BoundedQueue::new(depth),
+        prepared: BoundedQueue::new(depth),
+        inferred: BoundedQueue::new(depth),
+        finished: BoundedQueue::new(depth),
+    };
     // Draw in the order the frames come in: BGR for video, RGB for stills.
     let annotator = Annotator::new(Style {
         mask_alpha: spec.output.mask_alpha,
@@ -303,252 +308,20 @@ pub fn run_with_sinks(
             Input::Images(_) => ChannelOrder::Rgb,
         },
     });
-    let stopped = || options.stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed);
-
+    let limit = options.max_frames.unwrap_or(u64::MAX);
+    let drop_oldest = live && spec.runner.live == LivePolicy::DropOldest;
     std::thread::scope(|scope| {
-        // Stage 1: decode.
+        let run = &run;
         spawn_stage(scope, "vpipe-decode", || {
-            let send = |m: Msg<Decoded>| {
-                if live && spec.runner.live == LivePolicy::DropOldest {
-                    if q_decoded.push_drop_oldest(m).is_some() {
-                        dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(
-                            "live source ahead of the model: dropped the oldest waiting frame"
-                        );
-                    }
-                } else {
-                    q_decoded.push(m);
-                }
-            };
-            let limit = options.max_frames.unwrap_or(u64::MAX);
-            match input {
-                Input::Images(files) => {
-                    for (i, path) in files.iter().enumerate().take(limit as usize) {
-                        if stopped() {
-                            break;
-                        }
-                        match timed(&clocks.decode, || load_image(path)) {
-                            Ok(frame) => send(Msg::Item(Decoded {
-                                index: i as u64,
-                                source: Some(path.clone()),
-                                timestamp_ms: None,
-                                frame,
-                            })),
-                            Err(e) => send(Msg::Failed {
-                                input: path.display().to_string(),
-                                error: e.to_string(),
-                            }),
-                        }
-                    }
-                }
-                Input::Video(v) => {
-                    let reader = reader
-                        .as_mut()
-                        .unwrap_or_else(|| unreachable!("opened above"));
-                    let mut index = 0u64;
-                    while index < limit && !stopped() {
-                        match timed(&clocks.decode, || reader.next_frame()) {
-                            Ok(Some(frame)) => {
-                                send(Msg::Item(Decoded {
-                                    index,
-                                    source: None,
-                                    timestamp_ms: Some(index as f64 * 1000.0 / fps),
-                                    frame,
-                                }));
-                                index += 1;
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                send(Msg::Failed {
-                                    input: v.to_string(),
-                                    error: e.to_string(),
-                                });
-                                break;
-                            }
-                        }
-                    }
-                    skipped.store(reader.skipped(), Ordering::Relaxed);
-                }
-            }
-            tracing::debug!("decode stage done");
-            q_decoded.close();
+            run.decode(input, reader.as_mut(), limit, fps, drop_oldest)
         });
-
-        // Stage 2: preprocess, in batches of frames of one size.
-        spawn_stage(scope, "vpipe-prepare", || {
-            let batch_size = spec.runner.batch;
-            let mut pending: Vec<Decoded> = Vec::new();
-            let flush = |items: Vec<Decoded>| {
-                if items.is_empty() {
-                    return;
-                }
-                let frames: Vec<&Frame> = items.iter().map(|d| &d.frame).collect();
-                match timed(&clocks.preprocess, || pipeline.prepare(&frames)) {
-                    Ok(prepared) => {
-                        q_prepared.push(Msg::Item(Batch { items, prepared }));
-                    }
-                    Err(e) => {
-                        for d in items {
-                            q_prepared.push(Msg::Failed {
-                                input: describe(&d),
-                                error: e.to_string(),
-                            });
-                        }
-                    }
-                }
-            };
-            loop {
-                match q_decoded.pop() {
-                    Some(Msg::Item(d)) => {
-                        let same_size = pending.first().is_none_or(|p| {
-                            (p.frame.width, p.frame.height) == (d.frame.width, d.frame.height)
-                        });
-                        if !same_size {
-                            flush(std::mem::take(&mut pending));
-                        }
-                        pending.push(d);
-                        if pending.len() >= batch_size {
-                            flush(std::mem::take(&mut pending));
-                        }
-                    }
-                    Some(Msg::Failed { input, error }) => {
-                        flush(std::mem::take(&mut pending));
-                        q_prepared.push(Msg::Failed { input, error });
-                    }
-                    None => {
-                        flush(std::mem::take(&mut pending));
-                        break;
-                    }
-                }
-            }
-            tracing::debug!("preprocess stage done");
-            q_prepared.close();
-        });
-
-        // Stage 3: the model.
-        spawn_stage(scope, "vpipe-model", || {
-            while let Some(m) = q_prepared.pop() {
-                let out = match m {
-                    Msg::Item(b) => match timed(&clocks.model, || {
-                        let started = Instant::now();
-                        let out = pipeline.infer(b.prepared);
-                        tracing::trace!(
-                            first_frame = b.items[0].index,
-                            frames = b.items.len(),
-                            ms = started.elapsed().as_secs_f64() * 1e3,
-                            waiting_decoded = q_decoded.len(),
-                            waiting_prepared = q_prepared.len(),
-                            "model"
-                        );
-                        out
-                    }) {
-                        Ok(raw) => Msg::Item(Inferred {
-                            items: b.items,
-                            raw,
-                        }),
-                        Err(e) => {
-                            for d in &b.items[1..] {
-                                q_inferred.push(Msg::Failed {
-                                    input: describe(d),
-                                    error: e.to_string(),
-                                });
-                            }
-                            Msg::Failed {
-                                input: describe(&b.items[0]),
-                                error: e.to_string(),
-                            }
-                        }
-                    },
-                    Msg::Failed { input, error } => Msg::Failed { input, error },
-                };
-                q_inferred.push(out);
-            }
-            tracing::debug!("model stage done");
-            q_inferred.close();
-        });
-
-        // Stage 4: post-process and annotate.
+        spawn_stage(scope, "vpipe-prepare", || run.prepare(spec.runner.batch));
+        spawn_stage(scope, "vpipe-model", || run.infer());
         spawn_stage(scope, "vpipe-post", || {
-            while let Some(m) = q_inferred.pop() {
-                match m {
-                    Msg::Item(inf) => {
-                        match timed(&clocks.postprocess, || pipeline.postprocess(&inf.raw)) {
-                            Ok(per_frame) => {
-                                for (mut item, outputs) in inf.items.into_iter().zip(per_frame) {
-                                    // The writer needs only the frame's size: its pixels
-                                    // become the annotated image.
-                                    let annotated = spec.output.annotated.then(|| {
-                                        timed(&clocks.annotate, || {
-                                            draw(pipeline, &annotator, &mut item.frame, &outputs)
-                                        })
-                                    });
-                                    q_finished.push(Msg::Item(Finished {
-                                        item,
-                                        outputs,
-                                        annotated,
-                                    }));
-                                }
-                            }
-                            Err(e) => {
-                                for d in &inf.items {
-                                    q_finished.push(Msg::Failed {
-                                        input: describe(d),
-                                        error: e.to_string(),
-                                    });
-                                }
-                            }
-                        }
-                    }
-                    Msg::Failed { input, error } => {
-                        q_finished.push(Msg::Failed { input, error });
-                    }
-                }
-            }
-            tracing::debug!("post-process stage done");
-            q_finished.close();
+            run.postprocess(&annotator, spec.output.annotated)
         });
-
-        // Stage 5: write, on this thread. A sink that fails stops the reading; the
-        // frames already read still go to the other sinks.
-        while let Some(m) = q_finished.pop() {
-            match m {
-                Msg::Item(f) => {
-                    let (frame, started) = (f.item.index, Instant::now());
-                    let sink_failed = timed(&clocks.encode, || {
-                        sinks.write(
-                            f.item.index,
-                            f.item.timestamp_ms,
-                            f.item.source.as_deref(),
-                            f.item.frame,
-                            &f.outputs,
-                            f.annotated,
-                        )
-                    });
-                    if sink_failed {
-                        abort.store(true, Ordering::Relaxed);
-                    }
-                    tracing::trace!(
-                        frame,
-                        ms = started.elapsed().as_secs_f64() * 1e3,
-                        waiting_inferred = q_inferred.len(),
-                        waiting_finished = q_finished.len(),
-                        "written"
-                    );
-                    progress.inc(1);
-                }
-                Msg::Failed { input, error } => {
-                    // Once as it happens (the summary names it again).
-                    let message = if error.contains(&input) {
-                        error.clone()
-                    } else {
-                        format!("{input}: {error}")
-                    };
-                    progress.suspend(|| eprintln!("error: {message}"));
-                    failed.push((input, error));
-                    progress.inc(1);
-                }
-            }
-        }
+        // The write stage runs on this thread.
+        run.write(&mut sinks, &progress, &mut failed);
     });
     progress.finish_and_clear();
     let interrupted = options.stop.load(Ordering::Relaxed);
@@ -570,11 +343,299 @@ pub fn run_with_sinks(
     stages.decode += unattributed;
     summary.stages = stages;
     summary.busy = clocks.times(|c| &c.wall);
-    summary.skipped_frames = skipped.load(Ordering::Relaxed);
-    summary.dropped_frames = dropped.load(Ordering::Relaxed);
+    summary.skipped_frames = run.skipped.load(Ordering::Relaxed);
+    summary.dropped_frames = run.dropped.load(Ordering::Relaxed);
     summary.interrupted = interrupted;
     summary.backbone_runs = pipeline.backbone_runs();
     Ok(summary)
+}
+
+/// What the stages of one run share: the pipeline, the clocks, the stop flags and
+/// counters, and the queues between them (decode → prepare → model → post-process
+/// and annotate → write).
+struct Stages<'a> {
+    pipeline: &'a Pipeline,
+    clocks: &'a Clocks,
+    /// Set by the caller (Ctrl-C): stop reading input.
+    stop: &'a AtomicBool,
+    /// Set when a sink failed: stop reading input.
+    abort: AtomicBool,
+    /// Live frames dropped to keep up.
+    dropped: AtomicU64,
+    /// Video frames skipped as undecodable.
+    skipped: AtomicU64,
+    decoded: BoundedQueue<Msg<Decoded>>,
+    prepared: BoundedQueue<Msg<Batch>>,
+    inferred: BoundedQueue<Msg<Inferred>>,
+    finished: BoundedQueue<Msg<Finished>>,
+}
+
+impl Stages<'_> {
+    /// Whether reading should stop.
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.abort.load(Ordering::Relaxed)
+    }
+
+    /// Stage 1: reads and decodes at most `limit` frames of `input` (`reader` for a
+    /// video at `fps`); a live source ahead of the model drops its oldest waiting
+    /// frame when `drop_oldest`.
+    fn decode(
+        &self,
+        input: &Input,
+        reader: Option<&mut VideoReader>,
+        limit: u64,
+        fps: f64,
+        drop_oldest: bool,
+    ) {
+        let send = |m: Msg<Decoded>| {
+            if drop_oldest {
+                if self.decoded.push_drop_oldest(m).is_some() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        "live source ahead of the model: dropped the oldest waiting frame"
+                    );
+                }
+            } else {
+                self.decoded.push(m);
+            }
+        };
+        match (input, reader) {
+            (Input::Images(files), _) => {
+                for (i, path) in files.iter().enumerate().take(limit as usize) {
+                    if self.stopped() {
+                        break;
+                    }
+                    match timed(&self.clocks.decode, || load_image(path)) {
+                        Ok(frame) => send(Msg::Item(Decoded {
+                            index: i as u64,
+                            source: Some(path.clone()),
+                            timestamp_ms: None,
+                            frame,
+                        })),
+                        Err(e) => send(Msg::Failed {
+                            input: path.display().to_string(),
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+            }
+            (Input::Video(v), Some(reader)) => {
+                let mut index = 0u64;
+                while index < limit && !self.stopped() {
+                    match timed(&self.clocks.decode, || reader.next_frame()) {
+                        Ok(Some(frame)) => {
+                            send(Msg::Item(Decoded {
+                                index,
+                                source: None,
+                                timestamp_ms: Some(index as f64 * 1000.0 / fps),
+                                frame,
+                            }));
+                            index += 1;
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            send(Msg::Failed {
+                                input: v.to_string(),
+                                error: e.to_string(),
+                            });
+                            break;
+                        }
+                    }
+                }
+                self.skipped.store(reader.skipped(), Ordering::Relaxed);
+            }
+            (Input::Video(_), None) => unreachable!("a video input is opened before the run"),
+        }
+        tracing::debug!("decode stage done");
+        self.decoded.close();
+    }
+
+    /// Stage 2: preprocesses frames in batches of up to `batch_size` frames of one
+    /// size.
+    fn prepare(&self, batch_size: usize) {
+        let mut pending: Vec<Decoded> = Vec::new();
+        let flush = |items: Vec<Decoded>| {
+            if items.is_empty() {
+                return;
+            }
+            let frames: Vec<&Frame> = items.iter().map(|d| &d.frame).collect();
+            match timed(&self.clocks.preprocess, || self.pipeline.prepare(&frames)) {
+                Ok(prepared) => {
+                    self.prepared.push(Msg::Item(Batch { items, prepared }));
+                }
+                Err(e) => {
+                    for d in items {
+                        self.prepared.push(Msg::Failed {
+                            input: describe(&d),
+                            error: e.to_string(),
+                        });
+                    }
+                }
+            }
+        };
+        loop {
+            match self.decoded.pop() {
+                Some(Msg::Item(d)) => {
+                    let same_size = pending.first().is_none_or(|p| {
+                        (p.frame.width, p.frame.height) == (d.frame.width, d.frame.height)
+                    });
+                    if !same_size {
+                        flush(std::mem::take(&mut pending));
+                    }
+                    pending.push(d);
+                    if pending.len() >= batch_size {
+                        flush(std::mem::take(&mut pending));
+                    }
+                }
+                Some(Msg::Failed { input, error }) => {
+                    flush(std::mem::take(&mut pending));
+                    self.prepared.push(Msg::Failed { input, error });
+                }
+                None => {
+                    flush(std::mem::take(&mut pending));
+                    break;
+                }
+            }
+        }
+        tracing::debug!("preprocess stage done");
+        self.prepared.close();
+    }
+
+    /// Stage 3: each backbone once per batch, then its heads' layers.
+    fn infer(&self) {
+        while let Some(m) = self.prepared.pop() {
+            let out = match m {
+                Msg::Item(b) => match timed(&self.clocks.model, || {
+                    let started = Instant::now();
+                    let out = self.pipeline.infer(b.prepared);
+                    tracing::trace!(
+                        first_frame = b.items[0].index,
+                        frames = b.items.len(),
+                        ms = started.elapsed().as_secs_f64() * 1e3,
+                        waiting_decoded = self.decoded.len(),
+                        waiting_prepared = self.prepared.len(),
+                        "model"
+                    );
+                    out
+                }) {
+                    Ok(raw) => Msg::Item(Inferred {
+                        items: b.items,
+                        raw,
+                    }),
+                    Err(e) => {
+                        for d in &b.items[1..] {
+                            self.inferred.push(Msg::Failed {
+                                input: describe(d),
+                                error: e.to_string(),
+                            });
+                        }
+                        Msg::Failed {
+                            input: describe(&b.items[0]),
+                            error: e.to_string(),
+                        }
+                    }
+                },
+                Msg::Failed { input, error } => Msg::Failed { input, error },
+            };
+            self.inferred.push(out);
+        }
+        tracing::debug!("model stage done");
+        self.inferred.close();
+    }
+
+    /// Stage 4: the heads' post-processing, and the drawing of every frame's results
+    /// when `annotated`.
+    fn postprocess(&self, annotator: &Annotator, annotated: bool) {
+        while let Some(m) = self.inferred.pop() {
+            match m {
+                Msg::Item(inf) => {
+                    match timed(&self.clocks.postprocess, || {
+                        self.pipeline.postprocess(&inf.raw)
+                    }) {
+                        Ok(per_frame) => {
+                            for (mut item, outputs) in inf.items.into_iter().zip(per_frame) {
+                                // The sinks need only the frame's size: its pixels
+                                // become the annotated image.
+                                let annotated = annotated.then(|| {
+                                    timed(&self.clocks.annotate, || {
+                                        draw(self.pipeline, annotator, &mut item.frame, &outputs)
+                                    })
+                                });
+                                self.finished.push(Msg::Item(Finished {
+                                    item,
+                                    outputs,
+                                    annotated,
+                                }));
+                            }
+                        }
+                        Err(e) => {
+                            for d in &inf.items {
+                                self.finished.push(Msg::Failed {
+                                    input: describe(d),
+                                    error: e.to_string(),
+                                });
+                            }
+                        }
+                    }
+                }
+                Msg::Failed { input, error } => {
+                    self.finished.push(Msg::Failed { input, error });
+                }
+            }
+        }
+        tracing::debug!("post-process stage done");
+        self.finished.close();
+    }
+
+    /// Stage 5: hands every frame to the sinks, and records the inputs that failed.
+    /// A sink that fails stops the reading; the frames already read still go to the
+    /// other sinks.
+    fn write(
+        &self,
+        sinks: &mut Sinks,
+        progress: &indicatif::ProgressBar,
+        failed: &mut Vec<(String, String)>,
+    ) {
+        while let Some(m) = self.finished.pop() {
+            match m {
+                Msg::Item(f) => {
+                    let (frame, started) = (f.item.index, Instant::now());
+                    let sink_failed = timed(&self.clocks.encode, || {
+                        sinks.write(
+                            f.item.index,
+                            f.item.timestamp_ms,
+                            f.item.source.as_deref(),
+                            f.item.frame,
+                            &f.outputs,
+                            f.annotated,
+                        )
+                    });
+                    if sink_failed {
+                        self.abort.store(true, Ordering::Relaxed);
+                    }
+                    tracing::trace!(
+                        frame,
+                        ms = started.elapsed().as_secs_f64() * 1e3,
+                        waiting_inferred = self.inferred.len(),
+                        waiting_finished = self.finished.len(),
+                        "written"
+                    );
+                    progress.inc(1);
+                }
+                Msg::Failed { input, error } => {
+                    // Once as it happens (the summary names it again).
+                    let message = if error.contains(&input) {
+                        error.clone()
+                    } else {
+                        format!("{input}: {error}")
+                    };
+                    progress.suspend(|| eprintln!("error: {message}"));
+                    failed.push((input, error));
+                    progress.inc(1);
+                }
+            }
+        }
+    }
 }
 
 fn describe(d: &Decoded) -> String {
