@@ -303,7 +303,7 @@ fn heads_built_through_the_registry_map_boxes_to_the_original_image() {
     let counter = std::sync::Arc::clone(&built);
     r.register("counted", move |ctx| {
         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Err(vpipe::backbone::BackboneError::Input(format!(
+        Err(vpipe::heads::HeadError::Head(format!(
             "no head on a {:?} backbone",
             ctx.backbone.size
         )))

@@ -48,16 +48,6 @@ pub enum BackboneError {
         /// Why it was not recognised.
         reason: String,
     },
-    /// A head option's value is not one the head accepts.
-    #[error("head option '{key}': {message}")]
-    HeadOption {
-        /// The option's path below the head's `options` (`conf_threshold`, `a.b`).
-        key: String,
-        /// What is wrong, in words (`expected a whole number ≥ 1`).
-        message: String,
-        /// What would fix it (the value given and the default), if known.
-        help: Option<String>,
-    },
     /// An input tensor does not fit the network.
     #[error("input: {0}")]
     Input(String),

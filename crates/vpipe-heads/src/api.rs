@@ -18,14 +18,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use vpipe_backbone::layout::CheckpointTask;
 use vpipe_backbone::{
-    BackboneError, Features, MobileVitConfig, Params, Result, SourceLayout, check_output_stride,
-    default_output_stride, output_strides_in_words,
+    Features, MobileVitConfig, Params, SourceLayout, check_output_stride, default_output_stride,
+    output_strides_in_words,
 };
 use vpipe_core::geometry::InputTransform;
 use vpipe_core::result::HeadOutput;
 
 use crate::classification::ClassificationHead;
 use crate::detection::{SsdHead, SsdSettings};
+use crate::error::{HeadError, Result};
 use crate::model::RawTensor;
 use crate::options;
 use crate::segmentation::{ASPP_RATES, DeepLabHead, UpsampleConvention};
@@ -112,7 +113,7 @@ impl<'a> HeadContext<'a> {
 
     /// The head's options, read into its own options type `T` (a serde struct; give
     /// its fields `#[serde(default)]` values for options that may be left out). A
-    /// value of the wrong type is a [`BackboneError::HeadOption`] naming the option,
+    /// value of the wrong type is a [`HeadError::Option`] naming the option,
     /// which a pipeline reports at its file:line:col; keys that are none of `T`'s
     /// fields are reported by the pipeline as unknown options, with the closest
     /// field as a hint.
@@ -131,12 +132,12 @@ impl<'a> HeadContext<'a> {
         key: &str,
         expected: &str,
         default: impl fmt::Display,
-    ) -> BackboneError {
+    ) -> HeadError {
         let found = self
             .options
             .get(key)
             .map_or_else(|| "nothing".to_string(), Value::to_string);
-        BackboneError::HeadOption {
+        HeadError::Option {
             key: key.to_string(),
             message: format!("expected {expected}"),
             help: Some(format!("got {found}; left out, it is {default}")),
@@ -210,9 +211,7 @@ impl HeadRegistry {
         factory: impl Fn(&mut HeadContext<'_>) -> Result<Box<dyn Head>> + Send + Sync + 'static,
     ) -> Result<()> {
         if self.factories.contains_key(name) {
-            return Err(BackboneError::Input(format!(
-                "head type '{name}' is already registered"
-            )));
+            return Err(HeadError::AlreadyRegistered(name.to_string()));
         }
         self.factories.insert(name.to_string(), Arc::new(factory));
         Ok(())
@@ -225,12 +224,13 @@ impl HeadRegistry {
 
     /// Builds a head of type `name`.
     pub fn build(&self, name: &str, ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
-        let factory = self.factories.get(name).ok_or_else(|| {
-            BackboneError::Input(format!(
-                "unknown head type '{name}' (known: {})",
-                self.names().join(", ")
-            ))
-        })?;
+        let factory = self
+            .factories
+            .get(name)
+            .ok_or_else(|| HeadError::UnknownType {
+                name: name.to_string(),
+                known: self.names().join(", "),
+            })?;
         factory(ctx)
     }
 }
@@ -240,15 +240,21 @@ impl HeadRegistry {
 pub fn output<'a>(raw: &'a [RawTensor], name: &str) -> Result<&'a RawTensor> {
     raw.iter()
         .find(|t| t.name == name)
-        .ok_or_else(|| BackboneError::Input(format!("raw output '{name}' is missing")))
+        .ok_or_else(|| HeadError::RawOutput {
+            name: name.to_string(),
+            problem: "missing".into(),
+        })
 }
 
 /// Image `index`'s part of a batched raw output (everything after the batch axis).
 pub fn row(t: &RawTensor, index: usize) -> Result<&[f32]> {
     let per: usize = t.shape.iter().skip(1).product();
-    t.data.get(index * per..(index + 1) * per).ok_or_else(|| {
-        BackboneError::Input(format!("batch index {index} out of range for '{}'", t.name))
-    })
+    t.data
+        .get(index * per..(index + 1) * per)
+        .ok_or_else(|| HeadError::RawOutput {
+            name: t.name.clone(),
+            problem: format!("no image {index} in the batch"),
+        })
 }
 
 /// Options of the `classification` head.
@@ -320,8 +326,10 @@ impl Head for Classify {
     ) -> Result<HeadOutput> {
         let logits = row(output(raw, "logits")?, index)?;
         let mut out = self.head.postprocess(logits, self.top_k);
-        out.pop()
-            .ok_or_else(|| BackboneError::Input("empty classification output".into()))
+        out.pop().ok_or_else(|| HeadError::RawOutput {
+            name: "logits".into(),
+            problem: "no classes".into(),
+        })
     }
 }
 

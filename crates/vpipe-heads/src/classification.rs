@@ -3,7 +3,9 @@
 
 use burn::tensor::Tensor;
 use vpipe_backbone::layers::{Activation, ConvNorm, ConvSpec, Linear};
-use vpipe_backbone::{Features, MobileVitConfig, Params, Result};
+use vpipe_backbone::{Features, MobileVitConfig, Params};
+
+use crate::error::Result;
 use vpipe_core::labels::LabelSet;
 use vpipe_core::result::{HeadOutput, top_k};
 

@@ -10,7 +10,9 @@
 use burn::tensor::Tensor;
 use burn::tensor::module::adaptive_avg_pool2d;
 use vpipe_backbone::layers::{Activation, ConvNorm, ConvSpec};
-use vpipe_backbone::{Features, Params, Result};
+use vpipe_backbone::{Features, Params};
+
+use crate::error::Result;
 use vpipe_core::labels::LabelSet;
 use vpipe_core::result::{Detection, HeadOutput};
 

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod classification;
 pub mod detection;
+pub mod error;
 pub mod model;
 mod options;
 pub mod segmentation;
@@ -17,5 +18,6 @@ pub mod segmentation;
 pub use api::{Head, HeadContext, HeadFactory, HeadRegistry, output, row};
 pub use classification::ClassificationHead;
 pub use detection::{SsdHead, SsdSettings};
+pub use error::{HeadError, Result};
 pub use model::{LoadOptions, LoadedModel, Model, ModelOutput, RawTensor};
 pub use segmentation::{DeepLabHead, UpsampleConvention};

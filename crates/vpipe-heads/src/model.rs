@@ -10,12 +10,13 @@ use burn::tensor::{Device, Tensor};
 use serde_json::{Map, Value};
 use vpipe_backbone::layout::{CheckpointTask, to_canonical};
 use vpipe_backbone::{
-    BackboneError, CheckpointLayout, MobileVit, MobileVitConfig, MobileVitSize, Params, Result,
+    BackboneError, CheckpointLayout, MobileVit, MobileVitConfig, MobileVitSize, Params,
     SourceLayout,
 };
 use vpipe_io::TensorFile;
 
 use crate::api::{Head, HeadContext, HeadRegistry};
+use crate::error::{HeadError, Result};
 
 /// A backbone with its head, built the way a pipeline builds them: the backbone at
 /// its output stride, the head by its [`HeadRegistry`] factory.
@@ -56,7 +57,10 @@ pub fn to_raw<const D: usize>(name: &str, t: Tensor<D>) -> Result<RawTensor> {
     let data = t
         .into_data()
         .try_into_vec::<f32>()
-        .map_err(|e| BackboneError::Input(format!("cannot read output '{name}': {e:?}")))?;
+        .map_err(|e| HeadError::RawOutput {
+            name: name.to_string(),
+            problem: format!("cannot read it back: {e:?}"),
+        })?;
     Ok(RawTensor {
         name: name.to_string(),
         shape,
@@ -95,7 +99,7 @@ impl Model {
         let mut ctx = HeadContext::new(params, &config, &head_options);
         let head = HeadRegistry::with_builtins().build(kind, &mut ctx)?;
         if let Some(key) = ctx.unknown_options().first() {
-            return Err(BackboneError::HeadOption {
+            return Err(HeadError::Option {
                 key: key.clone(),
                 message: format!("unknown option for the {kind} head"),
                 help: Some(format!(
@@ -178,12 +182,12 @@ impl LoadedModel {
 
     /// [`LoadedModel::load`] with options.
     pub fn load_with(path: &Path, device: &Device, options: &LoadOptions) -> Result<Self> {
-        let file = TensorFile::read(path)?;
+        let file = TensorFile::read(path).map_err(BackboneError::from)?;
         let layout = CheckpointLayout::detect(&file)?;
         if let Some(task) = options.task
             && task != layout.task
         {
-            return Err(BackboneError::Input(format!(
+            return Err(HeadError::Model(format!(
                 "{}: a {} checkpoint, not a {task} one",
                 path.display(),
                 layout.task
@@ -192,7 +196,7 @@ impl LoadedModel {
         let canonical = to_canonical(&file)?;
         let mut params = Params::new(path.display().to_string(), canonical, device);
         if options.output_stride.is_some() && layout.task != CheckpointTask::Segmentation {
-            return Err(BackboneError::Input(format!(
+            return Err(HeadError::Model(format!(
                 "an output stride can only be chosen for segmentation checkpoints; {} is a {} checkpoint",
                 path.display(),
                 layout.task
@@ -285,7 +289,7 @@ mod tests {
         let err = synthetic(CheckpointTask::Classification, &options("topk", 3.into()))
             .expect_err("unknown option");
         assert!(
-            matches!(&err, BackboneError::HeadOption { key, .. } if key == "topk"),
+            matches!(&err, HeadError::Option { key, .. } if key == "topk"),
             "{err}"
         );
     }

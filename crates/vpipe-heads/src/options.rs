@@ -2,9 +2,9 @@
 //! pipeline file's `options:` map is read into it, with errors that name the
 //! option (which the pipeline turns into file:line:col).
 
+use crate::error::HeadError;
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde_json::{Map, Value};
-use vpipe_backbone::BackboneError;
 
 /// The field names of the struct `T` (its serde names), found by asking `T` to
 /// deserialize from a deserializer that only records what it is asked for.
@@ -60,10 +60,10 @@ pub(crate) fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
 
 /// Reads `options` into `T`. An error names the option at fault (its path below
 /// `options`) and says what is wrong in words.
-pub(crate) fn read<T: DeserializeOwned>(options: &Map<String, Value>) -> Result<T, BackboneError> {
+pub(crate) fn read<T: DeserializeOwned>(options: &Map<String, Value>) -> Result<T, HeadError> {
     serde_path_to_error::deserialize(Value::Object(options.clone())).map_err(|e| {
         // serde's message names the value found.
-        BackboneError::HeadOption {
+        HeadError::Option {
             key: e.path().to_string(),
             message: in_words(&e.inner().to_string()),
             help: None,
@@ -126,7 +126,7 @@ mod tests {
                 draw: false
             }
         );
-        let BackboneError::HeadOption { key, message, help } =
+        let HeadError::Option { key, message, help } =
             read::<Opts>(&map(r#"{"level": "x"}"#)).unwrap_err()
         else {
             panic!("not an option error")
@@ -137,8 +137,7 @@ mod tests {
             r#"invalid type: string "x", expected a whole number"#
         );
         assert_eq!(help, None);
-        let BackboneError::HeadOption { key, .. } =
-            read::<Opts>(&map(r#"{"levl": 4}"#)).unwrap_err()
+        let HeadError::Option { key, .. } = read::<Opts>(&map(r#"{"levl": 4}"#)).unwrap_err()
         else {
             panic!("not an option error")
         };

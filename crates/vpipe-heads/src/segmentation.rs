@@ -7,7 +7,9 @@ use burn::tensor::module::{adaptive_avg_pool2d, interpolate};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
 use vpipe_backbone::layers::{Activation, ConvNorm, ConvSpec};
-use vpipe_backbone::{Features, Params, Result};
+use vpipe_backbone::{Features, Params};
+
+use crate::error::{HeadError, Result};
 use vpipe_core::labels::LabelSet;
 use vpipe_core::result::{ClassArea, HeadOutput};
 
@@ -137,15 +139,18 @@ impl DeepLabHead {
         input: [usize; 2],
         original: [usize; 2],
     ) -> Result<Vec<u8>> {
-        let [_, c, h, w] = <[usize; 4]>::try_from(logits.shape.as_slice()).map_err(|_| {
-            vpipe_backbone::BackboneError::Input(format!("logits of shape {:?}", logits.shape))
-        })?;
+        let [_, c, h, w] =
+            <[usize; 4]>::try_from(logits.shape.as_slice()).map_err(|_| HeadError::RawOutput {
+                name: logits.name.clone(),
+                problem: format!("shape {:?}, not [batch, classes, h, w]", logits.shape),
+            })?;
         let per = c * h * w;
         let data = logits
             .data
             .get(index * per..(index + 1) * per)
-            .ok_or_else(|| {
-                vpipe_backbone::BackboneError::Input(format!("no image {index} in the batch"))
+            .ok_or_else(|| HeadError::RawOutput {
+                name: logits.name.clone(),
+                problem: format!("no image {index} in the batch"),
             })?
             .to_vec();
         let t = Tensor::<4>::from_data(
@@ -166,8 +171,9 @@ impl DeepLabHead {
             .into_data()
             .convert::<i64>()
             .try_to_vec::<i64>()
-            .map_err(|e| {
-                vpipe_backbone::BackboneError::Input(format!("reading the mask: {e:?}"))
+            .map_err(|e| HeadError::RawOutput {
+                name: "mask".into(),
+                problem: format!("cannot read it back: {e:?}"),
             })?;
         Ok(mask.into_iter().map(|v| v as u8).collect())
     }

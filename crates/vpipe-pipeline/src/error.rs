@@ -69,6 +69,9 @@ pub enum PipelineError {
     /// A model failed to run.
     #[error(transparent)]
     Model(#[from] vpipe_backbone::BackboneError),
+    /// A head failed to run or post-process.
+    #[error(transparent)]
+    Head(#[from] vpipe_heads::HeadError),
     /// Preprocessing failed.
     #[error(transparent)]
     Media(#[from] vpipe_media::MediaError),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use vpipe_backbone::layout::{has_backbone, to_canonical};
 use vpipe_backbone::{CheckpointLayout, MobileVit, MobileVitConfig, Params};
 use vpipe_core::result::HeadOutput;
-use vpipe_heads::{Head, HeadContext, HeadRegistry};
+use vpipe_heads::{Head, HeadContext, HeadError, HeadRegistry};
 use vpipe_io::TensorFile;
 use vpipe_media::Frame;
 use vpipe_preprocess::{Preprocess, PreprocessPreset, PresetRecipe};
@@ -230,19 +230,17 @@ impl Pipeline {
             }
             let mut ctx = HeadContext::new(params, &branch.config, &h.options);
             let head = registry.build(&h.kind, &mut ctx).map_err(|e| match e {
-                vpipe_backbone::BackboneError::HeadOption { key, message, help } => {
+                HeadError::Option { key, message, help } => {
                     file.error_at_value(&format!("{at}.options.{key}"), message, help)
                 }
-                e @ (vpipe_backbone::BackboneError::MissingTensor { .. }
-                | vpipe_backbone::BackboneError::ShapeMismatch { .. })
-                    if h.weights.is_some() =>
-                {
-                    file.error(
-                        &format!("{at}.weights"),
-                        format!("cannot build the {} head: {e}", h.kind),
-                        None,
-                    )
-                }
+                e @ HeadError::Weights(
+                    vpipe_backbone::BackboneError::MissingTensor { .. }
+                    | vpipe_backbone::BackboneError::ShapeMismatch { .. },
+                ) if h.weights.is_some() => file.error(
+                    &format!("{at}.weights"),
+                    format!("cannot build the {} head: {e}", h.kind),
+                    None,
+                ),
                 e => file.error(&at, format!("cannot build the {} head: {e}", h.kind), None),
             })?;
             if let Some(key) = ctx.unknown_options().first() {
@@ -371,7 +369,7 @@ impl Pipeline {
                 .heads
                 .iter()
                 .map(|a| a.head.forward(&features, [h, w]))
-                .collect::<vpipe_backbone::Result<Vec<_>>>()?;
+                .collect::<vpipe_heads::Result<Vec<_>>>()?;
             branches.push((raw, geometry));
         }
         Ok(RawOutputs {

@@ -9,9 +9,9 @@
 
 use std::path::Path;
 
-use vpipe_backbone::{BackboneError, CheckpointLayout};
+use vpipe_backbone::CheckpointLayout;
 use vpipe_core::device::default_device;
-use vpipe_heads::LoadedModel;
+use vpipe_heads::{HeadError, LoadedModel};
 
 use crate::registry::Description;
 
@@ -21,7 +21,7 @@ pub enum ReadBackError {
     /// No model can be built from the file: it is cut short or no checkpoint, or a
     /// tensor is missing, has the wrong shape or is left over.
     #[error("{0}")]
-    Unreadable(BackboneError),
+    Unreadable(HeadError),
     /// The file is a whole checkpoint, but of another layout, size or task.
     #[error("it reads back as a {} checkpoint", layout_name(.found))]
     OtherCheckpoint {

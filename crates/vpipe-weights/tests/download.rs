@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use vpipe_backbone::BackboneError;
 use vpipe_backbone::layout::CheckpointTask;
+use vpipe_heads::HeadError;
 use vpipe_weights::cache::partial_path;
 use vpipe_weights::download::Verified;
 use vpipe_weights::{
@@ -429,7 +430,11 @@ fn download_cut_short_with_a_matching_length_is_refused_and_fetched_afresh() {
             expected,
             reason,
             downloaded: true,
-        } if matches!(**reason, ReadBackError::Unreadable(BackboneError::Core(_))) => {
+        } if matches!(
+            **reason,
+            ReadBackError::Unreadable(HeadError::Weights(BackboneError::Core(_)))
+        ) =>
+        {
             assert_eq!(name, "cvnets/mobilevit_xxs");
             assert_eq!(url, &config.url_of(e));
             assert_eq!(path, &config.path_of(e));

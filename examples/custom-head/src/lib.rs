@@ -33,11 +33,11 @@ use image::{Rgb, RgbImage};
 use imageproc::drawing::draw_filled_rect_mut;
 use imageproc::rect::Rect;
 use serde::{Deserialize, Serialize};
-use vpipe_backbone::{BackboneError, Features, Result};
+use vpipe_backbone::Features;
 use vpipe_core::geometry::InputTransform;
 use vpipe_core::result::{CustomOutput, HeadOutput};
 use vpipe_heads::model::{RawTensor, to_raw};
-use vpipe_heads::{Head, HeadContext, HeadRegistry, output, row};
+use vpipe_heads::{Head, HeadContext, HeadError, HeadRegistry, Result, output, row};
 
 /// The name of the projection tensor in the head's weights file.
 pub const PROJECTION: &str = "projection.weight";
@@ -120,7 +120,9 @@ impl Head for EmbeddingHead {
     fn forward(&self, features: &Features, _input_size: [usize; 2]) -> Result<Vec<RawTensor>> {
         let x = features
             .layer(self.levels[0])
-            .ok_or_else(|| BackboneError::Input(format!("no layer {}", self.levels[0])))?
+            .ok_or_else(|| {
+                HeadError::Head(format!("the backbone has no layer {}", self.levels[0]))
+            })?
             .clone();
         let [b, c, _, _] = x.dims();
         let pooled = x.mean_dim(3).mean_dim(2).reshape([b, c]);
@@ -147,7 +149,7 @@ impl Head for EmbeddingHead {
         };
         CustomOutput::new("embedding", &result)
             .map(HeadOutput::Custom)
-            .map_err(BackboneError::Input)
+            .map_err(HeadError::Head)
     }
 
     fn annotate(&self, output: &HeadOutput, image: &mut RgbImage) {
