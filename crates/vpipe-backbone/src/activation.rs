@@ -4,7 +4,7 @@
 //! library's `expf`; in MobileViT it took about half of the CPU inference time. On
 //! the CPU backend, [`silu`] instead runs one fused pass with a polynomial `exp`
 //! (Cephes' `expf`, relative error below 2e-7) that the compiler vectorises, using
-//! AVX-512 or AVX2 where the processor has them (see [`vpipe_core::simd`]). Other backends use burn's own.
+//! AVX-512 or AVX2 where the processor has them (see [`vpipe_simd`]). Other backends use burn's own.
 
 use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
@@ -35,7 +35,7 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// (the offset folds a convolution's bias into the same pass).
 pub fn silu_slice(values: &mut [f32], offset: f32) {
     #[cfg(target_arch = "x86_64")]
-    if vpipe_core::simd::level() == vpipe_core::simd::Level::Avx512 {
+    if vpipe_simd::level() == vpipe_simd::Level::Avx512 {
         // SAFETY: the processor has AVX-512F, checked by `level`.
         unsafe { silu_avx512(values, offset) };
         return;
@@ -43,7 +43,7 @@ pub fn silu_slice(values: &mut [f32], offset: f32) {
     silu_portable(values, offset);
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     /// SiLU in place, in plain code that the compiler vectorises.
     fn silu_portable(values: &mut [f32], offset: f32) {
         for v in values.iter_mut() {

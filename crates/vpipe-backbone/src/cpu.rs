@@ -206,7 +206,7 @@ unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     /// `row += offset`, plus `other` element by element when given.
     fn add_offset(row: &mut [f32], offset: f32, other: Option<&[f32]>) {
         match other {
@@ -217,7 +217,7 @@ vpipe_core::simd_fn! {
     }
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     fn relu_slice(row: &mut [f32], offset: f32) {
         row.iter_mut().for_each(|v| *v = (*v + offset).max(0.0));
     }
@@ -664,10 +664,10 @@ fn depthwise_plane(
     );
     assert_eq!(dst.len(), oh * ow, "depthwise conv: output plane");
     #[cfg(target_arch = "x86_64")]
-    if let (Ok(offsets), Ok(taps), vpipe_core::simd::Level::Avx512) = (
+    if let (Ok(offsets), Ok(taps), vpipe_simd::Level::Avx512) = (
         <&[usize; 9]>::try_from(&offsets[..]),
         <&[f32; 9]>::try_from(taps),
-        vpipe_core::simd::level(),
+        vpipe_simd::level(),
     ) {
         // SAFETY: AVX-512F is present (checked by `level`); every read stays in `buf`
         // and every write in `dst` (asserted above).
@@ -677,7 +677,7 @@ fn depthwise_plane(
     accumulate_taps(&buf, &offsets, taps, dst, ow, row_step);
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
 /// Adds every tap's shifted input row to each output row, one tap at a time.
 fn accumulate_taps(
     buf: &[f32],
@@ -762,7 +762,7 @@ pub fn layer_norm(x: &mut [f32], d: usize, gamma: &[f32], beta: &[f32], eps: f32
     });
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     fn normalise_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         let d = row.len() as f32;
         let mean = sum(row) / d;
@@ -852,7 +852,7 @@ pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize
     unsafe { assume_init(out) }
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     /// Softmax of one row, in place, in `f32` with the vectorised `exp` (relative
     /// error below 2e-7).
     pub fn softmax(row: &mut [f32]) {

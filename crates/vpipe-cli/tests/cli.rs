@@ -93,7 +93,7 @@ fn infer_at_level(
     ])
     .current_dir(root());
     if let Some(level) = simd {
-        cmd.env(vpipe_core::simd::SIMD_ENV, level);
+        cmd.env(vpipe_simd::SIMD_ENV, level);
     }
     cmd.output().expect("run vpipe")
 }

@@ -9,7 +9,6 @@
 //! - [`preset`]: the names of the preprocessing presets.
 //! - [`suggest`]: "did you mean" hints for mistyped names (the preset names' errors
 //!   give them, so they live here with those names).
-//! - [`simd`]: run-time SIMD dispatch, shared by every crate with compute kernels.
 
 pub mod device;
 pub mod geometry;
@@ -17,7 +16,6 @@ pub mod labels;
 pub mod pixel;
 pub mod preset;
 pub mod result;
-pub mod simd;
 pub mod suggest;
 pub mod tensor;
 

@@ -18,7 +18,7 @@ impl ChannelOrder {
     }
 }
 
-crate::simd_fn! {
+vpipe_simd::simd_fn! {
     /// Copies pixels of `src_channels` channels (3 or 4) from `src` into the
     /// 3-channel `dst`, first and third channels swapped: BGR(A) to RGB and back.
     pub fn swap_red_blue(dst: &mut [u8], src: &[u8], src_channels: usize) {

@@ -420,7 +420,7 @@ impl Separable {
 /// of the softmax (a few units in the last place of `f32`).
 const BOUND_MARGIN: f32 = 1e-3;
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     /// For each `row_len`-long row of class logits (background first), an upper
     /// bound of the softmax probability of its foreground classes, without an
     /// exponential per class. With `r` the row's background logit and `f` its

@@ -321,7 +321,7 @@ impl Preprocess {
 /// [`div255`]'s first estimate.
 const RECIPROCAL: f32 = 1.0 / 255.0;
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     /// Splits interleaved 8-bit pixels into three float planes: plane `c` takes
     /// source channel `order[c]`, as `(v * scale - mean[c]) / std[c]`, where
     /// `v * scale` is `v / 255` or `v * (1 / 255)` as `scaling` says, exactly as the

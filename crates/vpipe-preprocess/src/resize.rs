@@ -25,7 +25,7 @@
 //!   not reproduced (no preset uses them).
 //!
 //! The inner loops are plain safe Rust compiled for AVX-512, AVX2 and the
-//! baseline target and picked at run time (`vpipe_core::simd_fn!`), except the
+//! baseline target and picked at run time (`vpipe_simd::simd_fn!`), except the
 //! two passes on processors with AVX-512 VBMI and VNNI, which use intrinsics
 //! (module `vnni`); tests check them against the portable passes.
 
@@ -358,7 +358,7 @@ fn opencv_pixel4(p: &[u8], tap: &PairTap, o: &mut [i32]) {
     *o = std::array::from_fn(|c| first[c] * tap.w0 + second[c] * tap.w1);
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     /// OpenCV's `HResizeLinear` on one 3-channel row: `out[x] = w0 * p0 + w1 * p1`
     /// per output pixel and channel (exact in `i32`: each weight is at most 2048).
     /// `out` holds one spare element (see [`opencv_wide_pixels`]).
@@ -381,7 +381,7 @@ vpipe_core::simd_fn! {
     }
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     /// [`opencv_horizontal_one`] on two rows at once (the two rows of a downscaled
     /// output row), which share the loads of the taps.
     fn opencv_horizontal_two(a: &[u8], b: &[u8], taps: &[PairTap], out_a: &mut [i32], out_b: &mut [i32]) {
@@ -404,7 +404,7 @@ vpipe_core::simd_fn! {
     }
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     /// OpenCV's `VResizeLinear<uchar, ...>` on one output row:
     /// `((b0 * (s0 >> 4)) >> 16) + ((b1 * (s1 >> 4)) >> 16) + 2) >> 2`, which its
     /// scalar loop and `VResizeLinearVec_32s8u` (16-bit `mulhi`, saturating adds and
@@ -937,7 +937,7 @@ mod vnni {
 
     /// Whether the processor has the instructions and `VPIPE_SIMD` allows them.
     pub(super) fn available() -> bool {
-        vpipe_core::simd::level() == vpipe_core::simd::Level::Avx512
+        vpipe_simd::level() == vpipe_simd::Level::Avx512
             && std::arch::is_x86_feature_detected!("avx512vbmi")
             && std::arch::is_x86_feature_detected!("avx512vnni")
     }
@@ -1382,7 +1382,7 @@ fn vertical_pass(
     })?
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     /// `acc += row * weight`, element by element, in wrapping `i32` arithmetic.
     fn accumulate_row(acc: &mut [i32], row: &[u8], weight: i32) {
         for (a, &p) in acc.iter_mut().zip(row) {
@@ -1391,7 +1391,7 @@ vpipe_core::simd_fn! {
     }
 }
 
-vpipe_core::simd_fn! {
+vpipe_simd::simd_fn! {
     /// Rounds the fixed-point sums of one output row to `u8`.
     fn finish_row(out: &mut [u8], acc: &[i32], precision: u32) {
         for (o, &a) in out.iter_mut().zip(acc) {

@@ -1,6 +1,7 @@
-//! Run-time choice of the widest vector unit for the CPU kernels.
+//! Run-time choice of the widest vector unit for vpipe's CPU kernels (used by the
+//! backbone, the heads and the preprocessing).
 //!
-//! [`simd_fn!`](crate::simd_fn) defines a function whose body is compiled three
+//! [`simd_fn!`] defines a function whose body is compiled three
 //! times: for AVX-512, for AVX2 with FMA, and for the baseline target. Each call
 //! runs the widest version the processor supports, so plain loops over slices
 //! vectorise at 16, 8 or 4 lanes without unsafe intrinsics in the kernels.
@@ -74,12 +75,12 @@ macro_rules! simd_fn {
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 fn avx2($($arg: $ty),*) { generic($($arg),*) }
-                match $crate::simd::level() {
+                match $crate::level() {
                     // SAFETY: the processor supports the features, checked by `level`.
-                    $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::Level::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
-                    $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
-                    $crate::simd::Level::Baseline => {}
+                    $crate::Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::Level::Baseline => {}
                 }
             }
             generic($($arg),*)
