@@ -6,7 +6,7 @@
 //! [`HeadFactory`] from a [`HeadContext`], which hands out the head's weights
 //! (with shape checks) and its options; a [`HeadRegistry`] maps the names used in
 //! pipeline files (`type: ssd`) to factories. A crate of your own adds a head with
-//! [`HeadRegistry::register`], without touching vpipe: see `examples/custom_head.rs`.
+//! [`HeadRegistry::register`], without touching vpipe: see `examples/custom-head/`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
