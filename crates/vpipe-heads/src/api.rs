@@ -23,6 +23,7 @@ use vpipe_backbone::{
 };
 use vpipe_core::geometry::InputTransform;
 use vpipe_core::result::HeadOutput;
+use vpipe_core::suggest::closest;
 
 use crate::classification::ClassificationHead;
 use crate::detection::{SsdHead, SsdSettings};
@@ -115,8 +116,8 @@ impl<'a> HeadContext<'a> {
     /// its fields `#[serde(default)]` values for options that may be left out). A
     /// value of the wrong type is a [`HeadError::Option`] naming the option,
     /// which a pipeline reports at its file:line:col; keys that are none of `T`'s
-    /// fields are reported by the pipeline as unknown options, with the closest
-    /// field as a hint.
+    /// fields are a [`HeadError::UnknownOption`] from [`HeadRegistry::build`], with
+    /// the closest field as a hint.
     pub fn options<T: DeserializeOwned>(&self) -> Result<T> {
         self.known
             .borrow_mut()
@@ -144,20 +145,30 @@ impl<'a> HeadContext<'a> {
         }
     }
 
-    /// Options given that the head's options type does not have: misspelt or
-    /// unsupported keys.
-    pub fn unknown_options(&self) -> Vec<String> {
+    /// [`HeadError::UnknownOption`] for the first option given that the `head`
+    /// head's options type does not have (a misspelt or unsupported key), with the
+    /// closest option it has as a hint.
+    fn check_unknown_options(&self, head: &str) -> Result<()> {
         let known = self.known.borrow();
-        self.options
-            .keys()
-            .filter(|k| !known.contains(k.as_str()))
-            .cloned()
-            .collect()
-    }
-
-    /// The options the head's options type has.
-    pub fn known_options(&self) -> Vec<String> {
-        self.known.borrow().iter().cloned().collect()
+        let Some(key) = self.options.keys().find(|k| !known.contains(k.as_str())) else {
+            return Ok(());
+        };
+        let hint = if known.is_empty() {
+            format!("the {head} head takes no options")
+        } else {
+            closest(key, known.iter().map(String::as_str)).map_or_else(
+                || {
+                    let names: Vec<&str> = known.iter().map(String::as_str).collect();
+                    format!("options of {head}: {}", names.join(", "))
+                },
+                |c| format!("did you mean '{c}'?"),
+            )
+        };
+        Err(HeadError::UnknownOption {
+            key: key.clone(),
+            head: head.to_string(),
+            hint,
+        })
     }
 }
 
@@ -222,7 +233,8 @@ impl HeadRegistry {
         self.factories.keys().map(String::as_str).collect()
     }
 
-    /// Builds a head of type `name`.
+    /// Builds a head of type `name`; an option in `ctx` that the head's options
+    /// type does not have is a [`HeadError::UnknownOption`].
     pub fn build(&self, name: &str, ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
         let factory = self
             .factories
@@ -231,7 +243,9 @@ impl HeadRegistry {
                 name: name.to_string(),
                 known: self.names().join(", "),
             })?;
-        factory(ctx)
+        let head = factory(ctx)?;
+        ctx.check_unknown_options(name)?;
+        Ok(head)
     }
 }
 

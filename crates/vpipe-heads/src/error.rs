@@ -20,6 +20,16 @@ pub enum HeadError {
         /// What would fix it (the value given and the default), if known.
         help: Option<String>,
     },
+    /// An option the head's options type does not have.
+    #[error("unknown option '{key}' for the {head} head ({hint})")]
+    UnknownOption {
+        /// The option as given.
+        key: String,
+        /// The head type.
+        head: String,
+        /// The closest option the head has, or the options it has, in words.
+        hint: String,
+    },
     /// No head type of that name is registered.
     #[error("unknown head type '{name}' (known: {known})")]
     UnknownType {

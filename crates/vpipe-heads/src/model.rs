@@ -98,16 +98,6 @@ impl Model {
         }
         let mut ctx = HeadContext::new(params, &config, &head_options);
         let head = HeadRegistry::with_builtins().build(kind, &mut ctx)?;
-        if let Some(key) = ctx.unknown_options().first() {
-            return Err(HeadError::Option {
-                key: key.clone(),
-                message: format!("unknown option for the {kind} head"),
-                help: Some(format!(
-                    "options of {kind}: {}",
-                    ctx.known_options().join(", ")
-                )),
-            });
-        }
         Ok(Self { backbone, head })
     }
 
@@ -289,7 +279,7 @@ mod tests {
         let err = synthetic(CheckpointTask::Classification, &options("topk", 3.into()))
             .expect_err("unknown option");
         assert!(
-            matches!(&err, HeadError::Option { key, .. } if key == "topk"),
+            matches!(&err, HeadError::UnknownOption { key, .. } if key == "topk"),
             "{err}"
         );
     }

@@ -233,6 +233,11 @@ impl Pipeline {
                 HeadError::Option { key, message, help } => {
                     file.error_at_value(&format!("{at}.options.{key}"), message, help)
                 }
+                HeadError::UnknownOption { key, head, hint } => file.error(
+                    &format!("{at}.options.{key}"),
+                    format!("unknown option '{key}' for the {head} head"),
+                    Some(hint),
+                ),
                 e @ HeadError::Weights(
                     vpipe_backbone::BackboneError::MissingTensor { .. }
                     | vpipe_backbone::BackboneError::ShapeMismatch { .. },
@@ -243,24 +248,6 @@ impl Pipeline {
                 ),
                 e => file.error(&at, format!("cannot build the {} head: {e}", h.kind), None),
             })?;
-            if let Some(key) = ctx.unknown_options().first() {
-                let known = ctx.known_options();
-                let hint = if known.is_empty() {
-                    format!("the {} head takes no options", h.kind)
-                } else {
-                    closest(key, known.iter().map(String::as_str)).map_or_else(
-                        || format!("options of {}: {}", h.kind, known.join(", ")),
-                        |c| format!("did you mean '{c}'?"),
-                    )
-                };
-                return Err(file
-                    .error(
-                        &format!("{at}.options.{key}"),
-                        format!("unknown option '{key}' for the {} head", h.kind),
-                        Some(hint),
-                    )
-                    .into());
-            }
             for (level, stride) in head.required_strides() {
                 let have = branch.config.level_stride(level);
                 if have != stride {
