@@ -264,7 +264,7 @@ pub fn run_with_sinks(
     let fps = reader.as_ref().map_or(0.0, VideoReader::fps);
 
     let mut sinks = timed(&clocks.encode, || {
-        built_in_sinks(
+        sinks_of_run(
             pipeline,
             input,
             options,
@@ -753,7 +753,7 @@ fn progress_bar(total: Option<u64>, wanted: bool) -> indicatif::ProgressBar {
 /// The outputs `pipeline`'s file asks for, then `extra` (the caller's own), for a
 /// run of `input` whose video `reader` (if any) gives the frame rate and takes the
 /// written frames' buffers back.
-fn built_in_sinks(
+fn sinks_of_run(
     pipeline: &Pipeline,
     input: &Input,
     options: &RunOptions,

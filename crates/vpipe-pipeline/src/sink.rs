@@ -15,7 +15,6 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use image::RgbImage;
 use serde::Serialize;
 use serde_json::json;
 use vpipe_core::result::HeadOutput;
@@ -182,10 +181,20 @@ impl Sink for AnnotatedImages {
             return Ok(Vec::new());
         };
         let target = self.folder.target(name)?;
-        let rgb = img.clone().into_order(ChannelOrder::Rgb);
-        let img = RgbImage::from_raw(frame.width as u32, frame.height as u32, rgb.data)
-            .unwrap_or_else(|| unreachable!("Frame::new checks the buffer size"));
-        write_image(image::DynamicImage::ImageRgb8(img), &target)?;
+        // Annotated stills are drawn in RGB; other frames are reordered first.
+        let reordered;
+        let rgb = if img.order == ChannelOrder::Rgb {
+            img
+        } else {
+            reordered = img.clone().into_order(ChannelOrder::Rgb);
+            &reordered
+        };
+        write_image(
+            &rgb.data,
+            [rgb.width, rgb.height],
+            image::ExtendedColorType::Rgb8,
+            &target,
+        )?;
         Ok(vec![target])
     }
 
@@ -347,12 +356,12 @@ impl Sink for MaskPngs {
             } = &o.output
             {
                 let target = self.folder.target(&mask_file(frame.index, &o.head))?;
-                let img = image::GrayImage::from_raw(*width as u32, *height as u32, mask.clone())
-                    .ok_or_else(|| PipelineError::Output {
-                    output: target.clone(),
-                    message: "mask does not match its size".into(),
-                })?;
-                write_image(image::DynamicImage::ImageLuma8(img), &target)?;
+                write_image(
+                    mask,
+                    [*width, *height],
+                    image::ExtendedColorType::L8,
+                    &target,
+                )?;
                 written.push(target);
             }
         }
@@ -802,22 +811,34 @@ fn write_output(target: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Encodes an image in the format its target's extension names (PNG otherwise)
-/// and writes it atomically.
-fn write_image(img: image::DynamicImage, target: &Path) -> Result<()> {
-    write_output(target, &encode_like(img, target)?)
-}
-
-/// Encodes an image in the format its target's extension names (PNG otherwise).
-fn encode_like(img: image::DynamicImage, target: &Path) -> Result<Vec<u8>> {
+/// Encodes `pixels` (`width x height`, row-major, of `color`) in the format the
+/// target's extension names (PNG otherwise), from the caller's buffer without a
+/// copy, and writes the file atomically.
+fn write_image(
+    pixels: &[u8],
+    [width, height]: [usize; 2],
+    color: image::ExtendedColorType,
+    target: &Path,
+) -> Result<()> {
+    let failed = |message: String| PipelineError::Output {
+        output: target.to_path_buf(),
+        message,
+    };
+    if pixels.len() != width * height * usize::from(color.bits_per_pixel() / 8) {
+        return Err(failed(format!(
+            "{} bytes do not make a {width}x{height} {color:?} image",
+            pixels.len()
+        )));
+    }
+    let (w, h) = (
+        u32::try_from(width).map_err(|_| failed(format!("width {width} is too large")))?,
+        u32::try_from(height).map_err(|_| failed(format!("height {height} is too large")))?,
+    );
     let format = image::ImageFormat::from_path(target).unwrap_or(image::ImageFormat::Png);
     let mut bytes = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut bytes, format)
-        .map_err(|e| PipelineError::Output {
-            output: target.to_path_buf(),
-            message: format!("cannot encode: {e}"),
-        })?;
-    Ok(bytes.into_inner())
+    image::write_buffer_with_format(&mut bytes, pixels, w, h, color, format)
+        .map_err(|e| failed(format!("cannot encode: {e}")))?;
+    write_output(target, &bytes.into_inner())
 }
 
 #[cfg(test)]
