@@ -86,6 +86,25 @@ impl fmt::Display for CheckpointTask {
     }
 }
 
+impl CheckpointTask {
+    /// Every task, in the order above.
+    pub const ALL: [CheckpointTask; 3] = [
+        CheckpointTask::Classification,
+        CheckpointTask::Detection,
+        CheckpointTask::Segmentation,
+    ];
+
+    /// The task of a name as [`fmt::Display`] writes it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.to_string() == name)
+    }
+}
+
+/// Metadata key under which a vpipe weights file records the task its backbone was
+/// trained for; [`CheckpointLayout::detect`] reads it when the file carries no head
+/// (a multi-head file, whose heads are stored apart).
+pub const TASK_METADATA_KEY: &str = "vpipe.task";
+
 /// What [`CheckpointLayout::detect`] found out about a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointLayout {
@@ -162,6 +181,12 @@ impl CheckpointLayout {
             CheckpointTask::Segmentation
         } else if has("classifier.") {
             CheckpointTask::Classification
+        } else if let Some(task) = file
+            .metadata
+            .get(TASK_METADATA_KEY)
+            .and_then(|t| CheckpointTask::from_name(t))
+        {
+            task
         } else {
             return Err(BackboneError::Unrecognised {
                 file: file.path.display().to_string(),

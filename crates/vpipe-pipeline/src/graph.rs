@@ -173,7 +173,15 @@ impl Pipeline {
                 .and_then(|c| c.backbone_digest);
             let opened = open_checkpoint(&mut checkpoints, &path, device)
                 .map_err(|e| file.error(&format!("{at}.weights"), e.to_string(), None))?;
-            let (layout, params) = (opened.layout, &mut opened.params);
+            let layout = opened.layout;
+            let (params, options) = if opened.heads.is_empty() {
+                (&mut opened.params, h.options.clone())
+            } else {
+                let (entry, params) = stored_head(&file, &at, h, &path, &mut opened.heads)?;
+                let mut options = entry.options.clone();
+                options.extend(h.options.clone());
+                (params, options)
+            };
             let branch = &branches[bi];
             if let (Some(head_backbone), Some(branch_backbone)) =
                 (opened.backbone_digest, branch_backbone)
@@ -228,7 +236,7 @@ impl Pipeline {
                     )
                     .into());
             }
-            let mut ctx = HeadContext::new(params, &branch.config, &h.options);
+            let mut ctx = HeadContext::new(params, &branch.config, &options);
             let head = registry.build(&h.kind, &mut ctx).map_err(|e| match e {
                 HeadError::Option { key, message, help } => {
                     file.error_at_value(&format!("{at}.options.{key}"), message, help)
@@ -453,6 +461,20 @@ fn check_every_tensor_used(
     checkpoints: HashMap<PathBuf, OpenCheckpoint>,
 ) -> Result<()> {
     for (key, mut opened) in checkpoints {
+        // A head of a multi-head file that the pipeline leaves unattached is fine; an
+        // attached one must have used every tensor it holds.
+        for FileHead { entry, params, .. } in opened.heads.into_iter().filter(|h| h.attached) {
+            params.finish().map_err(|e| {
+                file.error(
+                    &weights_key(file, &key),
+                    e.to_string(),
+                    Some(format!(
+                        "head '{}' of the file did not use these tensors",
+                        entry.name
+                    )),
+                )
+            })?;
+        }
         let hint = match &opened.layout {
             Some(layout) => {
                 if opened.params.untaken() > 0 {
@@ -476,6 +498,72 @@ fn check_every_tensor_used(
             .map_err(|e| file.error(&weights_key(file, &key), e.to_string(), Some(hint.into())))?;
     }
     Ok(())
+}
+
+/// The head named like `head` in a multi-head file, checked to be of its type:
+/// its entry and tensors.
+fn stored_head<'a>(
+    file: &PipelineFile,
+    at: &str,
+    head: &crate::spec::HeadSpec,
+    path: &Path,
+    heads: &'a mut [FileHead],
+) -> Result<(&'a vpipe_weights::HeadEntry, &'a mut Params)> {
+    let names: Vec<String> = heads.iter().map(|h| h.entry.name.clone()).collect();
+    let Some(FileHead {
+        entry,
+        params,
+        attached,
+    }) = heads.iter_mut().find(|h| h.entry.name == head.name)
+    else {
+        return Err(file
+            .error(
+                &format!("{at}.name"),
+                format!(
+                    "{} is a multi-head file with heads {}; none is named '{}'",
+                    path.display(),
+                    names.join(", "),
+                    head.name
+                ),
+                Some(
+                    closest(&head.name, names.iter().map(String::as_str)).map_or_else(
+                        || "a head reads the file's head of the same name".to_string(),
+                        |c| format!("did you mean '{c}'?"),
+                    ),
+                ),
+            )
+            .into());
+    };
+    if entry.kind != head.kind {
+        return Err(file
+            .error(
+                &format!("{at}.type"),
+                format!(
+                    "head '{}' of {} is a {} head, not {}",
+                    entry.name,
+                    path.display(),
+                    entry.kind,
+                    head.kind
+                ),
+                Some(format!("set `type: {}`", entry.kind)),
+            )
+            .into());
+    }
+    if *attached {
+        return Err(file
+            .error(
+                &format!("{at}.name"),
+                format!(
+                    "head '{}' of {} is attached twice",
+                    entry.name,
+                    path.display()
+                ),
+                Some("each head of a multi-head file can be attached once".into()),
+            )
+            .into());
+    }
+    *attached = true;
+    Ok((entry, params))
 }
 
 /// The first `weights` key of the pipeline that names the checkpoint kept under `key`.
@@ -502,6 +590,17 @@ struct OpenCheckpoint {
     params: Params,
     /// [`vpipe_backbone::CanonicalTensors::backbone_digest`] of the file.
     backbone_digest: Option<[u8; 32]>,
+    /// The heads of a multi-head file ([`vpipe_weights::multihead`]); empty for any
+    /// other checkpoint.
+    heads: Vec<FileHead>,
+}
+
+/// A head of a multi-head file: its entry, its tensors, and whether the pipeline
+/// attached it.
+struct FileHead {
+    entry: vpipe_weights::HeadEntry,
+    params: Params,
+    attached: bool,
 }
 
 /// The key a checkpoint is kept under: its canonical path, so that two spellings
@@ -523,7 +622,11 @@ fn open_checkpoint<'a>(
 ) -> std::result::Result<&'a mut OpenCheckpoint, PipelineError> {
     let key = checkpoint_key(path);
     if !cache.contains_key(&key) {
-        let file = TensorFile::read(path).map_err(vpipe_backbone::BackboneError::from)?;
+        let mut file = TensorFile::read(path).map_err(vpipe_backbone::BackboneError::from)?;
+        let stored = vpipe_weights::split_heads(&mut file).map_err(|e| PipelineError::Input {
+            input: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let (layout, params, backbone_digest) = if has_backbone(&file) {
             let layout = CheckpointLayout::detect(&file)?;
             let canonical = to_canonical(&file)?;
@@ -536,12 +639,31 @@ fn open_checkpoint<'a>(
             let params = Params::from_named(path.display().to_string(), file.tensors, device);
             (None, params, None)
         };
+        let source = layout.map_or(vpipe_backbone::SourceLayout::Cvnets, |l| l.source);
+        let heads = stored
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                let name = format!("{} (head '{}')", path.display(), h.entry.name);
+                let canonical = vpipe_backbone::layout::CanonicalTensors {
+                    tensors: h.tensors,
+                    source_names: Default::default(),
+                    source,
+                };
+                FileHead {
+                    entry: h.entry,
+                    params: Params::new(name, canonical, device),
+                    attached: false,
+                }
+            })
+            .collect();
         cache.insert(
             key.clone(),
             OpenCheckpoint {
                 layout,
                 params,
                 backbone_digest,
+                heads,
             },
         );
     }

@@ -820,3 +820,126 @@ fn corrupt_video_frames_are_skipped_and_counted() {
     assert!(summary.skipped_frames >= 1, "{summary:?}");
     assert_eq!(summary.frames + summary.skipped_frames, 10, "{summary:?}");
 }
+
+/// The head tensors (everything but the backbone's) of a reference checkpoint, in
+/// canonical names.
+fn head_tensors(name: &str) -> std::collections::BTreeMap<String, vpipe_core::tensor::HostTensor> {
+    let file = vpipe_io::TensorFile::read(&root().join("weights/reference").join(name)).unwrap();
+    let canonical = vpipe_backbone::layout::to_canonical(&file).unwrap();
+    let backbone = ["conv_1.", "layer_"];
+    canonical
+        .tensors
+        .into_iter()
+        .filter(|(k, _)| !backbone.iter().any(|p| k.starts_with(p)))
+        .collect()
+}
+
+/// A multi-head file (one backbone, named heads) feeds every head from one backbone
+/// pass, each head finding its tensors and options by its name, with the same
+/// results as the same heads attached from their own checkpoints.
+#[test]
+fn a_multi_head_file_is_one_backbone_feeding_its_heads() {
+    use vpipe_weights::{HeadEntry, StoredHead, WeightsMetadata, write_multihead};
+    let dir_tmp = scratch("multihead");
+    let src = root().join("weights/reference/cvnets_ssd_mobilevit_xxs.pt");
+    let file = vpipe_io::TensorFile::read(&src).unwrap();
+    let backbone: std::collections::BTreeMap<_, _> = vpipe_backbone::layout::to_canonical(&file)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("conv_1.") || k.starts_with("layer_"))
+        .collect();
+    let head = |name: &str, kind: &str, options: serde_json::Value, from: &str| StoredHead {
+        entry: HeadEntry {
+            name: name.into(),
+            kind: kind.into(),
+            options: options.as_object().cloned().unwrap_or_default(),
+            labels: None,
+            training: None,
+        },
+        tensors: head_tensors(from),
+    };
+    let heads = [
+        head(
+            "objects",
+            "ssd",
+            serde_json::json!({}),
+            "cvnets_ssd_mobilevit_xxs.pt",
+        ),
+        head(
+            "scene",
+            "deeplabv3",
+            serde_json::json!({"stride": 32}),
+            "cvnets_deeplabv3_mobilevit_xxs.pt",
+        ),
+        head(
+            "imagenet",
+            "classification",
+            serde_json::json!({"top_k": 3}),
+            "cvnets_mobilevit_xxs.pt",
+        ),
+    ];
+    let model = dir_tmp.path().join("multitask.safetensors");
+    let meta = WeightsMetadata {
+        arch: vpipe_backbone::MobileVitSize::Xxs,
+        task: vpipe_backbone::layout::CheckpointTask::Detection,
+        source: vpipe_backbone::SourceLayout::Cvnets,
+        labels: vpipe_core::labels::LabelSet::Coco81,
+        preprocess: vpipe_core::preset::PreprocessPreset::CvnetsSsd,
+        f16: false,
+        original_file: "cvnets_ssd_mobilevit_xxs.pt".into(),
+        original_sha256: String::new(),
+        registry_name: None,
+        random_init: true,
+    };
+    write_multihead(&model, &meta, &backbone, &heads).unwrap();
+    let p = dir_tmp.path().join("multi.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "backbones:\n  shared:\n    weights: {}\nheads:\n  - {{name: objects, type: ssd}}\n  - {{name: scene, type: deeplabv3}}\n  - {{name: imagenet, type: classification, options: {{top_k: 5}}}}\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let multi = compile(&p).unwrap_or_else(|e| panic!("{e}"));
+    assert!(multi.describe().contains("backbone passes per frame: 1"));
+    let separate = compile_text(dir_tmp.path(), SHARED).unwrap();
+    let frame = load_image(&root().join("assets/squirrel_cls.jpg")).unwrap();
+    let got = multi.run(&[&frame, &frame]).unwrap();
+    assert_eq!(multi.backbone_runs(), 1);
+    let want = separate.run(&[&frame, &frame]).unwrap();
+    // The pipeline's options (top_k 5) override the file's (3), as SHARED's default.
+    assert_eq!(
+        serde_json::to_value(&got).unwrap(),
+        serde_json::to_value(&want).unwrap()
+    );
+
+    // A head the file does not have, or of another type, is refused where written.
+    std::fs::write(
+        &p,
+        format!(
+            "backbones:\n  shared:\n    weights: {}\nheads:\n  - {{name: object, type: ssd}}\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let e = config_error(compile(&p));
+    assert_eq!(e.path, "heads[0].name");
+    assert!(
+        e.message.contains("objects, scene, imagenet") || e.message.contains("imagenet"),
+        "{e}"
+    );
+    assert_eq!(e.hint.as_deref(), Some("did you mean 'objects'?"));
+    std::fs::write(
+        &p,
+        format!(
+            "backbones:\n  shared:\n    weights: {}\nheads:\n  - {{name: scene, type: ssd}}\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let e = config_error(compile(&p));
+    assert_eq!(e.path, "heads[0].type");
+    assert!(e.message.contains("is a deeplabv3 head"), "{e}");
+}

@@ -27,10 +27,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, View};
-use vpipe_backbone::layout::{CheckpointTask, SOURCE_METADATA_KEY, to_canonical};
+use vpipe_backbone::layout::{
+    CheckpointTask, SOURCE_METADATA_KEY, TASK_METADATA_KEY, to_canonical,
+};
 use vpipe_backbone::{CheckpointLayout, MobileVitSize, SourceLayout};
 use vpipe_core::labels::LabelSet;
 use vpipe_core::preset::PreprocessPreset;
+use vpipe_core::tensor::HostTensor;
 use vpipe_io::TensorFile;
 
 use crate::download::sha256_file;
@@ -71,13 +74,13 @@ pub struct WeightsMetadata {
 }
 
 impl WeightsMetadata {
-    fn to_map(&self) -> HashMap<String, String> {
+    pub(crate) fn to_map(&self) -> HashMap<String, String> {
         let mut m = HashMap::new();
         let mut put = |k: &str, v: &str| m.insert(k.to_string(), v.to_string());
         put("vpipe.format", FORMAT_NAME);
         put("vpipe.format_version", FORMAT_VERSION);
         put("vpipe.arch", self.arch.arch_name());
-        put("vpipe.task", &self.task.to_string());
+        put(TASK_METADATA_KEY, &self.task.to_string());
         put(SOURCE_METADATA_KEY, self.source.name());
         put("vpipe.labels", self.labels.name());
         put("vpipe.preprocess", self.preprocess.name());
@@ -124,18 +127,12 @@ impl WeightsMetadata {
                 "vpipe weights format version {version} is not supported (this vpipe reads {FORMAT_VERSION})"
             ));
         }
-        let task = get("vpipe.task")?;
+        let task = get(TASK_METADATA_KEY)?;
         let labels = get("vpipe.labels")?;
         Ok(Self {
             arch: get("vpipe.arch")?.parse()?,
-            task: [
-                CheckpointTask::Classification,
-                CheckpointTask::Detection,
-                CheckpointTask::Segmentation,
-            ]
-            .into_iter()
-            .find(|t| t.to_string() == task)
-            .ok_or_else(|| format!("unknown task '{task}'"))?,
+            task: CheckpointTask::from_name(task)
+                .ok_or_else(|| format!("unknown task '{task}'"))?,
             source: SourceLayout::from_name(get(SOURCE_METADATA_KEY)?)
                 .ok_or("unknown source layout")?,
             labels: [LabelSet::ImageNet1k, LabelSet::Coco81, LabelSet::Voc21]
@@ -218,11 +215,32 @@ pub fn import(src: &Path, out: &Path, options: &ImportOptions) -> Result<Weights
             .or_else(|| previous.as_ref().and_then(|p| p.registry_name.clone())),
         random_init: weights_note(src)?.is_some(),
     };
-    let tensors: Vec<(String, Bytes)> = canonical
-        .tensors
+    let bytes = serialize_tensors(out, &canonical.tensors, options.f16, meta.to_map())?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| WeightsError::io(dir, e))?;
+    }
+    if same_file(src, out) {
+        return Err(WeightsError::Format {
+            path: out.to_path_buf(),
+            message: "the output would replace the checkpoint being imported".into(),
+        });
+    }
+    vpipe_io::output::write_atomic(out, &bytes)?;
+    Ok(meta)
+}
+
+/// Serialises named tensors (in f16 or f32) with string metadata as safetensors
+/// bytes; `out` is the file they are for, named in errors.
+pub(crate) fn serialize_tensors<'a>(
+    out: &Path,
+    tensors: impl IntoIterator<Item = (impl AsRef<str>, &'a HostTensor)>,
+    f16: bool,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let tensors: Vec<(String, Bytes)> = tensors
         .into_iter()
         .map(|(name, t)| {
-            let (dtype, data) = if options.f16 {
+            let (dtype, data) = if f16 {
                 let data = t
                     .data
                     .iter()
@@ -236,34 +254,20 @@ pub fn import(src: &Path, out: &Path, options: &ImportOptions) -> Result<Weights
                 )
             };
             (
-                name,
+                name.as_ref().to_string(),
                 Bytes {
                     dtype,
-                    shape: t.shape,
+                    shape: t.shape.clone(),
                     data,
                 },
             )
         })
         .collect();
-    let bytes = safetensors::tensor::serialize(
-        tensors.iter().map(|(n, b)| (n.as_str(), b)),
-        Some(meta.to_map()),
-    )
-    .map_err(|e| WeightsError::Format {
-        path: out.to_path_buf(),
-        message: format!("cannot serialise: {e}"),
-    })?;
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| WeightsError::io(dir, e))?;
-    }
-    if same_file(src, out) {
-        return Err(WeightsError::Format {
+    safetensors::tensor::serialize(tensors.iter().map(|(n, b)| (n.as_str(), b)), Some(metadata))
+        .map_err(|e| WeightsError::Format {
             path: out.to_path_buf(),
-            message: "the output would replace the checkpoint being imported".into(),
-        });
-    }
-    vpipe_io::output::write_atomic(out, &bytes)?;
-    Ok(meta)
+            message: format!("cannot serialise: {e}"),
+        })
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

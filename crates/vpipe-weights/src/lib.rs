@@ -11,12 +11,14 @@
 //!   layout, size, task and class count compared with the entry's.
 //! - [`format`](mod@format): vpipe's own weights format (canonical tensors in safetensors, with
 //!   their metadata) and the import of any supported checkpoint into it.
+//! - [`multihead`]: multi-head model files, one backbone and named heads trained on it.
 //! - [`provenance`]: tells random-initialised reference weights from trained ones.
 
 pub mod cache;
 pub mod download;
 pub mod error;
 pub mod format;
+pub mod multihead;
 pub mod provenance;
 pub mod readback;
 pub mod registry;
@@ -25,6 +27,7 @@ pub use cache::CacheConfig;
 pub use download::{fetch, locate, sha256_file, verify_cached};
 pub use error::{Result, WeightsError};
 pub use format::{ImportOptions, WeightsMetadata, import};
+pub use multihead::{HeadEntry, StoredHead, split_heads, write_multihead};
 pub use provenance::{RANDOM_INIT_NOTE, weights_note};
 pub use readback::{ReadBackError, read_back};
 pub use registry::{Entry, Registry, ShippedFile};

@@ -134,16 +134,6 @@ struct RawEntry {
     random_init: bool,
 }
 
-fn parse_task(s: &str) -> Option<CheckpointTask> {
-    [
-        CheckpointTask::Classification,
-        CheckpointTask::Detection,
-        CheckpointTask::Segmentation,
-    ]
-    .into_iter()
-    .find(|t| t.to_string() == s)
-}
-
 /// Whether `name` is a usable registry name: ASCII letters, digits, `.`, `_`, `-`,
 /// and `/` between non-empty segments that are not `.` or `..`.
 pub fn valid_name(name: &str) -> bool {
@@ -176,7 +166,7 @@ impl RawEntry {
         };
         let layout =
             SourceLayout::from_name(&self.layout).ok_or_else(|| bad("layout", &self.layout))?;
-        let task = parse_task(&self.task).ok_or_else(|| bad("task", &self.task))?;
+        let task = CheckpointTask::from_name(&self.task).ok_or_else(|| bad("task", &self.task))?;
         let arch = self
             .arch
             .parse::<MobileVitSize>()
