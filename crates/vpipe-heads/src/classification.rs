@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 use vpipe_backbone::layers::{Activation, ConvNorm, ConvSpec, Linear};
-use vpipe_backbone::{Features, MobileVitConfig, Params};
+use vpipe_backbone::{Features, MobileVitConfig, Param, Params};
 
 use crate::error::Result;
 use vpipe_core::labels::LabelSet;
@@ -40,6 +40,21 @@ impl ClassificationHead {
             num_classes,
             labels,
         })
+    }
+
+    /// Its parameters when loaded in trainable form (see
+    /// [`crate::training::TrainableHead::params`]).
+    pub fn params(&self) -> Vec<&Param> {
+        let mut out = self.expand.params();
+        out.extend(self.classifier.params());
+        out
+    }
+
+    /// Its parameters, mutable.
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut out = self.expand.params_mut();
+        out.extend(self.classifier.params_mut());
+        out
     }
 
     /// Number of classes.

@@ -7,7 +7,7 @@ use burn::tensor::module::{adaptive_avg_pool2d, interpolate};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
 use vpipe_backbone::layers::{Activation, ConvNorm, ConvSpec};
-use vpipe_backbone::{Features, Params};
+use vpipe_backbone::{Features, Param, Params};
 
 use crate::error::{HeadError, Result};
 use vpipe_core::labels::LabelSet;
@@ -101,6 +101,28 @@ impl DeepLabHead {
         })
     }
 
+    /// Its layers in a fixed order.
+    fn layers(&self) -> impl Iterator<Item = &ConvNorm> {
+        self.branches
+            .iter()
+            .chain([&self.pool, &self.project, &self.classifier])
+    }
+
+    /// Its parameters when loaded in trainable form (see
+    /// [`crate::training::TrainableHead::params`]).
+    pub fn params(&self) -> Vec<&Param> {
+        self.layers().flat_map(ConvNorm::params).collect()
+    }
+
+    /// Its parameters, mutable, in the order of [`DeepLabHead::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.branches
+            .iter_mut()
+            .chain([&mut self.pool, &mut self.project, &mut self.classifier])
+            .flat_map(ConvNorm::params_mut)
+            .collect()
+    }
+
     /// Class names.
     pub fn labels(&self) -> &[String] {
         &self.labels
@@ -125,6 +147,12 @@ impl DeepLabHead {
         parts.push(pooled.expand([b, c, h, w]));
         let y = self.project.forward(Tensor::cat(parts, 1));
         self.classifier.forward(y)
+    }
+
+    /// Logits upsampled to the network input `size` (`[height, width]`) with the
+    /// source's convention: what the reference model outputs, and its loss sees.
+    pub fn upsampled_logits(&self, features: &Features, size: [usize; 2]) -> Tensor<4> {
+        self.upsample.upsample(self.logits(features), size)
     }
 
     /// The class mask at the original image size `[height, width]` for image `index`
