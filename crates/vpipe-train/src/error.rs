@@ -14,6 +14,9 @@ pub enum TrainError {
     /// Reading or writing a file failed.
     #[error(transparent)]
     Io(#[from] vpipe_io::IoError),
+    /// A trainer was asked for without heads.
+    #[error("a trainer needs at least one head")]
+    NoHeads,
     /// A head was given to the trainer that cannot be trained, or was not loaded
     /// in trainable form.
     #[error(

@@ -81,6 +81,9 @@ impl Trainer {
     /// A trainer of `heads`, each loaded in trainable form
     /// ([`vpipe_heads::LoadOptions::trainable_head`]).
     pub fn new(mut heads: Vec<Box<dyn Head>>, settings: TrainerSettings) -> Result<Self> {
+        if heads.is_empty() {
+            return Err(TrainError::NoHeads);
+        }
         for (index, head) in heads.iter_mut().enumerate() {
             if head.trainable().is_none() {
                 return Err(TrainError::NotTrainable {
@@ -176,10 +179,9 @@ impl Trainer {
                     })
             })
             .collect::<Result<Vec<f64>>>()?;
-        let total = losses
-            .into_iter()
-            .reduce(|a, b| a + b)
-            .expect("a trainer has at least one head per target set");
+        let Some(total) = losses.into_iter().reduce(|a, b| a + b) else {
+            return Err(TrainError::NoHeads);
+        };
         let grads = total.backward();
         let lr = self.lr();
         for (index, head) in self.heads.iter_mut().enumerate() {

@@ -126,9 +126,7 @@ fn check_step(task: &str, weights: &str, levels: &[(usize, &str)], targets: Targ
         assert_eq!(t.shape, want.shape, "{task}: {name}");
         for ((a, b), d) in t.data.iter().zip(&before[name].data).zip(&want.data) {
             let err = ((a - b) - d).abs();
-            if err > 1e-5 && std::env::var("DEBUG_PARITY").is_ok() {
-                eprintln!("{name}: got {} want {d} (before {b})", a - b);
-            }
+
             if err > worst.0 {
                 worst = (err, name.clone());
             }
