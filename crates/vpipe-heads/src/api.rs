@@ -31,7 +31,9 @@ use crate::error::{HeadError, Result};
 use crate::model::RawTensor;
 use crate::options;
 use crate::segmentation::{ASPP_RATES, DeepLabHead, UpsampleConvention};
-use crate::training::{TrainOutput, TrainableHead, is_trainable};
+use crate::training::{
+    ASPP_DROPOUT, CLASSIFIER_DROPOUT, Dropout, TrainOutput, TrainableHead, is_trainable,
+};
 
 /// A task head over the MobileViT feature maps.
 pub trait Head: Send + Sync + fmt::Debug {
@@ -369,9 +371,15 @@ impl TrainableHead for Classify {
         self.head.params_mut()
     }
 
-    fn train_forward(&self, features: &Features, _input_size: [usize; 2]) -> Result<TrainOutput> {
+    fn train_forward(
+        &self,
+        features: &Features,
+        _input_size: [usize; 2],
+        dropout: &mut Dropout,
+    ) -> Result<TrainOutput> {
+        let pooled = dropout.elements(self.head.pooled(features), CLASSIFIER_DROPOUT);
         Ok(TrainOutput::Classification {
-            logits: self.head.forward(features),
+            logits: self.head.classify(pooled),
         })
     }
 }
@@ -493,7 +501,12 @@ impl TrainableHead for SsdHead {
         SsdHead::params_mut(self)
     }
 
-    fn train_forward(&self, features: &Features, _input_size: [usize; 2]) -> Result<TrainOutput> {
+    fn train_forward(
+        &self,
+        features: &Features,
+        _input_size: [usize; 2],
+        _dropout: &mut Dropout,
+    ) -> Result<TrainOutput> {
         let (conf_logits, loc, sizes) = self.outputs(features);
         Ok(TrainOutput::Detection {
             conf_logits,
@@ -603,9 +616,15 @@ impl TrainableHead for DeepLab {
         self.head.params_mut()
     }
 
-    fn train_forward(&self, features: &Features, input_size: [usize; 2]) -> Result<TrainOutput> {
+    fn train_forward(
+        &self,
+        features: &Features,
+        input_size: [usize; 2],
+        dropout: &mut Dropout,
+    ) -> Result<TrainOutput> {
+        let aspp = dropout.channels(self.head.aspp(features), ASPP_DROPOUT);
         Ok(TrainOutput::Segmentation {
-            logits: self.head.upsampled_logits(features, input_size),
+            logits: self.head.upsample(self.head.classify(aspp), input_size),
         })
     }
 }

@@ -82,7 +82,12 @@ impl ClassificationHead {
 
     /// Logits `[batch, classes]`.
     pub fn forward(&self, features: &Features) -> Tensor<2> {
-        self.classifier.forward(self.pooled(features))
+        self.classify(self.pooled(features))
+    }
+
+    /// The linear classifier on pooled vectors `[batch, channels]`.
+    pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.classifier.forward(pooled)
     }
 
     /// The top `k` classes of each row of `logits`.

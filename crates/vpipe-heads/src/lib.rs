@@ -24,4 +24,4 @@ pub use detection::{SsdHead, SsdSettings};
 pub use error::{HeadError, Result};
 pub use model::{LoadOptions, LoadedModel, Model, ModelOutput, RawTensor};
 pub use segmentation::{DeepLabHead, UpsampleConvention};
-pub use training::{TrainOutput, TrainableHead};
+pub use training::{Dropout, TrainOutput, TrainableHead};

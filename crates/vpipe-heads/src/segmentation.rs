@@ -133,8 +133,9 @@ impl DeepLabHead {
         self.num_classes
     }
 
-    /// Logits at the backbone's output stride, `[batch, classes, h, w]`.
-    pub fn logits(&self, features: &Features) -> Tensor<4> {
+    /// The ASPP output (branches, pooling branch, projection) at the backbone's
+    /// output stride, `[batch, channels, h, w]`.
+    pub fn aspp(&self, features: &Features) -> Tensor<4> {
         let x = features.last().clone();
         let [b, _, h, w] = x.dims();
         let mut parts: Vec<Tensor<4>> = self
@@ -145,14 +146,23 @@ impl DeepLabHead {
         let pooled = self.pool.forward(adaptive_avg_pool2d(x, [1, 1]));
         let c = pooled.dims()[1];
         parts.push(pooled.expand([b, c, h, w]));
-        let y = self.project.forward(Tensor::cat(parts, 1));
-        self.classifier.forward(y)
+        self.project.forward(Tensor::cat(parts, 1))
     }
 
-    /// Logits upsampled to the network input `size` (`[height, width]`) with the
+    /// The 1x1 classifier on the ASPP output.
+    pub fn classify(&self, aspp: Tensor<4>) -> Tensor<4> {
+        self.classifier.forward(aspp)
+    }
+
+    /// Logits at the backbone's output stride, `[batch, classes, h, w]`.
+    pub fn logits(&self, features: &Features) -> Tensor<4> {
+        self.classify(self.aspp(features))
+    }
+
+    /// `logits` upsampled to the network input `size` (`[height, width]`) with the
     /// source's convention: what the reference model outputs, and its loss sees.
-    pub fn upsampled_logits(&self, features: &Features, size: [usize; 2]) -> Tensor<4> {
-        self.upsample.upsample(self.logits(features), size)
+    pub fn upsample(&self, logits: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+        self.upsample.upsample(logits, size)
     }
 
     /// The class mask at the original image size `[height, width]` for image `index`

@@ -15,7 +15,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use vpipe_backbone::Features;
 use vpipe_core::HostTensor;
-use vpipe_heads::Head;
+use vpipe_heads::{Dropout, Head};
 use vpipe_io::TensorFile;
 
 use crate::error::{Result, TrainError};
@@ -32,6 +32,8 @@ pub struct TrainerSettings {
     pub adamw: AdamWSettings,
     /// The losses' settings.
     pub loss: LossSettings,
+    /// Seed of the heads' dropout masks; `None` trains without dropout.
+    pub dropout_seed: Option<u64>,
 }
 
 /// What one step did.
@@ -52,6 +54,8 @@ pub struct StepReport {
 struct Progress {
     iteration: u64,
     epoch: u64,
+    /// The dropout generator's state.
+    dropout: Option<u64>,
 }
 
 /// Trains heads in trainable form on a frozen backbone's features.
@@ -99,6 +103,7 @@ impl Trainer {
             progress: Progress {
                 iteration: 0,
                 epoch: 0,
+                dropout: Dropout::seeded_or_disabled(settings.dropout_seed).state(),
             },
         })
     }
@@ -156,12 +161,13 @@ impl Trainer {
             });
         }
         let mut losses = Vec::with_capacity(self.heads.len());
+        let mut dropout = Dropout::resume(self.progress.dropout);
         for (index, (head, t)) in self.heads.iter_mut().zip(targets).enumerate() {
             let kind = head.kind().to_string();
             let trainable = head
                 .trainable()
                 .ok_or(TrainError::NotTrainable { index, kind })?;
-            let output = trainable.train_forward(features, input_size)?;
+            let output = trainable.train_forward(features, input_size, &mut dropout)?;
             losses.push(head_loss(index, &output, t, &self.settings.loss)?);
         }
         let head_losses = losses
@@ -209,6 +215,7 @@ impl Trainer {
             head_losses,
         };
         self.progress.iteration += 1;
+        self.progress.dropout = dropout.state();
         Ok(report)
     }
 
@@ -230,7 +237,8 @@ impl Trainer {
         Ok(out)
     }
 
-    /// Writes the optimiser state and the iteration and epoch to `path` (a
+    /// Writes the optimiser state, the iteration and epoch and the dropout
+    /// generator's state to `path` (a
     /// safetensors file, written atomically), to resume from with
     /// [`Trainer::load_state`].
     pub fn save_state(&self, path: &Path) -> Result<()> {
@@ -267,7 +275,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// Restores the optimiser state and the iteration and epoch that
+    /// Restores the optimiser state, the iteration and epoch and the dropout
+    /// generator's state that
     /// [`Trainer::save_state`] wrote to `path`; the optimiser keeps the settings
     /// saved with it.
     pub fn load_state(&mut self, path: &Path) -> Result<()> {

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 use vpipe_backbone::Features;
 use vpipe_core::HostTensor;
-use vpipe_heads::{LoadOptions, LoadedModel};
+use vpipe_heads::{Dropout, LoadOptions, LoadedModel};
 use vpipe_io::TensorFile;
 use vpipe_train::loss::Targets;
 use vpipe_train::{
@@ -73,6 +73,7 @@ fn settings(info: &Value) -> TrainerSettings {
             weight_decay: f(&a["weight_decay"]),
         },
         loss: LossSettings::default(),
+        dropout_seed: None,
     }
 }
 
@@ -216,7 +217,7 @@ fn detection_anchors_and_matching_match_pytorch() {
     let output = head
         .trainable()
         .expect("trainable")
-        .train_forward(&feats, [128, 128])
+        .train_forward(&feats, [128, 128], &mut Dropout::disabled())
         .expect("forward");
     let vpipe_heads::TrainOutput::Detection { anchors, .. } = output else {
         panic!("not a detection output");

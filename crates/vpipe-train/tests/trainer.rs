@@ -9,17 +9,24 @@ use serde_json::Map;
 use vpipe_backbone::layout::CheckpointTask;
 use vpipe_backbone::{Features, MobileVitConfig, MobileVitSize, Params};
 use vpipe_core::HostTensor;
-use vpipe_heads::{Head, HeadContext, HeadRegistry, LoadOptions, LoadedModel, TrainOutput};
+use vpipe_heads::{
+    Dropout, Head, HeadContext, HeadRegistry, LoadOptions, LoadedModel, TrainOutput,
+};
 use vpipe_train::{
     AdamWSettings, CosineSchedule, LossSettings, Targets, TrainError, Trainer, TrainerSettings,
     training_features,
 };
 
 fn settings() -> TrainerSettings {
+    settings_with_dropout(None)
+}
+
+fn settings_with_dropout(dropout_seed: Option<u64>) -> TrainerSettings {
     TrainerSettings {
         schedule: CosineSchedule::iteration_based(2, 1e-4, 1e-3, 1e-5, 20),
         adamw: AdamWSettings::default(),
         loss: LossSettings::default(),
+        dropout_seed,
     }
 }
 
@@ -79,6 +86,8 @@ fn targets() -> Vec<Targets> {
 fn resuming_from_a_saved_state_continues_bit_for_bit() {
     let device = vpipe_core::device::default_device();
     let feats = training_features(&features(&device));
+    // With dropout, so that its generator's state must be resumed too.
+    let settings = || settings_with_dropout(Some(7));
     let mut straight = Trainer::new(vec![trainable_head(&device)], settings()).expect("trainer");
     for _ in 0..3 {
         straight.step(&feats, [128, 128], &targets()).expect("step");
@@ -104,6 +113,26 @@ fn resuming_from_a_saved_state_continues_bit_for_bit() {
 }
 
 #[test]
+fn dropout_is_seeded() {
+    let device = vpipe_core::device::default_device();
+    let feats = training_features(&features(&device));
+    let run = |seed: Option<u64>| {
+        let mut t = Trainer::new(vec![trainable_head(&device)], settings_with_dropout(seed))
+            .expect("trainer");
+        let report = t.step(&feats, [128, 128], &targets()).expect("step");
+        (report.loss, t.save_heads().expect("heads"))
+    };
+    let (plain, plain_heads) = run(None);
+    let (a, a_heads) = run(Some(1));
+    let (b, b_heads) = run(Some(1));
+    let (c, _) = run(Some(2));
+    assert_eq!((a, &a_heads), (b, &b_heads), "same seed, same step");
+    assert_ne!(a, plain, "dropout changes the loss");
+    assert_ne!(a, c, "another seed, other masks");
+    assert_ne!(a_heads, plain_heads);
+}
+
+#[test]
 fn saved_heads_load_with_the_folding_loader() {
     let device = vpipe_core::device::default_device();
     let feats = features(&device);
@@ -117,7 +146,11 @@ fn saved_heads_load_with_the_folding_loader() {
     let TrainOutput::Classification { logits } = trained
         .trainable()
         .expect("trainable")
-        .train_forward(&training_features(&feats), [128, 128])
+        .train_forward(
+            &training_features(&feats),
+            [128, 128],
+            &mut Dropout::disabled(),
+        )
         .expect("forward")
     else {
         panic!("not a classification output");
