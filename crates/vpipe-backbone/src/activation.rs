@@ -12,10 +12,11 @@ use rayon::prelude::*;
 /// Elements per parallel task.
 const CHUNK: usize = 16 * 1024;
 
-/// SiLU (swish): `x * sigmoid(x)`.
+/// SiLU (swish): `x * sigmoid(x)`; in place on the host for CPU tensors, with
+/// burn's op elsewhere and on autodiff tensors (which must stay on the graph).
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    if device != Device::flex() {
+    if device != Device::flex() || x.is_autodiff() {
         return burn::tensor::activation::silu(x);
     }
     let mut data = x.into_data();

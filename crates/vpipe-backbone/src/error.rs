@@ -48,6 +48,14 @@ pub enum BackboneError {
         /// Why it was not recognised.
         reason: String,
     },
+    /// A trainable parameter or its gradient could not be read back to host memory.
+    #[error("parameter '{name}': cannot read it back ({problem})")]
+    ReadBack {
+        /// The parameter's canonical name.
+        name: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// An input tensor does not fit the network.
     #[error("input: {0}")]
     Input(String),

@@ -16,6 +16,7 @@ use crate::cpu::{self, ConvGeometry, Epilogue, HostArray};
 use crate::error::Result;
 use crate::kernels::{self, Act, Kernels};
 use crate::params::Params;
+use crate::trainable::{Param, TrainableConv, TrainableLinear};
 
 /// Activation after a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +132,8 @@ enum ConvWeights {
         groups: usize,
     },
     Generic(Box<GenericConv>),
+    /// Unfolded, as autodiff leaves ([`Params::set_trainable`]).
+    Trainable(Box<TrainableConv>),
 }
 
 /// A convolution's weights as burn tensors.
@@ -150,8 +153,19 @@ impl ConvNorm {
             spec.kernel,
             spec.kernel,
         ];
-        let folded = params.conv(prefix, shape, spec.bias, spec.norm)?;
         let pad = (spec.kernel - 1) / 2 * spec.dilation;
+        let options = ConvOptions::new([spec.stride; 2], [pad; 2], [spec.dilation; 2], spec.groups);
+        if params.is_trainable() {
+            return Ok(Self {
+                weights: ConvWeights::Trainable(Box::new(TrainableConv::load(
+                    params, prefix, shape, spec.bias, spec.norm, options,
+                )?)),
+                act: spec.act,
+                out_channels: spec.out_channels,
+                device: params.device().clone(),
+            });
+        }
+        let folded = params.conv(prefix, shape, spec.bias, spec.norm)?;
         let weights = match params.kernels() {
             Kernels::Fused => ConvWeights::Fused {
                 weight: folded.weight.data,
@@ -167,12 +181,7 @@ impl ConvNorm {
             Kernels::Generic => ConvWeights::Generic(Box::new(GenericConv {
                 weight: params.upload(folded.weight),
                 bias: folded.bias.map(|b| params.upload_vec(b)),
-                options: ConvOptions::new(
-                    [spec.stride; 2],
-                    [pad; 2],
-                    [spec.dilation; 2],
-                    spec.groups,
-                ),
+                options,
             })),
         };
         Ok(Self {
@@ -192,7 +201,24 @@ impl ConvNorm {
     pub fn kernels(&self) -> Kernels {
         match self.weights {
             ConvWeights::Fused { .. } => Kernels::Fused,
-            ConvWeights::Generic(_) => Kernels::Generic,
+            ConvWeights::Generic(_) | ConvWeights::Trainable(_) => Kernels::Generic,
+        }
+    }
+
+    /// Its parameters under their canonical names (frozen batch norm statistics
+    /// included), when loaded in trainable form; none otherwise.
+    pub fn params(&self) -> Vec<&Param> {
+        match &self.weights {
+            ConvWeights::Trainable(t) => t.params(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Its parameters, mutable, in the order of [`ConvNorm::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        match &mut self.weights {
+            ConvWeights::Trainable(t) => t.params_mut(),
+            _ => Vec::new(),
         }
     }
 
@@ -251,20 +277,26 @@ impl ConvNorm {
                 };
                 Act::Host(y)
             }
-            ConvWeights::Generic(g) => {
-                let y = conv2d(
+            ConvWeights::Generic(g) => self.finish(
+                conv2d(
                     x.tensor(&self.device),
                     g.weight.clone(),
                     g.bias.clone(),
                     g.options.clone(),
-                );
-                let y = self.act.apply(y);
-                Act::Tensor(match residual {
-                    Some(r) => y + r.tensor(&self.device),
-                    None => y,
-                })
-            }
+                ),
+                residual,
+            ),
+            ConvWeights::Trainable(t) => self.finish(t.forward(x.tensor(&self.device)), residual),
         }
+    }
+
+    /// `act(y) + residual`, on burn's ops.
+    fn finish(&self, y: Tensor<4>, residual: Option<&Act<4>>) -> Act<4> {
+        let y = self.act.apply(y);
+        Act::Tensor(match residual {
+            Some(r) => y + r.tensor(&self.device),
+            None => y,
+        })
     }
 }
 
@@ -283,11 +315,22 @@ enum LinearWeights {
     Fused { weight: Vec<f32>, bias: Vec<f32> },
     /// `[in, out]` (transposed for burn's `linear`) and `[out]`.
     Generic(Box<(Tensor<2>, Tensor<1>)>),
+    /// `[out, in]` and `[out]` as autodiff leaves ([`Params::set_trainable`]).
+    Trainable(Box<TrainableLinear>),
 }
 
 impl Linear {
     /// Loads `{prefix}.weight` `[out, in]` and `{prefix}.bias` `[out]`.
     pub fn load(params: &mut Params, prefix: &str, d_in: usize, d_out: usize) -> Result<Self> {
+        if params.is_trainable() {
+            return Ok(Self {
+                weights: LinearWeights::Trainable(Box::new(TrainableLinear::load(
+                    params, prefix, d_in, d_out,
+                )?)),
+                d_out,
+                device: params.device().clone(),
+            });
+        }
         let w = params.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
         let b = params.take(&format!("{prefix}.bias"), &[d_out])?;
         let weights = match params.kernels() {
@@ -310,7 +353,24 @@ impl Linear {
     fn kernels(&self) -> Kernels {
         match self.weights {
             LinearWeights::Fused { .. } => Kernels::Fused,
-            LinearWeights::Generic(_) => Kernels::Generic,
+            LinearWeights::Generic(_) | LinearWeights::Trainable(_) => Kernels::Generic,
+        }
+    }
+
+    /// Its parameters under their canonical names, when loaded in trainable form;
+    /// none otherwise.
+    pub fn params(&self) -> Vec<&Param> {
+        match &self.weights {
+            LinearWeights::Trainable(t) => t.params(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Its parameters, mutable, in the order of [`Linear::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        match &mut self.weights {
+            LinearWeights::Trainable(t) => t.params_mut(),
+            _ => Vec::new(),
         }
     }
 
@@ -349,19 +409,29 @@ impl Linear {
                 );
                 Act::Host(HostArray { data, dims })
             }
-            LinearWeights::Generic(wb) => {
-                let (weight, bias) = &**wb;
-                let y = act.apply(linear(
-                    x.tensor(&self.device),
-                    weight.clone(),
-                    Some(bias.clone()),
-                ));
-                Act::Tensor(match residual {
-                    Some(r) => y + r.tensor(&self.device),
-                    None => y,
-                })
+            LinearWeights::Generic(wb) => self.finish(
+                linear(x.tensor(&self.device), wb.0.clone(), Some(wb.1.clone())),
+                act,
+                residual,
+            ),
+            LinearWeights::Trainable(t) => {
+                self.finish(t.forward(x.tensor(&self.device)), act, residual)
             }
         }
+    }
+
+    /// `act(y) + residual`, on burn's ops.
+    fn finish<const D: usize>(
+        &self,
+        y: Tensor<D>,
+        act: Activation,
+        residual: Option<&Act<D>>,
+    ) -> Act<D> {
+        let y = act.apply(y);
+        Act::Tensor(match residual {
+            Some(r) => y + r.tensor(&self.device),
+            None => y,
+        })
     }
 }
 

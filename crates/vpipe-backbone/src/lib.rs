@@ -8,6 +8,8 @@
 //!   implementations (vpipe's fused CPU kernels, burn's generic ops).
 //! - [`layers`]: the building blocks (convolution with folded batch norm,
 //!   inverted residual, transformer layer, MobileViT block).
+//! - [`trainable`]: the layers' trainable form (unfolded parameters as autodiff
+//!   leaves, batch norm with frozen statistics), for training heads.
 //! - [`mobilevit`]: the backbone, which returns the feature maps at output
 //!   strides 2, 4, 8, 16 and 32.
 
@@ -20,6 +22,7 @@ pub mod layers;
 pub mod layout;
 pub mod mobilevit;
 pub mod params;
+pub mod trainable;
 
 pub use config::{
     MobileVitConfig, MobileVitSize, OUTPUT_STRIDES, check_output_stride, default_output_stride,
@@ -30,3 +33,4 @@ pub use kernels::Kernels;
 pub use layout::{CheckpointLayout, SourceLayout};
 pub use mobilevit::{Features, MobileVit};
 pub use params::Params;
+pub use trainable::Param;

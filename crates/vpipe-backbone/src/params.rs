@@ -28,6 +28,7 @@ pub struct Params {
     kernels: Kernels,
     bn_eps: f64,
     synthetic: Option<u64>,
+    trainable: bool,
 }
 
 /// A convolution whose batch norm (if any) has been folded into its weight and bias.
@@ -66,6 +67,7 @@ impl Params {
             kernels: Kernels::for_device(device),
             bn_eps: 1e-5,
             synthetic: None,
+            trainable: false,
         }
     }
 
@@ -102,6 +104,27 @@ impl Params {
             .map(|v| v as f32)
             .collect();
         HostTensor::new(shape.to_vec(), data)
+    }
+
+    /// Builds the layers loaded from now on in trainable form ([`crate::trainable`]):
+    /// convolutions keep their batch norms unfolded, every tensor becomes a leaf of
+    /// burn's autodiff graph on the autodiff form of the device, and the layers run
+    /// on burn's generic ops. Layers loaded before (a frozen backbone) keep their
+    /// inference form.
+    pub fn set_trainable(&mut self) {
+        self.trainable = true;
+        self.kernels = Kernels::Generic;
+        self.device = self.device.clone().autodiff();
+    }
+
+    /// Whether layers are built in trainable form ([`Params::trainable`]).
+    pub fn is_trainable(&self) -> bool {
+        self.trainable
+    }
+
+    /// The batch norm epsilon.
+    pub fn bn_eps(&self) -> f64 {
+        self.bn_eps
     }
 
     /// The kernels the layers are built for ([`Kernels::for_device`]).

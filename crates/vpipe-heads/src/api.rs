@@ -31,6 +31,9 @@ use crate::error::{HeadError, Result};
 use crate::model::RawTensor;
 use crate::options;
 use crate::segmentation::{ASPP_RATES, DeepLabHead, UpsampleConvention};
+use crate::training::{
+    ASPP_DROPOUT, CLASSIFIER_DROPOUT, Dropout, TrainOutput, TrainableHead, is_trainable,
+};
 
 /// A task head over the MobileViT feature maps.
 pub trait Head: Send + Sync + fmt::Debug {
@@ -71,6 +74,14 @@ pub trait Head: Send + Sync + fmt::Debug {
     /// The default draws nothing; vpipe draws the built-in kinds itself.
     fn annotate(&self, output: &HeadOutput, image: &mut image::RgbImage) {
         let _ = (output, image);
+    }
+
+    /// The head's training hook, when it can be trained and was loaded in trainable
+    /// form ([`crate::LoadOptions::trainable_head`], [`vpipe_backbone::Params::set_trainable`]);
+    /// `None` by default. The built-in heads implement it; a head of your own opts in
+    /// by implementing [`TrainableHead`].
+    fn trainable(&mut self) -> Option<&mut dyn TrainableHead> {
+        None
     }
 }
 
@@ -345,6 +356,32 @@ impl Head for Classify {
             problem: "no classes".into(),
         })
     }
+
+    fn trainable(&mut self) -> Option<&mut dyn TrainableHead> {
+        is_trainable(self)
+    }
+}
+
+impl TrainableHead for Classify {
+    fn params(&self) -> Vec<&vpipe_backbone::Param> {
+        self.head.params()
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut vpipe_backbone::Param> {
+        self.head.params_mut()
+    }
+
+    fn train_forward(
+        &self,
+        features: &Features,
+        _input_size: [usize; 2],
+        dropout: &mut Dropout,
+    ) -> Result<TrainOutput> {
+        let pooled = dropout.elements(self.head.pooled(features), CLASSIFIER_DROPOUT);
+        Ok(TrainOutput::Classification {
+            logits: self.head.classify(pooled),
+        })
+    }
 }
 
 /// Options of the `ssd` head.
@@ -449,6 +486,34 @@ impl Head for SsdHead {
         }
         Ok(out)
     }
+
+    fn trainable(&mut self) -> Option<&mut dyn TrainableHead> {
+        is_trainable(self)
+    }
+}
+
+impl TrainableHead for SsdHead {
+    fn params(&self) -> Vec<&vpipe_backbone::Param> {
+        SsdHead::params(self)
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut vpipe_backbone::Param> {
+        SsdHead::params_mut(self)
+    }
+
+    fn train_forward(
+        &self,
+        features: &Features,
+        _input_size: [usize; 2],
+        _dropout: &mut Dropout,
+    ) -> Result<TrainOutput> {
+        let (conf_logits, loc, sizes) = self.outputs(features);
+        Ok(TrainOutput::Detection {
+            conf_logits,
+            loc,
+            anchors: self.anchors(&sizes),
+        })
+    }
 }
 
 /// Options of the `deeplabv3` head.
@@ -535,5 +600,31 @@ impl Head for DeepLab {
         let (w, h) = (g.src_width, g.src_height);
         let mask = self.head.mask_at(logits, index, [ih, iw], [h, w])?;
         Ok(self.head.postprocess(mask, w, h))
+    }
+
+    fn trainable(&mut self) -> Option<&mut dyn TrainableHead> {
+        is_trainable(self)
+    }
+}
+
+impl TrainableHead for DeepLab {
+    fn params(&self) -> Vec<&vpipe_backbone::Param> {
+        self.head.params()
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut vpipe_backbone::Param> {
+        self.head.params_mut()
+    }
+
+    fn train_forward(
+        &self,
+        features: &Features,
+        input_size: [usize; 2],
+        dropout: &mut Dropout,
+    ) -> Result<TrainOutput> {
+        let aspp = dropout.channels(self.head.aspp(features), ASPP_DROPOUT);
+        Ok(TrainOutput::Segmentation {
+            logits: self.head.upsample(self.head.classify(aspp), input_size),
+        })
     }
 }

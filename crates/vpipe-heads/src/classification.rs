@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 use vpipe_backbone::layers::{Activation, ConvNorm, ConvSpec, Linear};
-use vpipe_backbone::{Features, MobileVitConfig, Params};
+use vpipe_backbone::{Features, MobileVitConfig, Param, Params};
 
 use crate::error::Result;
 use vpipe_core::labels::LabelSet;
@@ -42,6 +42,21 @@ impl ClassificationHead {
         })
     }
 
+    /// Its parameters when loaded in trainable form (see
+    /// [`crate::training::TrainableHead::params`]).
+    pub fn params(&self) -> Vec<&Param> {
+        let mut out = self.expand.params();
+        out.extend(self.classifier.params());
+        out
+    }
+
+    /// Its parameters, mutable.
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut out = self.expand.params_mut();
+        out.extend(self.classifier.params_mut());
+        out
+    }
+
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.num_classes
@@ -67,7 +82,12 @@ impl ClassificationHead {
 
     /// Logits `[batch, classes]`.
     pub fn forward(&self, features: &Features) -> Tensor<2> {
-        self.classifier.forward(self.pooled(features))
+        self.classify(self.pooled(features))
+    }
+
+    /// The linear classifier on pooled vectors `[batch, channels]`.
+    pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.classifier.forward(pooled)
     }
 
     /// The top `k` classes of each row of `logits`.

@@ -10,7 +10,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::module::adaptive_avg_pool2d;
 use vpipe_backbone::layers::{Activation, ConvNorm, ConvSpec};
-use vpipe_backbone::{Features, Params};
+use vpipe_backbone::{Features, Param, Params};
 
 use crate::error::Result;
 use vpipe_core::labels::LabelSet;
@@ -250,9 +250,42 @@ impl SsdHead {
         levels
     }
 
-    /// Raw outputs: `loc` `[batch, anchors, 4]`, `conf_logits` `[batch, anchors, classes]`,
-    /// and `anchors` `[anchors, 4]` (centre x, centre y, width, height, normalised).
-    pub fn forward(&self, features: &Features) -> Result<Vec<RawTensor>> {
+    /// Its layers in a fixed order (extra layers, global layer, predictors).
+    fn layers(&self) -> Vec<&ConvNorm> {
+        let mut out: Vec<&ConvNorm> = self.extra.iter().flat_map(|e| [&e.dw, &e.pw]).collect();
+        out.push(&self.global);
+        for p in &self.predictors {
+            out.extend(p.proj.iter().chain(&p.dw).chain([&p.pw]));
+        }
+        out
+    }
+
+    /// Its parameters when loaded in trainable form (see
+    /// [`crate::training::TrainableHead::params`]).
+    pub fn params(&self) -> Vec<&Param> {
+        self.layers()
+            .into_iter()
+            .flat_map(ConvNorm::params)
+            .collect()
+    }
+
+    /// Its parameters, mutable, in the order of [`SsdHead::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut layers: Vec<&mut ConvNorm> = self
+            .extra
+            .iter_mut()
+            .flat_map(|e| [&mut e.dw, &mut e.pw])
+            .collect();
+        layers.push(&mut self.global);
+        for p in &mut self.predictors {
+            layers.extend(p.proj.iter_mut().chain(&mut p.dw).chain([&mut p.pw]));
+        }
+        layers.into_iter().flat_map(ConvNorm::params_mut).collect()
+    }
+
+    /// Class logits `[batch, anchors, classes]` and box regressions
+    /// `[batch, anchors, 4]` as tensors, with the feature-map size of each level.
+    pub fn outputs(&self, features: &Features) -> (Tensor<3>, Tensor<3>, Vec<(usize, usize)>) {
         let levels = self.level_inputs(features);
         let per = 4 + self.num_classes;
         let mut outs = Vec::with_capacity(levels.len());
@@ -267,9 +300,16 @@ impl SsdHead {
             );
         }
         let all = Tensor::cat(outs, 1);
-        let [_, a, _] = all.dims();
         let loc = all.clone().narrow(2, 0, 4);
         let conf = all.narrow(2, 4, self.num_classes);
+        (conf, loc, sizes)
+    }
+
+    /// Raw outputs: `loc` `[batch, anchors, 4]`, `conf_logits` `[batch, anchors, classes]`,
+    /// and `anchors` `[anchors, 4]` (centre x, centre y, width, height, normalised).
+    pub fn forward(&self, features: &Features) -> Result<Vec<RawTensor>> {
+        let (conf, loc, sizes) = self.outputs(features);
+        let [_, a, _] = conf.dims();
         let anchors = self.anchors(&sizes);
         debug_assert_eq!(anchors.len(), a);
         Ok(vec![

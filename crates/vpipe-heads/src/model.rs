@@ -91,6 +91,9 @@ impl Model {
     ) -> Result<Self> {
         let config = MobileVitConfig::for_task(layout.size, layout.task, options.output_stride);
         let backbone = MobileVit::load(params, &config)?;
+        if options.trainable_head {
+            params.set_trainable();
+        }
         let kind = head_type(layout.task);
         let mut head_options = options.head_options.clone();
         if layout.task == CheckpointTask::Segmentation {
@@ -119,6 +122,12 @@ impl Model {
     /// The backbone.
     pub fn backbone(&self) -> &MobileVit {
         &self.backbone
+    }
+
+    /// The backbone and the head, apart (a trainer keeps the head, a feature
+    /// extractor the backbone).
+    pub fn into_parts(self) -> (MobileVit, Box<dyn Head>) {
+        (self.backbone, self.head)
     }
 
     /// The head; its [`Head::postprocess`] turns [`Model::forward_raw`]'s outputs
@@ -162,6 +171,10 @@ pub struct LoadOptions {
     /// file (e.g. `{"top_k": 3}` of `classification`); empty for the defaults. A
     /// DeepLab head's `stride` is the backbone's output stride, whatever is set here.
     pub head_options: Map<String, Value>,
+    /// Build the head in trainable form ([`Params::set_trainable`]; the backbone
+    /// stays in inference form, frozen) for training it
+    /// ([`crate::training::TrainableHead`]).
+    pub trainable_head: bool,
 }
 
 impl LoadedModel {

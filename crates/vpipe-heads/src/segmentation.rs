@@ -7,7 +7,7 @@ use burn::tensor::module::{adaptive_avg_pool2d, interpolate};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
 use vpipe_backbone::layers::{Activation, ConvNorm, ConvSpec};
-use vpipe_backbone::{Features, Params};
+use vpipe_backbone::{Features, Param, Params};
 
 use crate::error::{HeadError, Result};
 use vpipe_core::labels::LabelSet;
@@ -101,6 +101,28 @@ impl DeepLabHead {
         })
     }
 
+    /// Its layers in a fixed order.
+    fn layers(&self) -> impl Iterator<Item = &ConvNorm> {
+        self.branches
+            .iter()
+            .chain([&self.pool, &self.project, &self.classifier])
+    }
+
+    /// Its parameters when loaded in trainable form (see
+    /// [`crate::training::TrainableHead::params`]).
+    pub fn params(&self) -> Vec<&Param> {
+        self.layers().flat_map(ConvNorm::params).collect()
+    }
+
+    /// Its parameters, mutable, in the order of [`DeepLabHead::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.branches
+            .iter_mut()
+            .chain([&mut self.pool, &mut self.project, &mut self.classifier])
+            .flat_map(ConvNorm::params_mut)
+            .collect()
+    }
+
     /// Class names.
     pub fn labels(&self) -> &[String] {
         &self.labels
@@ -111,8 +133,9 @@ impl DeepLabHead {
         self.num_classes
     }
 
-    /// Logits at the backbone's output stride, `[batch, classes, h, w]`.
-    pub fn logits(&self, features: &Features) -> Tensor<4> {
+    /// The ASPP output (branches, pooling branch, projection) at the backbone's
+    /// output stride, `[batch, channels, h, w]`.
+    pub fn aspp(&self, features: &Features) -> Tensor<4> {
         let x = features.last().clone();
         let [b, _, h, w] = x.dims();
         let mut parts: Vec<Tensor<4>> = self
@@ -123,8 +146,23 @@ impl DeepLabHead {
         let pooled = self.pool.forward(adaptive_avg_pool2d(x, [1, 1]));
         let c = pooled.dims()[1];
         parts.push(pooled.expand([b, c, h, w]));
-        let y = self.project.forward(Tensor::cat(parts, 1));
-        self.classifier.forward(y)
+        self.project.forward(Tensor::cat(parts, 1))
+    }
+
+    /// The 1x1 classifier on the ASPP output.
+    pub fn classify(&self, aspp: Tensor<4>) -> Tensor<4> {
+        self.classifier.forward(aspp)
+    }
+
+    /// Logits at the backbone's output stride, `[batch, classes, h, w]`.
+    pub fn logits(&self, features: &Features) -> Tensor<4> {
+        self.classify(self.aspp(features))
+    }
+
+    /// `logits` upsampled to the network input `size` (`[height, width]`) with the
+    /// source's convention: what the reference model outputs, and its loss sees.
+    pub fn upsample(&self, logits: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+        self.upsample.upsample(logits, size)
     }
 
     /// The class mask at the original image size `[height, width]` for image `index`
