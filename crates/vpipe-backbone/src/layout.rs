@@ -133,6 +133,11 @@ const BACKBONE_PREFIXES: [&str; 6] = [
     "conv_1.", "layer_1.", "layer_2.", "layer_3.", "layer_4.", "layer_5.",
 ];
 
+/// Whether a canonical tensor name belongs to the backbone (rather than a head).
+pub fn is_backbone_tensor(name: &str) -> bool {
+    BACKBONE_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 impl CanonicalTensors {
     /// A content hash (sha256) of the backbone's tensors: names, shapes and values,
     /// in canonical naming, so the same weights give the same digest whatever layout
@@ -145,7 +150,7 @@ impl CanonicalTensors {
         let backbone = self
             .tensors
             .iter()
-            .filter(|(name, _)| BACKBONE_PREFIXES.iter().any(|p| name.starts_with(p)));
+            .filter(|(name, _)| is_backbone_tensor(name));
         for (name, t) in backbone {
             any = true;
             hasher.update((name.len() as u64).to_le_bytes());

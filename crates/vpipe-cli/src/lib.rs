@@ -12,6 +12,7 @@ mod classify;
 mod infer;
 mod pipeline;
 mod preprocess;
+mod train;
 mod weights;
 
 use std::io::IsTerminal;
@@ -58,6 +59,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The weights registry and cache: list, fetch, import, verify.
     Weights(weights::WeightsArgs),
+    /// Train heads on a frozen backbone (from labels, or distilled from teachers)
+    /// into one multi-head model.
+    Train(train::TrainArgs),
 }
 
 /// Log lines to stderr, with a run's progress bar cleared while they print.
@@ -87,6 +91,25 @@ fn init_logging(verbose: u8) {
         // Colours only on a terminal, not in redirected logs.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// A flag that the first Ctrl-C sets (saying `doing`, what the command does before
+/// it stops); a second Ctrl-C ends the process at once (exit code 130).
+fn stop_on_ctrl_c(
+    doing: &'static str,
+) -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopping now");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping: {doing} (Ctrl-C again to quit at once)");
+    })
+    .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))?;
+    Ok(stop)
 }
 
 /// The run was stopped by Ctrl-C after writing what it had: exit code 130, as a
@@ -150,6 +173,7 @@ pub fn main_with(registry: HeadRegistry) -> ExitCode {
         Command::Preprocess(a) => preprocess::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Weights(a) => weights::run(a),
+        Command::Train(a) => train::run(a, &registry),
     }));
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

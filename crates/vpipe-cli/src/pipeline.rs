@@ -1,10 +1,8 @@
 //! `vpipe run`, `vpipe validate` and `vpipe inspect`: YAML pipelines.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use vpipe_core::device::{self, DeviceSpec};
 use vpipe_heads::HeadRegistry;
@@ -135,16 +133,7 @@ pub fn run(args: RunArgs, registry: &HeadRegistry) -> Result<()> {
     let out_dir = args
         .out
         .unwrap_or_else(|| PathBuf::from("out").join(&pipeline.name));
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nstopping now");
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping: finishing the frames already read (Ctrl-C again to quit at once)");
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    let stop = crate::stop_on_ctrl_c("finishing the frames already read")?;
     let options = RunOptions {
         out_dir: out_dir.clone(),
         progress: !args.no_progress,

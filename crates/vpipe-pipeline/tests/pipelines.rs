@@ -826,11 +826,10 @@ fn corrupt_video_frames_are_skipped_and_counted() {
 fn head_tensors(name: &str) -> std::collections::BTreeMap<String, vpipe_core::tensor::HostTensor> {
     let file = vpipe_io::TensorFile::read(&root().join("weights/reference").join(name)).unwrap();
     let canonical = vpipe_backbone::layout::to_canonical(&file).unwrap();
-    let backbone = ["conv_1.", "layer_"];
     canonical
         .tensors
         .into_iter()
-        .filter(|(k, _)| !backbone.iter().any(|p| k.starts_with(p)))
+        .filter(|(k, _)| !vpipe_backbone::layout::is_backbone_tensor(k))
         .collect()
 }
 
@@ -847,7 +846,7 @@ fn a_multi_head_file_is_one_backbone_feeding_its_heads() {
         .unwrap()
         .tensors
         .into_iter()
-        .filter(|(k, _)| k.starts_with("conv_1.") || k.starts_with("layer_"))
+        .filter(|(k, _)| vpipe_backbone::layout::is_backbone_tensor(k))
         .collect();
     let head = |name: &str, kind: &str, options: serde_json::Value, from: &str| StoredHead {
         entry: HeadEntry {

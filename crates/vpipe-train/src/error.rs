@@ -14,6 +14,50 @@ pub enum TrainError {
     /// Reading or writing a file failed.
     #[error(transparent)]
     Io(#[from] vpipe_io::IoError),
+    /// A weights file could not be read or written.
+    #[error(transparent)]
+    Weights(#[from] vpipe_weights::WeightsError),
+    /// A dataset could not be read.
+    #[error(transparent)]
+    Dataset(#[from] vpipe_data::DataError),
+    /// A video could not be read.
+    #[error(transparent)]
+    Media(#[from] vpipe_media::MediaError),
+    /// The training file is wrong.
+    #[error("{path}: {problem}")]
+    Config {
+        /// The training file.
+        path: PathBuf,
+        /// What is wrong, and where in it.
+        problem: String,
+    },
+    /// The data does not fit the heads, or has no usable image.
+    #[error("{0}")]
+    Data(String),
+    /// A checkpoint cannot be resumed, or an earlier run's results are in the way.
+    #[error("{path}: {problem}")]
+    Checkpoint {
+        /// The checkpoint (or the file in the way).
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A step's loss was not finite, or exploded.
+    #[error(
+        "training stopped at step {step}: the loss is {loss} (the first step's was {first}); \
+         the last good checkpoint is kept in {} — lower the learning rate (train.lr) and resume or restart",
+        checkpoint.display()
+    )]
+    Diverged {
+        /// The step.
+        step: u64,
+        /// Its loss.
+        loss: f64,
+        /// The first step's loss.
+        first: f64,
+        /// The checkpoint folder.
+        checkpoint: PathBuf,
+    },
     /// A trainer was asked for without heads.
     #[error("a trainer needs at least one head")]
     NoHeads,

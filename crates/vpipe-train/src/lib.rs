@@ -19,16 +19,23 @@
 //! Dropout is not applied: the heads train without it (the parity references set
 //! every dropout to p = 0).
 
+pub mod augment;
+pub mod config;
+pub mod dataset;
+pub mod distill;
 pub mod error;
 pub mod loss;
 pub mod matcher;
 pub mod optim;
+pub mod run;
 pub mod schedule;
 pub mod trainer;
 
+pub use config::TrainConfig;
 pub use error::{Result, TrainError};
 pub use loss::{ImageBoxes, LossSettings, Mask, Targets};
 pub use matcher::MatcherSettings;
 pub use optim::{AdamW, AdamWSettings};
+pub use run::{RunOptions, RunSummary, train};
 pub use schedule::CosineSchedule;
 pub use trainer::{StepReport, Trainer, TrainerSettings, training_features};

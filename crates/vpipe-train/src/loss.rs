@@ -18,6 +18,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use vpipe_heads::TrainOutput;
 
+use crate::distill::{DistillSettings, TeacherOutputs, distill_loss};
 use crate::error::{Result, TrainError};
 use crate::matcher::{MatchedTargets, MatcherSettings, match_anchors};
 
@@ -51,6 +52,8 @@ pub enum Targets {
     Boxes(Vec<ImageBoxes>),
     /// A mask per image.
     Masks(Vec<Mask>),
+    /// A teacher's outputs for the batch, to reproduce ([`crate::distill`]).
+    Teacher(TeacherOutputs),
 }
 
 /// Loss settings; the defaults are those of ml-cvnets v0.1's MobileViT configs.
@@ -64,6 +67,8 @@ pub struct LossSettings {
     pub matcher: MatcherSettings,
     /// Mask value of pixels the segmentation loss leaves out.
     pub ignore_index: u8,
+    /// Distillation from a teacher's outputs.
+    pub distill: DistillSettings,
 }
 
 impl Default for LossSettings {
@@ -73,6 +78,7 @@ impl Default for LossSettings {
             neg_pos_ratio: 3,
             matcher: MatcherSettings::default(),
             ignore_index: 255,
+            distill: DistillSettings::default(),
         }
     }
 }
@@ -124,6 +130,9 @@ pub fn head_loss(
         (TrainOutput::Segmentation { logits }, Targets::Masks(masks)) => {
             segmentation_loss(logits.clone(), masks, settings.ignore_index).map_err(bad)
         }
+        (output, Targets::Teacher(teacher)) => {
+            distill_loss(output, teacher, &settings.distill).map_err(bad)
+        }
         (output, targets) => Err(bad(format!(
             "{} targets for a {} output",
             targets_kind(targets),
@@ -137,6 +146,7 @@ fn targets_kind(t: &Targets) -> &'static str {
         Targets::Classes(_) => "class",
         Targets::Boxes(_) => "box",
         Targets::Masks(_) => "mask",
+        Targets::Teacher(_) => "teacher",
     }
 }
 

@@ -113,6 +113,11 @@ impl Trainer {
         &self.heads
     }
 
+    /// The heads, mutable (for a forward outside a step).
+    pub fn heads_mut(&mut self) -> &mut [Box<dyn Head>] {
+        &mut self.heads
+    }
+
     /// The optimiser (its state per parameter).
     pub fn optimizer(&self) -> &AdamW {
         &self.optimizer
