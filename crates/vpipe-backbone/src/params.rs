@@ -167,7 +167,7 @@ impl Params {
         self.device = self.device.clone().autodiff();
     }
 
-    /// Whether layers are built in trainable form ([`Params::trainable`]).
+    /// Whether layers are built in trainable form ([`Params::set_trainable`]).
     pub fn is_trainable(&self) -> bool {
         self.trainable
     }

@@ -260,6 +260,10 @@ fn bad_input_is_an_error() {
             "box targets for a classification output",
         ),
         (Vec::new(), "0 target sets for 1 heads"),
+        (
+            vec![Targets::Classes(vec![3, 4]), Targets::Classes(vec![3, 4])],
+            "2 target sets for 1 heads",
+        ),
     ] {
         let err = trainer
             .step(&feats, [128, 128], &targets)
