@@ -171,6 +171,29 @@ fn a_new_head_is_initialised_as_ml_cvnets_does() {
 }
 
 #[test]
+fn heads_train_side_by_side() {
+    let device = vpipe_core::device::default_device();
+    let feats = training_features(&features(&device));
+    let mut one = Trainer::new(vec![trainable_head(&device)], settings()).expect("trainer");
+    let single = one.step(&feats, [128, 128], &targets()).expect("step");
+    let mut two = Trainer::new(
+        vec![trainable_head(&device), trainable_head(&device)],
+        settings(),
+    )
+    .expect("trainer");
+    let both = two
+        .step(&feats, [128, 128], &[targets(), targets()].concat())
+        .expect("step");
+    assert_eq!(both.head_losses, vec![single.loss, single.loss]);
+    assert_eq!(both.loss, 2.0 * single.loss);
+    // Each head is updated from its own loss, with its own optimiser state.
+    let heads = two.save_heads().expect("heads");
+    let alone = one.save_heads().expect("heads").remove(0);
+    assert_eq!(heads, vec![alone.clone(), alone]);
+    assert!(two.optimizer().moments("1/classifier.fc.weight").is_some());
+}
+
+#[test]
 fn dropout_is_seeded() {
     let device = vpipe_core::device::default_device();
     let feats = training_features(&features(&device));
