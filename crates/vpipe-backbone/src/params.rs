@@ -28,6 +28,8 @@ pub struct Params {
     kernels: Kernels,
     bn_eps: f64,
     synthetic: Option<u64>,
+    /// Made-up tensors follow ml-cvnets' initialisation ([`Params::initialised`]).
+    cvnets_init: bool,
     trainable: bool,
 }
 
@@ -67,6 +69,7 @@ impl Params {
             kernels: Kernels::for_device(device),
             bn_eps: 1e-5,
             synthetic: None,
+            cvnets_init: false,
             trainable: false,
         }
     }
@@ -82,7 +85,58 @@ impl Params {
         }
     }
 
+    /// Parameters for new layers, initialised as ml-cvnets initialises a model
+    /// (`cvnets/misc/init_utils.py`, its defaults) from a seeded generator:
+    /// convolution weights ~ N(0, 2 / fan_out) (Kaiming normal, `fan_out` = output
+    /// channels × kernel area), linear weights ~ N(0, 0.01²), biases 0, norm weights 1,
+    /// running means 0 and variances 1. For heads trained from scratch (see
+    /// [`Params::set_trainable`]); every tensor asked for is made up.
+    pub fn initialised(seed: u64, device: &Device) -> Self {
+        Self {
+            cvnets_init: true,
+            ..Self::synthetic(seed, device)
+        }
+    }
+
+    /// The next uniform draw in `[0, 1)` of the seeded generator.
+    fn uniform(seed: &mut u64) -> f64 {
+        // 64-bit LCG (Knuth's MMIX constants).
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A tensor initialised as ml-cvnets does (see [`Params::initialised`]).
+    fn initialise(&mut self, key: &str, shape: &[usize]) -> HostTensor {
+        let seed = self.synthetic.get_or_insert(0);
+        let n: usize = shape.iter().product();
+        let std = match shape.len() {
+            4 => Some((2.0 / (shape[0] * shape[2] * shape[3]).max(1) as f64).sqrt()),
+            2 => Some(0.01),
+            _ => None,
+        };
+        let one = key.ends_with("running_var") || (shape.len() == 1 && key.ends_with("weight"));
+        let data = (0..n)
+            .map(|_| match std {
+                // Box-Muller.
+                Some(std) => {
+                    let u1 = 1.0 - Self::uniform(seed);
+                    let u2 = Self::uniform(seed);
+                    std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+                }
+                None if one => 1.0,
+                None => 0.0,
+            })
+            .map(|v| v as f32)
+            .collect();
+        HostTensor::new(shape.to_vec(), data)
+    }
+
     fn make_up(&mut self, key: &str, shape: &[usize]) -> HostTensor {
+        if self.cvnets_init {
+            return self.initialise(key, shape);
+        }
         let seed = self.synthetic.get_or_insert(0);
         let n: usize = shape.iter().product();
         let fan_in = if shape.len() > 1 { n / shape[0] } else { 1 };
@@ -90,11 +144,7 @@ impl Params {
         let amp = 1.0 / (fan_in as f64).sqrt();
         let data = (0..n)
             .map(|_| {
-                // 64-bit LCG (Knuth's MMIX constants).
-                *seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let u = (*seed >> 11) as f64 / (1u64 << 53) as f64;
+                let u = Self::uniform(seed);
                 if positive {
                     0.5 + u
                 } else {
@@ -117,7 +167,7 @@ impl Params {
         self.device = self.device.clone().autodiff();
     }
 
-    /// Whether layers are built in trainable form ([`Params::trainable`]).
+    /// Whether layers are built in trainable form ([`Params::set_trainable`]).
     pub fn is_trainable(&self) -> bool {
         self.trainable
     }

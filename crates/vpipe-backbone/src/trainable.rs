@@ -11,6 +11,10 @@
 //! burn's generic ops ([`crate::Kernels::Generic`]) over the same forward code as
 //! inference.
 //!
+//! The trainable form covers the layers heads are made of (convolutions with or
+//! without batch norm, linear layers); layer norms and attention, found only in
+//! the backbone, which stays frozen, have none.
+//!
 //! Every parameter carries its canonical (ml-cvnets) checkpoint name, so that a
 //! trained head can be written out under those names and read back by the normal,
 //! folding loader.

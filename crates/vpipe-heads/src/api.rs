@@ -32,7 +32,7 @@ use crate::model::RawTensor;
 use crate::options;
 use crate::segmentation::{ASPP_RATES, DeepLabHead, UpsampleConvention};
 use crate::training::{
-    ASPP_DROPOUT, CLASSIFIER_DROPOUT, Dropout, TrainOutput, TrainableHead, is_trainable,
+    ASPP_DROPOUT, CLASSIFIER_DROPOUT, Dropout, TrainOutput, TrainableHead, as_trainable,
 };
 
 /// A task head over the MobileViT feature maps.
@@ -358,7 +358,7 @@ impl Head for Classify {
     }
 
     fn trainable(&mut self) -> Option<&mut dyn TrainableHead> {
-        is_trainable(self)
+        as_trainable(self)
     }
 }
 
@@ -488,7 +488,7 @@ impl Head for SsdHead {
     }
 
     fn trainable(&mut self) -> Option<&mut dyn TrainableHead> {
-        is_trainable(self)
+        as_trainable(self)
     }
 }
 
@@ -603,7 +603,7 @@ impl Head for DeepLab {
     }
 
     fn trainable(&mut self) -> Option<&mut dyn TrainableHead> {
-        is_trainable(self)
+        as_trainable(self)
     }
 }
 

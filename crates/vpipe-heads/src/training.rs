@@ -168,7 +168,7 @@ pub trait TrainableHead {
 /// `head` as a [`TrainableHead`] when its layers were loaded in trainable form
 /// (it has parameters), `None` otherwise: what the built-in heads'
 /// [`crate::Head::trainable`] returns.
-pub fn is_trainable<H: TrainableHead>(head: &mut H) -> Option<&mut dyn TrainableHead> {
+pub fn as_trainable<H: TrainableHead>(head: &mut H) -> Option<&mut dyn TrainableHead> {
     if head.params().is_empty() {
         None
     } else {

@@ -73,6 +73,14 @@ pub enum TrainError {
         /// The head type.
         kind: String,
     },
+    /// A step was given another number of target sets than the trainer has heads.
+    #[error("{targets} target sets for {heads} heads (one per head, in order)")]
+    TargetCount {
+        /// The trainer's heads.
+        heads: usize,
+        /// The target sets given.
+        targets: usize,
+    },
     /// The targets do not fit the head's outputs.
     #[error("head {head}: targets: {problem}")]
     Targets {

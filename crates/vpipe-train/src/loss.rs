@@ -105,11 +105,27 @@ pub fn head_loss(
             Targets::Boxes(images),
         ) => {
             let [b, a, _] = conf_logits.dims();
-            if images.len() != b || anchors.len() != a {
+            if images.len() != b {
                 return Err(bad(format!(
-                    "{} images of boxes for a batch of {b} with {a} anchors ({} given)",
-                    images.len(),
+                    "boxes of {} images for a batch of {b}",
+                    images.len()
+                )));
+            }
+            if anchors.len() != a {
+                return Err(bad(format!(
+                    "{} anchors for {a} predictions per image",
                     anchors.len()
+                )));
+            }
+            if let Some((i, im)) = images
+                .iter()
+                .enumerate()
+                .find(|(_, im)| im.boxes.len() != im.labels.len())
+            {
+                return Err(bad(format!(
+                    "image {i}: {} boxes but {} labels",
+                    im.boxes.len(),
+                    im.labels.len()
                 )));
             }
             let matched: Vec<MatchedTargets> = images
@@ -352,4 +368,72 @@ pub fn segmentation_loss(
         .sum()
         .neg()
         / count as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Tensor, TensorData};
+
+    use super::*;
+
+    #[test]
+    fn mining_keeps_positives_and_the_hardest_negatives() {
+        // Two positives: six negatives wanted, but only five other anchors exist.
+        let loss = [0.1, 0.9, 0.5, 0.3, 0.7, 0.2, 0.8];
+        let labels = [0, 2, 0, 1, 0, 0, 0];
+        assert_eq!(
+            hard_negative_mining(&loss, &labels, 3),
+            vec![true; 7],
+            "every anchor"
+        );
+        // One positive (anchor 1, whose own loss does not count): the 3 highest
+        // background losses among the others, anchors 6, 4 and 2.
+        let labels = [0, 2, 0, 0, 0, 0, 0];
+        assert_eq!(
+            hard_negative_mining(&loss, &labels, 3),
+            vec![false, true, true, false, true, false, true]
+        );
+        // No positive: nothing.
+        assert_eq!(hard_negative_mining(&loss, &[0; 7], 3), vec![false; 7]);
+    }
+
+    #[test]
+    fn segmentation_loss_resizes_logits_to_the_mask_by_nearest_neighbour() {
+        let device = vpipe_core::device::default_device();
+        // Logits [1, 2 classes, 2, 2]; mask 4x4: each logit pixel covers a 2x2 block
+        // (PyTorch's nearest: source index floor(i * 2 / 4)).
+        let logits = [0.0f32, 1.0, 2.0, -1.0, 0.5, 0.0, 0.0, 1.0];
+        let t = Tensor::<4>::from_data(TensorData::new(logits.to_vec(), [1, 2, 2, 2]), &device);
+        let classes: Vec<u8> = (0..16)
+            .map(|i| match (i / 4, i % 4) {
+                (0, 0) => 255,
+                (r, c) => ((r + c) % 2) as u8,
+            })
+            .collect();
+        let mask = Mask {
+            height: 4,
+            width: 4,
+            classes: classes.clone(),
+        };
+        let got = segmentation_loss(t, &[mask], 255).expect("loss");
+        let got: f64 = got
+            .into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .expect("f64")[0];
+        let mut sum = 0.0f64;
+        let mut n = 0;
+        for (i, &c) in classes.iter().enumerate() {
+            if c == 255 {
+                continue;
+            }
+            let src = (i / 4 / 2) * 2 + (i % 4) / 2;
+            let (z0, z1) = (f64::from(logits[src]), f64::from(logits[4 + src]));
+            let lse = z0.max(z1) + ((z0 - z0.max(z1)).exp() + (z1 - z0.max(z1)).exp()).ln();
+            sum += lse - if c == 0 { z0 } else { z1 };
+            n += 1;
+        }
+        let want = sum / f64::from(n);
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
 }

@@ -156,13 +156,9 @@ impl Trainer {
         targets: &[Targets],
     ) -> Result<StepReport> {
         if targets.len() != self.heads.len() {
-            return Err(TrainError::Targets {
-                head: targets.len().min(self.heads.len()),
-                problem: format!(
-                    "{} target sets for {} heads",
-                    targets.len(),
-                    self.heads.len()
-                ),
+            return Err(TrainError::TargetCount {
+                heads: self.heads.len(),
+                targets: targets.len(),
             });
         }
         let mut losses = Vec::with_capacity(self.heads.len());

@@ -67,6 +67,11 @@ fn head_from(
     if trainable {
         params.set_trainable();
     }
+    classification_head(params)
+}
+
+/// The classification head of MobileViT-XXS built from `params`.
+fn classification_head(mut params: Params) -> Box<dyn Head> {
     let config =
         MobileVitConfig::for_task(MobileVitSize::Xxs, CheckpointTask::Classification, None);
     let options = Map::new();
@@ -110,6 +115,82 @@ fn resuming_from_a_saved_state_continues_bit_for_bit() {
         resumed.save_heads().expect("heads"),
         straight.save_heads().expect("heads")
     );
+}
+
+#[test]
+fn a_new_head_is_initialised_as_ml_cvnets_does() {
+    let device = vpipe_core::device::default_device();
+    let mut params = Params::initialised(11, &device);
+    params.set_trainable();
+    let mut head = classification_head(params);
+    let trainable = head.trainable().expect("trainable");
+    let stats = |name: &str| {
+        let p = trainable
+            .params()
+            .into_iter()
+            .find(|p| p.name() == name)
+            .expect(name)
+            .to_host()
+            .expect("host");
+        let n = p.data.len() as f64;
+        let mean = p.data.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = p
+            .data
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        (mean, var.sqrt(), p.data)
+    };
+    // Kaiming normal over fan_out = 320 output channels x 1 x 1.
+    let (mean, std, _) = stats("conv_1x1_exp.block.conv.weight");
+    let want = (2.0f64 / 320.0).sqrt();
+    assert!(
+        mean.abs() < 0.01 * want && (std / want - 1.0).abs() < 0.02,
+        "{mean} {std}"
+    );
+    let (mean, std, _) = stats("classifier.fc.weight");
+    assert!(
+        mean.abs() < 1e-4 && (std / 0.01 - 1.0).abs() < 0.02,
+        "{mean} {std}"
+    );
+    for (name, value) in [
+        ("conv_1x1_exp.block.norm.weight", 1.0),
+        ("conv_1x1_exp.block.norm.bias", 0.0),
+        ("conv_1x1_exp.block.norm.running_mean", 0.0),
+        ("conv_1x1_exp.block.norm.running_var", 1.0),
+        ("classifier.fc.bias", 0.0),
+    ] {
+        assert!(stats(name).2.iter().all(|&v| v == value), "{name}");
+    }
+    // With logits near 0, the label-smoothed loss is about ln(classes).
+    let mut trainer = Trainer::new(vec![head], settings()).expect("trainer");
+    let feats = training_features(&features(&device));
+    let report = trainer.step(&feats, [128, 128], &targets()).expect("step");
+    assert!((report.loss - 1000f64.ln()).abs() < 0.05, "{}", report.loss);
+}
+
+#[test]
+fn heads_train_side_by_side() {
+    let device = vpipe_core::device::default_device();
+    let feats = training_features(&features(&device));
+    let mut one = Trainer::new(vec![trainable_head(&device)], settings()).expect("trainer");
+    let single = one.step(&feats, [128, 128], &targets()).expect("step");
+    let mut two = Trainer::new(
+        vec![trainable_head(&device), trainable_head(&device)],
+        settings(),
+    )
+    .expect("trainer");
+    let both = two
+        .step(&feats, [128, 128], &[targets(), targets()].concat())
+        .expect("step");
+    assert_eq!(both.head_losses, vec![single.loss, single.loss]);
+    assert_eq!(both.loss, 2.0 * single.loss);
+    // Each head is updated from its own loss, with its own optimiser state.
+    let heads = two.save_heads().expect("heads");
+    let alone = one.save_heads().expect("heads").remove(0);
+    assert_eq!(heads, vec![alone.clone(), alone]);
+    assert!(two.optimizer().moments("1/classifier.fc.weight").is_some());
 }
 
 #[test]
@@ -202,6 +283,10 @@ fn bad_input_is_an_error() {
             "box targets for a classification output",
         ),
         (Vec::new(), "0 target sets for 1 heads"),
+        (
+            vec![Targets::Classes(vec![3, 4]), Targets::Classes(vec![3, 4])],
+            "2 target sets for 1 heads",
+        ),
     ] {
         let err = trainer
             .step(&feats, [128, 128], &targets)
