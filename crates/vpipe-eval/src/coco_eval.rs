@@ -37,9 +37,9 @@ pub struct Detection {
 
 /// Reads a COCO results file: a JSON list of detections.
 pub fn read_detections(path: &Path) -> Result<Vec<Detection>> {
-    let bytes = std::fs::read(path).map_err(|source| EvalError::Read {
+    let bytes = std::fs::read(path).map_err(|cause| EvalError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let invalid = |message: String| EvalError::Invalid {
         path: path.to_path_buf(),

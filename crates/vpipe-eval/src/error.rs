@@ -9,12 +9,12 @@ pub enum EvalError {
     #[error(transparent)]
     Data(#[from] vpipe_data::DataError),
     /// A file could not be read.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A results file is not what its format requires (the message says where).
     #[error("{}: {message}", path.display())]
