@@ -366,7 +366,12 @@ fn segmentation(args: SegmentationArgs, registry: &HeadRegistry) -> Result<()> {
     });
     if let Some(out) = &args.common.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-        let names: Vec<String> = (0..args.classes).map(|c| c.to_string()).collect();
+        // COCO regions become VOC classes, whose names are known; mask folders give indices.
+        let names: Vec<String> = if args.annotations.is_some() && args.classes == 21 {
+            vpipe_core::labels::LabelSet::Voc21.names()
+        } else {
+            (0..args.classes).map(|c| c.to_string()).collect()
+        };
         plots::confusion_matrix(&matrix, &names, &out.join("confusion_matrix.png"))?;
     }
     publish(&metrics, &args.common, || {

@@ -289,6 +289,25 @@ fn classification_from_an_image_folder_and_a_predictions_csv() {
     assert_clean_failure(&out, &["preds.csv", "line 2"]);
 }
 
+/// A folder `images` in `dir` of the test photo, resized to `size`, under each of `names`.
+fn photos(dir: &Path, names: &[&str], size: (u32, u32)) -> PathBuf {
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).expect("mkdir");
+    let photo = image::open(root().join("tests/fixtures/image.png"))
+        .expect("image")
+        .to_rgb8();
+    let small = image::imageops::resize(
+        &photo,
+        size.0,
+        size.1,
+        image::imageops::FilterType::Triangle,
+    );
+    for name in names {
+        small.save(images.join(name)).expect("save");
+    }
+    images
+}
+
 /// A pipeline file of one head on the repository's random reference weights.
 fn pipeline(dir: &Path, weights: &str, head: &str) -> PathBuf {
     let path = dir.join("p.yaml");
@@ -307,14 +326,11 @@ fn pipeline(dir: &Path, weights: &str, head: &str) -> PathBuf {
 #[test]
 fn detection_runs_a_pipeline_over_a_coco_dataset() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let images = dir.path().join("images");
-    std::fs::create_dir_all(&images).expect("mkdir");
-    let photo = image::open(root().join("tests/fixtures/image.png"))
-        .expect("image")
-        .to_rgb8();
-    let small = image::imageops::resize(&photo, 160, 160, image::imageops::FilterType::Triangle);
-    small.save(images.join("000000000007.png")).expect("save");
-    small.save(images.join("000000000008.png")).expect("save");
+    let images = photos(
+        dir.path(),
+        &["000000000007.png", "000000000008.png"],
+        (160, 160),
+    );
     let gt = dir.path().join("gt.json");
     std::fs::write(
         &gt,
@@ -377,15 +393,9 @@ fn detection_runs_a_pipeline_over_a_coco_dataset() {
 #[test]
 fn segmentation_runs_a_pipeline_over_images_and_masks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (images, masks) = (dir.path().join("images"), dir.path().join("masks"));
-    std::fs::create_dir_all(&images).expect("mkdir");
+    let images = photos(dir.path(), &["a.jpg", "b.jpg"], (96, 64));
+    let masks = dir.path().join("masks");
     std::fs::create_dir_all(&masks).expect("mkdir");
-    let photo = image::open(root().join("tests/fixtures/image.png"))
-        .expect("image")
-        .to_rgb8();
-    let small = image::imageops::resize(&photo, 96, 64, image::imageops::FilterType::Triangle);
-    small.save(images.join("a.jpg")).expect("save");
-    small.save(images.join("b.jpg")).expect("save");
     let mut mask = image::GrayImage::new(96, 64);
     for (x, _, px) in mask.enumerate_pixels_mut() {
         px.0[0] = if x < 48 { 0 } else { 15 };

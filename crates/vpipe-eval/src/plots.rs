@@ -62,6 +62,39 @@ where
     vpipe_io::output::write_atomic(path, &png).map_err(|e| fail(e.to_string()))
 }
 
+/// A chart of `x` by `y` with a caption, its mesh and axis names (`axes`) drawn.
+fn xy_chart<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    axes: (&str, &str),
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> std::result::Result<XyChart<'a, 'b>, String> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, (FAMILY, 24))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x, y)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(axes.0)
+        .y_desc(axes.1)
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 16))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(chart)
+}
+
+/// The charts [`xy_chart`] makes.
+type XyChart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
 /// A colour for curve `i` (vpipe's class palette).
 fn curve_color(i: usize) -> RGBColor {
     let c = vpipe_annotate::class_color(i);
@@ -81,21 +114,13 @@ pub fn pr_curves(result: &CocoEvalResult, path: &Path) -> Result<()> {
         .collect();
     let map50 = result.stats[1];
     render(path, (900, 700), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption("Precision-recall (IoU 0.50)", (FAMILY, 24))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(54)
-            .build_cartesian_2d(0f64..1f64, 0f64..1.02f64)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("Recall")
-            .y_desc("Precision")
-            .label_style((FAMILY, 14))
-            .axis_desc_style((FAMILY, 16))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = xy_chart(
+            root,
+            "Precision-recall (IoU 0.50)",
+            ("Recall", "Precision"),
+            0.0..1.0,
+            0.0..1.02,
+        )?;
         let legend = defined.len() <= LEGEND_CLASSES;
         for (i, class) in defined.iter().enumerate() {
             let color = curve_color(i);
@@ -159,7 +184,23 @@ fn mean_non_negative(values: &[f64]) -> f64 {
 /// the classes named (`names`) up to 40 of them, the values written up to 20.
 pub fn confusion_matrix(matrix: &ConfusionMatrix, names: &[String], path: &Path) -> Result<()> {
     let n = matrix.classes() as i32;
-    let rows = matrix.rows();
+    // Each row as shares of its total.
+    let shares: Vec<Vec<f64>> = matrix
+        .rows()
+        .into_iter()
+        .map(|row| {
+            let total: u64 = row.iter().sum();
+            row.iter()
+                .map(|&c| {
+                    if total == 0 {
+                        0.0
+                    } else {
+                        c as f64 / total as f64
+                    }
+                })
+                .collect()
+        })
+        .collect();
     let named = (n as usize) <= NAMED_CLASSES;
     let label = |v: &SegmentValue<i32>, flip: bool| match v {
         SegmentValue::CenterOf(i) if named => {
@@ -199,14 +240,8 @@ pub fn confusion_matrix(matrix: &ConfusionMatrix, names: &[String], path: &Path)
             .axis_desc_style((FAMILY, 16))
             .draw()
             .map_err(|e| e.to_string())?;
-        let cells = rows.iter().enumerate().flat_map(|(t, row)| {
-            let total: u64 = row.iter().sum();
-            row.iter().enumerate().map(move |(p, &count)| {
-                let v = if total == 0 {
-                    0.0
-                } else {
-                    count as f64 / total as f64
-                };
+        let cells = shares.iter().enumerate().flat_map(|(t, row)| {
+            row.iter().enumerate().map(move |(p, &v)| {
                 let shade = |full: u8| (255.0 - (255.0 - f64::from(full)) * v).round() as u8;
                 let color = RGBColor(shade(8), shade(48), shade(107));
                 let (x, y) = (p as i32, n - 1 - t as i32);
@@ -221,14 +256,8 @@ pub fn confusion_matrix(matrix: &ConfusionMatrix, names: &[String], path: &Path)
         });
         chart.draw_series(cells).map_err(|e| e.to_string())?;
         if n as usize <= VALUED_CLASSES {
-            let values = rows.iter().enumerate().flat_map(|(t, row)| {
-                let total: u64 = row.iter().sum();
-                row.iter().enumerate().map(move |(p, &count)| {
-                    let v = if total == 0 {
-                        0.0
-                    } else {
-                        count as f64 / total as f64
-                    };
+            let values = shares.iter().enumerate().flat_map(|(t, row)| {
+                row.iter().enumerate().map(move |(p, &v)| {
                     let color: &'static RGBColor = if v > 0.5 { &WHITE } else { &BLACK };
                     let style = TextStyle::from((FAMILY, 13).into_font())
                         .color(color)
@@ -271,21 +300,13 @@ pub fn loss_curve(points: &[(f64, f64)], path: &Path) -> Result<()> {
     let pad = ((y1 - y0) * 0.05).max(1e-6);
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
     render(path, (900, 600), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption("Training loss", (FAMILY, 24))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
-            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("Step")
-            .y_desc("Loss")
-            .label_style((FAMILY, 14))
-            .axis_desc_style((FAMILY, 16))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = xy_chart(
+            root,
+            "Training loss",
+            ("Step", "Loss"),
+            x0..x1,
+            (y0 - pad)..(y1 + pad),
+        )?;
         chart
             .draw_series(LineSeries::new(
                 finite.iter().copied(),
