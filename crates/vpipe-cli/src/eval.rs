@@ -525,17 +525,25 @@ fn classification(args: ClassificationArgs, registry: &HeadRegistry) -> Result<(
         "top1": eval.top1(),
         "top5": eval.top5(),
         "images": eval.count(),
+        "predictions_outside_classes": eval.outside(),
     });
     if let Some(out) = &args.common.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         plots::confusion_matrix(eval.confusion(), &names, &out.join("confusion_matrix.png"))?;
     }
     publish(&metrics, &args.common, || {
-        format!(
+        let mut s = format!(
             "top-1  {:.4}\ntop-5  {:.4}\nimages {}\n",
             eval.top1(),
             eval.top5(),
             eval.count()
-        )
+        );
+        if eval.outside() > 0 {
+            s += &format!(
+                "{} best prediction(s) of a class beyond the dataset's {classes}\n",
+                eval.outside()
+            );
+        }
+        s
     })
 }

@@ -448,3 +448,96 @@ fn segmentation_runs_a_pipeline_over_images_and_masks() {
     ]));
     assert_eq!(again["mIoU"], got["mIoU"]);
 }
+
+#[test]
+fn segmentation_runs_a_pipeline_over_coco_regions_as_voc_masks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = photos(dir.path(), &["x.png"], (64, 48));
+    let gt = dir.path().join("gt.json");
+    // A person (VOC 15) polygon over a dog (VOC 12) box-shaped RLE: the first one listed
+    // keeps the overlap; a giraffe (not a VOC class) is left out.
+    std::fs::write(
+        &gt,
+        r#"{"images": [{"id": 1, "file_name": "x.png", "width": 64, "height": 48}],
+            "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 25, "name": "giraffe"}],
+            "annotations": [
+              {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "segmentation": [[0, 0, 20, 0, 20, 20, 0, 20]]},
+              {"id": 2, "image_id": 1, "category_id": 18, "bbox": [10, 0, 10, 48], "iscrowd": 1,
+               "segmentation": {"counts": [480, 480, 2112], "size": [48, 64]}},
+              {"id": 3, "image_id": 1, "category_id": 25, "bbox": [40, 0, 10, 10], "segmentation": [[40, 0, 50, 0, 50, 10, 40, 10]]}]}"#,
+    )
+    .expect("write");
+    let pipe = pipeline(
+        dir.path(),
+        "cvnets_deeplabv3_mobilevit_xxs.pt",
+        "type: deeplabv3",
+    );
+    let out_dir = dir.path().join("out");
+    let got = ok_json(&vpipe(&[
+        "eval",
+        "segmentation",
+        "--pipeline",
+        p(&pipe),
+        "--images",
+        p(&images),
+        "--annotations",
+        p(&gt),
+        "--classes",
+        "21",
+        "--out",
+        p(&out_dir),
+        "--json",
+    ]));
+    assert_eq!(got["pixels"].as_u64(), Some(64 * 48));
+    // The classes present in the ground truth (background, dog, person) have an IoU.
+    for class in [0, 12, 15] {
+        assert!(
+            got["per_class_IoU"][class].is_number(),
+            "class {class}: {got}"
+        );
+    }
+    assert!(out_dir.join("predictions/masks/x.png").is_file());
+    assert!(out_dir.join("confusion_matrix.png").is_file());
+}
+
+#[test]
+fn classification_runs_a_pipeline_over_an_image_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    for class in ["a", "b"] {
+        photos(&data.join(class), &["1.png", "2.png"], (40, 30));
+    }
+    let pipe = pipeline(
+        dir.path(),
+        "cvnets_mobilevit_xxs.pt",
+        "type: classification\n    options:\n      top_k: 5",
+    );
+    let out_dir = dir.path().join("out");
+    let got = ok_json(&vpipe(&[
+        "eval",
+        "classification",
+        "--dataset",
+        p(&data),
+        "--pipeline",
+        p(&pipe),
+        "--out",
+        p(&out_dir),
+        "--json",
+    ]));
+    assert_eq!(got["images"].as_u64(), Some(4));
+    let csv = out_dir.join("predictions/predictions.csv");
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    assert_eq!(text.lines().next(), Some("path,pred,top5"));
+    assert_eq!(text.lines().count(), 5);
+    // The written predictions evaluate to the same numbers.
+    let again = ok_json(&vpipe(&[
+        "eval",
+        "classification",
+        "--dataset",
+        p(&data),
+        "--predictions",
+        p(&csv),
+        "--json",
+    ]));
+    assert_eq!(again, got);
+}

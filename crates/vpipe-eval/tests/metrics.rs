@@ -158,6 +158,14 @@ fn classification_top_k() {
     assert_eq!(eval.top5(), 0.75);
     assert_eq!(eval.confusion().get(1, 2), 1);
     assert_eq!(eval.confusion().get(2, 3), 1);
+    eval.add(3, &[9, 3])
+        .expect("a class beyond the dataset's is a wrong prediction");
+    assert_eq!(
+        (eval.count(), eval.outside(), eval.confusion().total()),
+        (5, 1, 4)
+    );
+    assert_eq!(eval.top1(), 0.4);
+    assert_eq!(eval.top5(), 0.8);
     assert!(eval.add(7, &[0]).is_err());
     assert!(eval.add(0, &[]).is_err());
 }
