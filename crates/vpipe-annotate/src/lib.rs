@@ -20,8 +20,9 @@ use vpipe_core::labels::voc_color;
 use vpipe_core::pixel::ChannelOrder;
 use vpipe_core::result::{ClassArea, ClassScore, Detection, HeadOutput};
 
-/// The embedded font.
-const FONT_BYTES: &[u8] = include_bytes!("../fonts/DejaVuSans-Bold.ttf");
+/// The embedded font (DejaVu Sans Bold, TrueType): the annotations' text, and the plots' of
+/// vpipe-eval, so that no system font is needed.
+pub const FONT_BYTES: &[u8] = include_bytes!("../fonts/DejaVuSans-Bold.ttf");
 
 /// A high-contrast palette for boxes, indexed by class id modulo its length.
 const PALETTE: [[u8; 3]; 20] = [

@@ -9,6 +9,8 @@
 pub mod alloc;
 mod bench;
 mod classify;
+mod eval;
+mod eval_run;
 mod infer;
 mod pipeline;
 mod preprocess;
@@ -55,6 +57,10 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Write the network input a preprocessing preset makes of each image (.npy).
     Preprocess(preprocess::PreprocessArgs),
+    /// Evaluate predictions against a dataset (detection: COCO AP as pycocotools;
+    /// segmentation: mIoU; classification: top-1/top-5), or run a pipeline over the
+    /// dataset and evaluate it; with --out, also metrics.json and plots.
+    Eval(eval::EvalArgs),
     /// Measure inference latency and throughput.
     Bench(bench::BenchArgs),
     /// The weights registry and cache: list, fetch, import, verify.
@@ -171,6 +177,7 @@ pub fn main_with(registry: HeadRegistry) -> ExitCode {
         Command::Infer(a) => infer::run(a),
         Command::Classify(a) => classify::run(a),
         Command::Preprocess(a) => preprocess::run(a),
+        Command::Eval(a) => eval::run(a, &registry),
         Command::Bench(a) => bench::run(a),
         Command::Weights(a) => weights::run(a),
         Command::Train(a) => train::run(a, &registry),

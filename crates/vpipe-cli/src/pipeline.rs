@@ -53,7 +53,7 @@ pub struct CheckArgs {
 
 /// Reads and compiles a pipeline; `device` (the `--device` flag) replaces the
 /// file's `device:` key, and `threads` its `threads:` key.
-fn compile(
+pub(crate) fn compile(
     path: &Path,
     threads: Option<usize>,
     device: Option<DeviceSpec>,

@@ -162,9 +162,9 @@ impl CocoDataset {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(DataError::invalid(path, "the file is empty"));
         }
-        let raw: RawFile = serde_json::from_slice(bytes).map_err(|source| DataError::Json {
+        let raw: RawFile = serde_json::from_slice(bytes).map_err(|cause| DataError::Json {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         if raw.images.is_empty() {
             return Err(DataError::invalid(

@@ -7,20 +7,21 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file or folder could not be read.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {cause}", path.display())]
     Read {
         /// The file or folder.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    /// A JSON file is not valid JSON (the message gives line and column).
-    #[error("{}: not valid JSON: {source}", path.display())]
+    /// A JSON file is not valid JSON, or not of the format's structure (the message gives
+    /// line and column).
+    #[error("{}: {}: {cause}", path.display(), if cause.is_data() { "not of the expected structure" } else { "not valid JSON" })]
     Json {
         /// The file.
         path: PathBuf,
         /// The parse error.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// A file's content is not what its format requires.
     #[error("{}: {message}", path.display())]
@@ -53,10 +54,10 @@ impl DataError {
     }
 
     /// A [`DataError::Read`] for `path`.
-    pub(crate) fn read(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn read(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Self::Read {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

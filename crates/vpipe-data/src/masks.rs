@@ -251,33 +251,9 @@ fn paint_annotation(ann: &Annotation, image: &CocoImage, mask: &mut [u8]) {
     }
 }
 
-/// The 21 PASCAL VOC classes, index 0 the background (ml-cvnets' names).
-pub const VOC_CLASSES: [&str; 21] = [
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "potted_plant",
-    "sheep",
-    "sofa",
-    "train",
-    "tv_monitor",
-];
-
-/// The COCO category id of each VOC class (ml-cvnets' `coco_to_pascal_mapping`); index 0,
-/// the background, has id 0, which no COCO category uses. The COCO names, in VOC order:
+/// The COCO category id of each VOC class (ml-cvnets' `coco_to_pascal_mapping`; the VOC
+/// class names are `vpipe_core::labels::LabelSet::Voc21`'s); index 0, the background, has
+/// id 0, which no COCO category uses. The COCO names, in VOC order:
 /// airplane, bicycle, bird, boat, bottle, bus, car, cat, chair, cow, dining table, dog,
 /// horse, motorcycle, person, potted plant, sheep, couch, train, tv.
 pub const VOC_COCO_IDS: [i64; 21] = [

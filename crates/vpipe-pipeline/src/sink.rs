@@ -381,8 +381,9 @@ const COCO_CATEGORY_IDS: [u32; 80] = [
     85, 86, 87, 88, 89, 90,
 ];
 
-/// COCO's category id for a contiguous class id (1 to 80); other ids are kept.
-fn coco_category(class_id: usize) -> u32 {
+/// COCO's category id for a contiguous class id (1 to 80, ml-cvnets' numbering with the
+/// background at 0); other ids are kept.
+pub fn coco_category(class_id: usize) -> u32 {
     class_id
         .checked_sub(1)
         .and_then(|i| COCO_CATEGORY_IDS.get(i))
