@@ -645,7 +645,7 @@ fn check_labels(plans: &[HeadPlan], data: &TrainData, trainer: &Trainer) -> Resu
                     )
                 }),
             (OutputKind::Segmentation, LabelKind::Instances) => (classes
-                != vpipe_data::masks::VOC_CLASSES.len())
+                != vpipe_core::labels::LabelSet::Voc21.len())
             .then(|| format!("COCO data gives VOC-21 masks, the head has {classes} classes")),
             (OutputKind::Classification, LabelKind::Classes) => (data.classes.len() > classes)
                 .then(|| {
