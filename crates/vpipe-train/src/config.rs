@@ -7,7 +7,8 @@
 //!   preprocess: cvnets-ssd     # optional (default: the first head's task's)
 //! data:                        # one of:
 //!   coco: coco128/instances.json   # boxes (SSD) and VOC-21 masks (DeepLabv3)
-//!   images: coco128/images         # with `coco`; alone: unlabelled images
+//!   images: coco128/images         # with `coco` or `masks`; alone: unlabelled images
+//!   # masks: DIR               # class-index PNG masks, paired with images by stem
 //!   # image_folder: DIR          # classes from sub-folders
 //!   # csv: labels.csv            # path,label
 //!   # video: clip.mp4           # unlabelled frames, every `every`-th
@@ -32,6 +33,9 @@ use serde_json::{Map, Value};
 
 use crate::augment::Augment;
 use crate::error::{Result, TrainError};
+
+/// The `init` of a head that starts from scratch.
+pub const RANDOM_INIT: &str = "random";
 
 /// A parsed training file.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,9 +75,12 @@ pub struct DataConfig {
     /// mapping) for segmentation heads. Needs `images`.
     #[serde(default)]
     pub coco: Option<PathBuf>,
-    /// The images folder of `coco`, or alone a folder of unlabelled images.
+    /// The images folder of `coco` or `masks`, or alone a folder of unlabelled images.
     #[serde(default)]
     pub images: Option<PathBuf>,
+    /// A folder of class-index PNG masks, paired with `images` by file stem.
+    #[serde(default)]
+    pub masks: Option<PathBuf>,
     /// An ImageFolder tree (a sub-folder per class, classes in sorted order).
     #[serde(default)]
     pub image_folder: Option<PathBuf>,
@@ -104,7 +111,8 @@ pub struct HeadConfig {
     /// Its type, as registered (`classification`, `ssd`, `deeplabv3`, or your own).
     #[serde(rename = "type")]
     pub kind: String,
-    /// A checkpoint whose head of this type it starts from (default: the teacher's).
+    /// A checkpoint whose head of this type it starts from (default: the teacher's),
+    /// or `random`: new layers initialised as ml-cvnets initialises them.
     #[serde(default)]
     pub init: Option<PathBuf>,
     /// A checkpoint to distil from (its own backbone and preprocessing): the head
@@ -208,6 +216,7 @@ impl TrainConfig {
         for p in [
             &mut d.coco,
             &mut d.images,
+            &mut d.masks,
             &mut d.image_folder,
             &mut d.csv,
             &mut d.video,
@@ -219,7 +228,9 @@ impl TrainConfig {
         }
         for h in &mut self.heads {
             for p in [&mut h.init, &mut h.teacher].into_iter().flatten() {
-                fix(p);
+                if p.as_os_str() != RANDOM_INIT {
+                    fix(p);
+                }
             }
         }
     }
@@ -230,19 +241,20 @@ impl TrainConfig {
         let d = &self.data;
         let sources = [
             d.coco.is_some(),
+            d.masks.is_some(),
             d.image_folder.is_some(),
             d.csv.is_some(),
             d.video.is_some(),
-            d.images.is_some() && d.coco.is_none(),
+            d.images.is_some() && d.coco.is_none() && d.masks.is_none(),
         ];
         if sources.iter().filter(|&&s| s).count() != 1 {
             return Err(
-                "data: give exactly one source: coco (with images), images, image_folder, csv or video"
+                "data: give exactly one source: coco or masks (with images), images, image_folder, csv or video"
                     .into(),
             );
         }
-        if d.coco.is_some() && d.images.is_none() {
-            return Err("data: coco needs images (the folder of its images)".into());
+        if (d.coco.is_some() || d.masks.is_some()) && d.images.is_none() {
+            return Err("data: coco and masks need images (the folder of their images)".into());
         }
         if d.every == 0 {
             return Err("data.every: must be at least 1".into());
@@ -262,7 +274,7 @@ impl TrainConfig {
             }
             if h.init.is_none() && h.teacher.is_none() {
                 return Err(format!(
-                    "heads[{i}]: give `init` (a checkpoint with a {} head to start from) or `teacher`",
+                    "heads[{i}]: give `init` (a checkpoint with a {} head to start from, or `random`) or `teacher`",
                     h.kind
                 ));
             }
@@ -330,7 +342,7 @@ train: {steps: 5, augment: {flip: 0.0}}
         let e = read(&OK.replace(", images: imgs", ""))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("coco needs images"), "{e}");
+        assert!(e.contains("coco and masks need images"), "{e}");
         let e = read(&OK.replace(", init: s.pt", ""))
             .unwrap_err()
             .to_string();

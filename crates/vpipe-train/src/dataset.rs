@@ -5,6 +5,8 @@
 //!   increasing id order, 0 being the background, as the 81-class COCO heads count
 //!   them) and VOC-21 class masks for segmentation heads
 //!   ([`vpipe_data::masks::voc_class_mask`]: ml-cvnets' COCO-to-VOC mapping).
+//! - Images with class-index PNG masks (paired by file stem): masks for
+//!   segmentation heads.
 //! - An ImageFolder tree or a `path,label` CSV: a class per image.
 //! - A folder of images or a video: no labels (every head needs a teacher).
 //!
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 use vpipe_data::DatasetReport;
 use vpipe_data::classification::ClassificationDataset;
 use vpipe_data::coco::CocoDataset;
-use vpipe_data::mask_folder::IMAGE_EXTENSIONS;
+use vpipe_data::mask_folder::{IMAGE_EXTENSIONS, SegmentationFolder, read_class_mask};
 use vpipe_data::masks::voc_class_mask;
 use vpipe_media::{Frame, VideoInput, VideoReader, load_image};
 
@@ -36,6 +38,8 @@ pub const UNREADABLE: &str = "images that could not be decoded skipped";
 pub enum LabelKind {
     /// Boxes and masks (COCO).
     Instances,
+    /// Masks only (image and mask folders).
+    Masks,
     /// One class per image.
     Classes,
     /// None.
@@ -50,6 +54,7 @@ enum Item {
         path: PathBuf,
         coco: Option<usize>,
         class: Option<usize>,
+        mask: Option<PathBuf>,
     },
     /// A decoded video frame.
     Frame(Box<Frame>),
@@ -91,6 +96,7 @@ impl TrainData {
                     path: images.join(&img.file_name),
                     coco: Some(i),
                     class: None,
+                    mask: None,
                 })
                 .collect();
             let report = coco.report.clone();
@@ -101,6 +107,27 @@ impl TrainData {
                 classes: Vec::new(),
                 labels: LabelKind::Instances,
                 report,
+            }
+        } else if let Some(masks) = &config.masks {
+            let images = config
+                .images
+                .as_deref()
+                .unwrap_or_else(|| unreachable!("checked with the training file"));
+            let set = SegmentationFolder::load(images, masks)?;
+            Self {
+                items: set
+                    .samples
+                    .iter()
+                    .map(|s| Item::File {
+                        path: s.image.clone(),
+                        coco: None,
+                        class: None,
+                        mask: Some(s.mask.clone()),
+                    })
+                    .collect(),
+                labels: LabelKind::Masks,
+                report: set.report,
+                ..Self::unlabelled(Vec::new())
             }
         } else if let Some(dir) = &config.image_folder {
             Self::classified(ClassificationDataset::image_folder(dir)?)
@@ -133,6 +160,7 @@ impl TrainData {
                     path: s.path.clone(),
                     coco: None,
                     class: Some(s.label),
+                    mask: None,
                 })
                 .collect(),
             coco: None,
@@ -151,6 +179,7 @@ impl TrainData {
                     path,
                     coco: None,
                     class: None,
+                    mask: None,
                 })
                 .collect(),
             coco: None,
@@ -212,11 +241,11 @@ impl TrainData {
         self.category_ids.len()
     }
 
-    /// Image `index` with its boxes (COCO), its class (classification data) and, when
-    /// `masks`, its VOC-21 mask (COCO). `None` (counted in the report) when the image
-    /// cannot be used.
+    /// Image `index` with its boxes (COCO), its class (classification data) and its
+    /// mask (mask folders; with `masks`, COCO's VOC-21 mask). `None` (counted in the
+    /// report) when the image cannot be used.
     pub fn sample(&mut self, index: usize, masks: bool) -> Option<(Sample, Option<usize>)> {
-        let (path, coco, class) = match &self.items[index] {
+        let (path, coco, class, mask_file) = match &self.items[index] {
             Item::Frame(frame) => {
                 return Some((
                     Sample {
@@ -228,7 +257,12 @@ impl TrainData {
                     None,
                 ));
             }
-            Item::File { path, coco, class } => (path, *coco, *class),
+            Item::File {
+                path,
+                coco,
+                class,
+                mask,
+            } => (path, *coco, *class, mask),
         };
         let image = match load_image(path) {
             Ok(f) => f,
@@ -244,6 +278,24 @@ impl TrainData {
             labels: Vec::new(),
             mask: None,
         };
+        if let Some(m) = mask_file {
+            match read_class_mask(m) {
+                Ok(mask)
+                    if (mask.width as usize, mask.height as usize)
+                        == (sample.image.width, sample.image.height) =>
+                {
+                    sample.mask = Some(mask.data);
+                }
+                Ok(_) => {
+                    self.report.add(SIZE_MISMATCH, m.display());
+                    return None;
+                }
+                Err(e) => {
+                    self.report.add(UNREADABLE, e);
+                    return None;
+                }
+            }
+        }
         if let (Some(i), Some(coco)) = (coco, &self.coco) {
             let img = &coco.images[i];
             if (img.width as usize, img.height as usize)

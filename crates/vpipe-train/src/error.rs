@@ -20,6 +20,9 @@ pub enum TrainError {
     /// A dataset could not be read.
     #[error(transparent)]
     Dataset(#[from] vpipe_data::DataError),
+    /// The loss curve could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] vpipe_eval::EvalError),
     /// A video could not be read.
     #[error(transparent)]
     Media(#[from] vpipe_media::MediaError),

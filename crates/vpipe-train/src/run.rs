@@ -15,6 +15,7 @@
 //! | `model.safetensors` | the backbone and every trained head ([`vpipe_weights::multihead`]) |
 //! | `pipeline.yaml` | a pipeline running it: one backbone pass per frame for all heads |
 //! | `losses.csv` | step, learning rate, loss, each head's loss |
+//! | `loss.png` | the loss curve |
 //! | `checkpoint/` | the last checkpoint (`model.safetensors`, `state.safetensors`, `losses.csv`) |
 //!
 //! A step whose loss is not finite, or larger than `max_loss_ratio` times the
@@ -49,7 +50,7 @@ use vpipe_preprocess::{Preprocess, PreprocessPreset, PresetRecipe};
 use vpipe_weights::{HeadEntry, StoredHead, WeightsMetadata};
 
 use crate::augment::{Augment, Sample};
-use crate::config::{HeadConfig, TrainConfig};
+use crate::config::{HeadConfig, RANDOM_INIT, TrainConfig};
 use crate::dataset::{LabelKind, TrainData};
 use crate::distill::{DistillSettings, TeacherOutputs};
 use crate::error::{Result, TrainError};
@@ -168,10 +169,10 @@ pub fn train(
             )));
         }
         let tensors = match &resumed {
-            Some(r) => r.head(&h.name)?,
+            Some(r) => Some(r.head(&h.name)?),
             None => head_tensors(h)?,
         };
-        let head = build_head(registry, h, tensors, &backbone.config, &device)?;
+        let head = build_head(registry, h, tensors, t.seed, &backbone.config, &device)?;
         let teacher = h
             .teacher
             .as_ref()
@@ -347,6 +348,8 @@ pub fn train(
             steps_done,
         )?;
         write_losses(&options.out_dir.join("losses.csv"), &plans, &losses)?;
+        let points: Vec<(f64, f64)> = losses.iter().map(|r| (r.step as f64, r.loss)).collect();
+        vpipe_eval::plots::loss_curve(&points, &options.out_dir.join("loss.png"))?;
         write_pipeline(&options.out_dir.join("pipeline.yaml"), &plans, preset)?;
         model
     };
@@ -436,32 +439,43 @@ fn load_backbone(config: &TrainConfig, device: &Device) -> Result<Backbone> {
 }
 
 /// The canonical tensors of the head a training file's head starts from: its
-/// `init` checkpoint's (or its teacher's) non-backbone tensors.
-fn head_tensors(h: &HeadConfig) -> Result<BTreeMap<String, HostTensor>> {
+/// `init` checkpoint's (or its teacher's) non-backbone tensors; `None` for
+/// `init: random`.
+fn head_tensors(h: &HeadConfig) -> Result<Option<BTreeMap<String, HostTensor>>> {
     let path = h
         .init
         .as_ref()
         .or(h.teacher.as_ref())
         .unwrap_or_else(|| unreachable!("checked with the training file"));
+    if path.as_os_str() == RANDOM_INIT {
+        return Ok(None);
+    }
     let file = TensorFile::read(path)?;
     let canonical = to_canonical(&file)?;
-    Ok(canonical
-        .tensors
-        .into_iter()
-        .filter(|(k, _)| !is_backbone_tensor(k))
-        .collect())
+    Ok(Some(
+        canonical
+            .tensors
+            .into_iter()
+            .filter(|(k, _)| !is_backbone_tensor(k))
+            .collect(),
+    ))
 }
 
-/// Builds a head in trainable form from its canonical tensors, checked to fit the
-/// backbone's strides.
+/// Builds a head in trainable form from its canonical tensors (or, without them,
+/// initialised as ml-cvnets initialises new layers, from `seed`), checked to fit
+/// the backbone's strides.
 fn build_head(
     registry: &HeadRegistry,
     h: &HeadConfig,
-    tensors: BTreeMap<String, HostTensor>,
+    tensors: Option<BTreeMap<String, HostTensor>>,
+    seed: u64,
     config: &MobileVitConfig,
     device: &Device,
 ) -> Result<Box<dyn Head>> {
-    let mut params = Params::from_named(format!("head '{}'", h.name), tensors, device);
+    let mut params = match tensors {
+        Some(t) => Params::from_named(format!("head '{}'", h.name), t, device),
+        None => Params::initialised(seed, device),
+    };
     params.set_trainable();
     let mut ctx = HeadContext::new(&mut params, config, &h.options);
     let head = registry.build(&h.kind, &mut ctx)?;
@@ -647,6 +661,8 @@ fn check_labels(plans: &[HeadPlan], data: &TrainData, trainer: &Trainer) -> Resu
             (OutputKind::Segmentation, LabelKind::Instances) => (classes
                 != vpipe_core::labels::LabelSet::Voc21.len())
             .then(|| format!("COCO data gives VOC-21 masks, the head has {classes} classes")),
+            // Mask values beyond the head's classes are reported by the loss.
+            (OutputKind::Segmentation, LabelKind::Masks) => None,
             (OutputKind::Classification, LabelKind::Classes) => (data.classes.len() > classes)
                 .then(|| {
                     format!(
@@ -658,7 +674,7 @@ fn check_labels(plans: &[HeadPlan], data: &TrainData, trainer: &Trainer) -> Resu
                 "a {kind:?} head learns from {}, which this data ({labels:?}) does not have; give it a `teacher` or other data",
                 match kind {
                     OutputKind::Detection => "boxes (COCO)",
-                    OutputKind::Segmentation => "masks (COCO)",
+                    OutputKind::Segmentation => "masks (COCO, masks)",
                     OutputKind::Classification => "classes (image_folder, csv)",
                 }
             )),

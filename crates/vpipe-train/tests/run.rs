@@ -87,6 +87,7 @@ fn a_short_run_lowers_the_loss_and_gives_one_backbone_for_its_heads() {
     let losses = std::fs::read_to_string(out.join("losses.csv")).unwrap();
     assert_eq!(losses.lines().count(), 41);
     assert!(losses.starts_with("step,lr,loss,objects,scene\n"));
+    assert!(image::open(out.join("loss.png")).is_ok());
     // The model runs as one backbone feeding both heads.
     let p = written_pipeline(&out);
     assert_eq!(p.head_names(), ["objects", "scene"]);
@@ -249,4 +250,175 @@ train: {steps: 1, batch_size: 1}
     .unwrap_err()
     .to_string();
     assert!(e.contains("head 'objects'") && e.contains("teacher"), "{e}");
+}
+
+/// A head of your own: a linear probe on the pooled layer-5 features. It opts in to
+/// training by implementing [`TrainableHead`] with vpipe's layers, whose trainable
+/// form gives its parameters.
+#[derive(Debug)]
+struct Probe {
+    fc: vpipe_backbone::layers::Linear,
+}
+
+impl Probe {
+    fn logits(&self, features: &vpipe_backbone::Features) -> burn::tensor::Tensor<2> {
+        let [b, c, _, _] = features.last().dims();
+        let pooled = burn::tensor::module::adaptive_avg_pool2d(features.last().clone(), [1, 1]);
+        self.fc.forward(pooled.reshape([b, c]))
+    }
+}
+
+impl vpipe_heads::Head for Probe {
+    fn kind(&self) -> &str {
+        "probe"
+    }
+
+    fn levels(&self) -> &[usize] {
+        &[5]
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        Some(1000)
+    }
+
+    fn forward(
+        &self,
+        features: &vpipe_backbone::Features,
+        _input_size: [usize; 2],
+    ) -> vpipe_heads::Result<Vec<vpipe_heads::RawTensor>> {
+        Ok(vec![vpipe_heads::model::to_raw(
+            "logits",
+            self.logits(features),
+        )?])
+    }
+
+    fn postprocess(
+        &self,
+        raw: &[vpipe_heads::RawTensor],
+        index: usize,
+        _geometry: &vpipe_core::geometry::InputTransform,
+    ) -> vpipe_heads::Result<vpipe_core::result::HeadOutput> {
+        let row = vpipe_heads::row(vpipe_heads::output(raw, "logits")?, index)?;
+        let best = row
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
+        Ok(vpipe_core::result::HeadOutput::Classification {
+            top_k: vec![vpipe_core::result::ClassScore {
+                class_id: best,
+                label: best.to_string(),
+                score: 1.0,
+                logit: row[best],
+            }],
+        })
+    }
+
+    fn trainable(&mut self) -> Option<&mut dyn vpipe_heads::TrainableHead> {
+        Some(self)
+    }
+}
+
+impl vpipe_heads::TrainableHead for Probe {
+    fn params(&self) -> Vec<&vpipe_backbone::Param> {
+        self.fc.params()
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut vpipe_backbone::Param> {
+        self.fc.params_mut()
+    }
+
+    fn train_forward(
+        &self,
+        features: &vpipe_backbone::Features,
+        _input_size: [usize; 2],
+        _dropout: &mut vpipe_heads::Dropout,
+    ) -> vpipe_heads::Result<vpipe_heads::TrainOutput> {
+        Ok(vpipe_heads::TrainOutput::Classification {
+            logits: self.logits(features),
+        })
+    }
+}
+
+#[test]
+fn a_custom_head_that_opts_in_trains_from_scratch_and_runs() {
+    let mut registry = HeadRegistry::with_builtins();
+    registry
+        .register("probe", |ctx| {
+            let c = ctx.backbone.vit_stages[2].out_channels;
+            Ok(Box::new(Probe {
+                fc: vpipe_backbone::layers::Linear::load(ctx.params, "probe.fc", c, 1000)?,
+            }))
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // An ImageFolder of two classes (the fixture's images, split by name).
+    let data = dir.path().join("folder");
+    for (i, f) in std::fs::read_dir(root().join("tests/fixtures/train_coco/images"))
+        .unwrap()
+        .enumerate()
+    {
+        let f = f.unwrap().path();
+        let class = data.join(if i % 2 == 0 { "a" } else { "b" });
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::copy(&f, class.join(f.file_name().unwrap())).unwrap();
+    }
+    let c = config(
+        dir.path(),
+        &format!(
+            "backbone: {{weights: $R/weights/reference/cvnets_mobilevit_xxs.pt}}\ndata: {{image_folder: {}}}\nheads:\n  - {{name: mine, type: probe, init: random}}\ntrain: {{steps: 3, batch_size: 2, cache_features: true}}\n",
+            data.display()
+        ),
+    );
+    let out = dir.path().join("out");
+    let s = train(&c, &registry, &options(&out)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.steps_done, 3);
+    // It starts at the loss of a uniform guess over its 1000 classes (ml-cvnets'
+    // initialisation: tiny weights, zero bias), label smoothing included.
+    assert!(
+        (s.first_loss - 1000f64.ln()).abs() < 0.05,
+        "{}",
+        s.first_loss
+    );
+    let file = TensorFile::read(&out.join("model.safetensors")).unwrap();
+    assert!(file.tensors.contains_key("heads.mine.probe.fc.weight"));
+    let file = vpipe_pipeline::PipelineFile::read(&out.join("pipeline.yaml")).unwrap();
+    let p =
+        vpipe_pipeline::Pipeline::compile(file, &registry, &vpipe_core::device::default_device())
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.head_names(), ["mine"]);
+}
+
+#[test]
+fn segmentation_heads_learn_from_mask_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture's VOC masks, written as class-index PNGs beside copies of its images.
+    let coco = vpipe_data::coco::CocoDataset::load(
+        &root().join("tests/fixtures/train_coco/instances.json"),
+    )
+    .unwrap();
+    let masks = dir.path().join("masks");
+    std::fs::create_dir_all(&masks).unwrap();
+    for (i, img) in coco.images.iter().enumerate() {
+        let m = vpipe_data::masks::voc_class_mask(&coco, i);
+        let stem = Path::new(&img.file_name).with_extension("png");
+        image::GrayImage::from_raw(img.width, img.height, m)
+            .unwrap()
+            .save(masks.join(stem))
+            .unwrap();
+    }
+    let c = config(
+        dir.path(),
+        &format!(
+            "backbone: {{weights: $R/weights/reference/cvnets_deeplabv3_mobilevit_xxs.pt}}\ndata: {{images: $R/tests/fixtures/train_coco/images, masks: {}}}\nheads:\n  - {{name: scene, type: deeplabv3, init: $R/weights/reference/cvnets_deeplabv3_mobilevit_xxs.pt}}\ntrain: {{steps: 2, batch_size: 2}}\n",
+            masks.display()
+        ),
+    );
+    let s = train(
+        &c,
+        &HeadRegistry::with_builtins(),
+        &options(&dir.path().join("out")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.first_loss.is_finite() && s.first_loss > 0.0);
 }
