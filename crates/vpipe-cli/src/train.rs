@@ -25,6 +25,12 @@ pub struct TrainArgs {
     /// Learn every head from its `teacher` (unlabelled images or video suffice).
     #[arg(long)]
     pub distill: bool,
+    /// Steps, instead of the file's `train.steps`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: Option<u64>,
+    /// Images per step, instead of the file's `train.batch_size`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
     /// CPU threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -38,7 +44,13 @@ pub fn run(args: TrainArgs, registry: &HeadRegistry) -> Result<()> {
     if let Some(t) = args.threads {
         device::set_cpu_threads(t);
     }
-    let config = TrainConfig::read(&args.config)?;
+    let mut config = TrainConfig::read(&args.config)?;
+    if let Some(n) = args.steps {
+        config.train.steps = n;
+    }
+    if let Some(n) = args.batch_size {
+        config.train.batch_size = n as usize;
+    }
     let stop = crate::stop_on_ctrl_c("finishing this step and writing a checkpoint")?;
     let options = RunOptions {
         out_dir: args.out.clone(),

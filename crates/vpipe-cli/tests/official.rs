@@ -315,3 +315,63 @@ fn weights_fetch_import_and_verify_through_the_command_line() {
         .expect("comparable");
     assert_eq!(d, 0.0);
 }
+
+/// The shipped training files, with their checkpoints fetched by registry name from
+/// the mirror: distillation of the three public checkpoints onto one backbone (on the
+/// bundled video), and supervised training on the bundled COCO subset; each result
+/// runs as one backbone pass per frame for all of its heads.
+#[test]
+fn the_shipped_training_files_fetch_their_checkpoints_and_train() {
+    let (tmp, cache, mirror) = mirrored_cache();
+    let envs = [
+        ("VPIPE_CACHE", cache.as_path()),
+        ("VPIPE_WEIGHTS_MIRROR", mirror.as_path()),
+    ];
+    for (file, distill, heads) in [("distill", true, 3usize), ("coco", false, 2)] {
+        let out = tmp.path().join(file);
+        let out_s = out.display().to_string();
+        let training_file = format!("pipelines/train/{file}.yaml");
+        let mut args = vec![
+            "train",
+            &training_file,
+            "--out",
+            &out_s,
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ];
+        if distill {
+            args.push("--distill");
+        }
+        let r = vpipe(&args, &envs);
+        assert_ok(&r);
+        let run_out = tmp.path().join(format!("{file}-run"));
+        let r = vpipe(
+            &[
+                "run",
+                &format!("{out_s}/pipeline.yaml"),
+                "--input",
+                "assets/squirrel_cls.jpg",
+                "--out",
+                &run_out.display().to_string(),
+                "--json",
+                "--no-progress",
+            ],
+            &envs,
+        );
+        assert_ok(&r);
+        let summary: serde_json::Value =
+            serde_json::from_slice(r.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(summary["backbone_runs"], 1, "{summary}");
+        let results = std::fs::read_to_string(run_out.join("results.jsonl")).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(results.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            line["heads"].as_array().map(Vec::len),
+            Some(heads),
+            "{file}"
+        );
+    }
+}

@@ -23,7 +23,8 @@
 //!   batch_size: 8
 //! ```
 //!
-//! Paths are relative to the training file. Every key is checked: an unknown one is
+//! Paths are relative to the training file; a checkpoint may also be a weights
+//! registry name (`vpipe weights list`), fetched into the cache when the run starts. Every key is checked: an unknown one is
 //! an error with its line and column.
 
 use std::path::{Path, PathBuf};
@@ -56,7 +57,7 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackboneConfig {
-    /// A MobileViT checkpoint (any layout vpipe reads).
+    /// A MobileViT checkpoint (any layout vpipe reads), or a weights registry name.
     pub weights: PathBuf,
     /// Output stride (32, 16 or 8); default: the checkpoint's task's.
     #[serde(default)]
@@ -111,11 +112,13 @@ pub struct HeadConfig {
     /// Its type, as registered (`classification`, `ssd`, `deeplabv3`, or your own).
     #[serde(rename = "type")]
     pub kind: String,
-    /// A checkpoint whose head of this type it starts from (default: the teacher's),
-    /// or `random`: new layers initialised as ml-cvnets initialises them.
+    /// A checkpoint (or registry name) whose head of this type it starts from
+    /// (default: the teacher's), or `random`: new layers initialised as ml-cvnets
+    /// initialises them.
     #[serde(default)]
     pub init: Option<PathBuf>,
-    /// A checkpoint to distil from (its own backbone and preprocessing): the head
+    /// A checkpoint (or registry name) to distil from (its own backbone and
+    /// preprocessing): the head
     /// learns to reproduce its outputs instead of the data's labels.
     #[serde(default)]
     pub teacher: Option<PathBuf>,
@@ -211,7 +214,16 @@ impl TrainConfig {
                 *p = dir.join(&*p);
             }
         };
-        fix(&mut self.backbone.weights);
+        // A checkpoint may also be a weights registry name (fetched when the run
+        // starts), unless a file of that name is beside the training file.
+        let fix_weights = |p: &mut PathBuf| {
+            let registry = vpipe_weights::Registry::builtin();
+            let written = p.to_string_lossy().into_owned();
+            if registry.get(&written).is_none() || dir.join(&*p).is_file() {
+                fix(p);
+            }
+        };
+        fix_weights(&mut self.backbone.weights);
         let d = &mut self.data;
         for p in [
             &mut d.coco,
@@ -229,7 +241,7 @@ impl TrainConfig {
         for h in &mut self.heads {
             for p in [&mut h.init, &mut h.teacher].into_iter().flatten() {
                 if p.as_os_str() != RANDOM_INIT {
-                    fix(p);
+                    fix_weights(p);
                 }
             }
         }

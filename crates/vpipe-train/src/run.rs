@@ -122,6 +122,8 @@ struct Teacher {
 
 /// The frozen backbone and what it was loaded from.
 struct Backbone {
+    /// The checkpoint file.
+    path: PathBuf,
     network: MobileVit,
     config: MobileVitConfig,
     layout: CheckpointLayout,
@@ -177,7 +179,7 @@ pub fn train(
             .teacher
             .as_ref()
             .map(|p| -> Result<Teacher> {
-                let model = LoadedModel::load(p, &device)?;
+                let model = LoadedModel::load(&checkpoint_file(p)?, &device)?;
                 let recipe = vpipe_weights::default_preset(&model.layout).recipe();
                 Ok(Teacher { model, recipe })
             })
@@ -373,6 +375,16 @@ pub fn train(
     })
 }
 
+/// A checkpoint of the training file: the file, or a registry entry fetched into
+/// the cache.
+fn checkpoint_file(written: &Path) -> Result<PathBuf> {
+    Ok(vpipe_weights::locate(
+        &written.to_string_lossy(),
+        Path::new(""),
+        &vpipe_weights::CacheConfig::from_env(),
+    )?)
+}
+
 fn config_error(problem: String) -> TrainError {
     TrainError::Data(problem)
 }
@@ -412,7 +424,7 @@ fn io_error(path: &Path, e: std::io::Error) -> TrainError {
 
 /// Reads the frozen backbone.
 fn load_backbone(config: &TrainConfig, device: &Device) -> Result<Backbone> {
-    let path = &config.backbone.weights;
+    let path = &checkpoint_file(&config.backbone.weights)?;
     let file = TensorFile::read(path)?;
     let layout = CheckpointLayout::detect(&file)?;
     let canonical = to_canonical(&file)?;
@@ -431,6 +443,7 @@ fn load_backbone(config: &TrainConfig, device: &Device) -> Result<Backbone> {
     let mut params = Params::new(path.display().to_string(), canonical, device);
     let network = MobileVit::load(&mut params, &bconfig)?;
     Ok(Backbone {
+        path: path.clone(),
         network,
         config: bconfig,
         layout,
@@ -450,7 +463,7 @@ fn head_tensors(h: &HeadConfig) -> Result<Option<BTreeMap<String, HostTensor>>> 
     if path.as_os_str() == RANDOM_INIT {
         return Ok(None);
     }
-    let file = TensorFile::read(path)?;
+    let file = TensorFile::read(&checkpoint_file(path)?)?;
     let canonical = to_canonical(&file)?;
     Ok(Some(
         canonical
@@ -873,9 +886,9 @@ fn write_model(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        original_sha256: vpipe_weights::sha256_file(&config.backbone.weights)?,
+        original_sha256: vpipe_weights::sha256_file(&backbone.path)?,
         registry_name: None,
-        random_init: vpipe_weights::weights_note(&config.backbone.weights)?.is_some(),
+        random_init: vpipe_weights::weights_note(&backbone.path)?.is_some(),
     };
     vpipe_weights::write_multihead(path, &meta, &backbone.tensors, &heads)?;
     Ok(())
