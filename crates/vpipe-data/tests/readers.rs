@@ -137,8 +137,9 @@ fn synthetic_polygons_equal_pycocotools() {
 fn voc_masks_equal_ml_cvnets() {
     let ds = coco128();
     let reference = reference();
-    for (i, image) in ds.images.iter().enumerate() {
-        let mask = voc_class_mask(&ds, i);
+    let by_image = ds.annotations_by_image();
+    for (image, annotations) in ds.images.iter().zip(&by_image) {
+        let mask = voc_class_mask(image, annotations);
         let want = &reference["voc"][image.id.to_string()];
         let mut counts = [0u64; 21];
         for &m in &mask {
