@@ -387,3 +387,39 @@ fn image_folder_and_csv() {
         .to_string();
     assert!(err.contains("line 1") && err.contains("2 classes"), "{err}");
 }
+
+#[test]
+fn coco_reads_compressed_rle_regions() {
+    let reference = reference();
+    let (id, c) = reference["compressed"]
+        .as_object()
+        .expect("compressed")
+        .iter()
+        .next()
+        .expect("one");
+    let (h, w) = (
+        c["size"][0].as_u64().expect("h"),
+        c["size"][1].as_u64().expect("w"),
+    );
+    let text = format!(
+        r#"{{"images": [{{"id": 1, "file_name": "a.jpg", "width": {w}, "height": {h}}}],
+            "categories": [{{"id": 1, "name": "x"}}],
+            "annotations": [{{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1],
+                              "iscrowd": 1, "segmentation": {{"counts": {counts}, "size": [{h}, {w}]}}}}]}}"#,
+        counts = c["counts"]
+    );
+    let ds = load_str(&text).expect("valid");
+    let mask = annotation_mask(&ds.annotations[0], &ds.images[0]);
+    assert_eq!(
+        fnv1a64(&mask),
+        reference["annotations"][id.as_str()]["fnv1a64"]
+            .as_str()
+            .expect("hash")
+    );
+    let bad = text.replace(&c["counts"].to_string(), "\"0~~\"");
+    let err = load_str(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("annotation 1") && err.contains("invalid RLE"),
+        "{err}"
+    );
+}
