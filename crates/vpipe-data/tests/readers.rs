@@ -181,6 +181,8 @@ fn coco_bad_input_is_a_located_error() {
         json.contains("not valid JSON") && json.contains("line 1"),
         "{json}"
     );
+    let list = load_str("[{\"image_id\": 1}]").unwrap_err().to_string();
+    assert!(list.contains("JSON list"), "{list}");
     let no_images = load_str(&format!("{{\"images\": [], {CATS}}}"))
         .unwrap_err()
         .to_string();
