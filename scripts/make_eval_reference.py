@@ -20,7 +20,7 @@ the ground truth for everything here):
 
 Regenerate (from the repository root):
     /tmp/refenv/bin/python scripts/make_eval_reference.py
-Made with Python 3.11, numpy 2.4.6, pycocotools 2.0.11, Pillow (PNG writing only, lossless).
+Made with Python 3.11, numpy 2.4.6, pycocotools 2.0.11, Pillow 13.0.0 (PNG writing only, lossless).
 Deterministic: every random draw comes from numpy.random.RandomState with a fixed seed.
 """
 

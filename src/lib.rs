@@ -8,11 +8,15 @@
 //! - [`media`]: frames, still images, videos, streams and cameras;
 //! - [`preprocess`]: the exact preprocessing of each checkpoint source;
 //! - [`annotate`]: drawing results on images;
-//! - [`pipeline`]: YAML pipelines, the shared-backbone graph and the runner.
+//! - [`pipeline`]: YAML pipelines, the shared-backbone graph and the runner;
+//! - [`data`]: datasets (COCO instances JSON and masks, image/mask folders, ImageFolder, CSV);
+//! - [`eval`]: metrics (COCO bbox evaluation as pycocotools, mIoU, top-k) and their plots.
 
 pub use vpipe_annotate as annotate;
 pub use vpipe_backbone as backbone;
 pub use vpipe_core as core;
+pub use vpipe_data as data;
+pub use vpipe_eval as eval;
 pub use vpipe_heads as heads;
 pub use vpipe_io as io;
 pub use vpipe_media as media;

@@ -218,7 +218,8 @@ fn evaluate_detections(
     origin: &Path,
     common: &Common,
 ) -> Result<()> {
-    let result = coco_eval::evaluate_bbox(gt, detections)?;
+    let result = coco_eval::evaluate_bbox(gt, detections)
+        .with_context(|| format!("evaluating {}", origin.display()))?;
     warn_report(origin, &result.report);
     let mut metrics = serde_json::Map::new();
     for (name, value) in STAT_NAMES.iter().zip(result.stats) {

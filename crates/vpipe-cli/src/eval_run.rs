@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use vpipe_core::result::HeadOutput;
 use vpipe_data::DatasetReport;
 use vpipe_data::classification::ClassificationDataset;
-use vpipe_data::coco::{self, CocoDataset};
+use vpipe_data::coco::{self, Annotation, CocoDataset, CocoImage};
 use vpipe_data::mask_folder::{ClassMask, SegmentationFolder, read_class_mask};
 use vpipe_data::masks::voc_class_mask;
 use vpipe_eval::coco_eval::Detection;
@@ -251,8 +251,8 @@ pub(crate) enum SegmentationTruth<'a> {
 enum TruthOf<'a> {
     /// A mask file.
     File(PathBuf),
-    /// The VOC mask of image `.1` of a COCO dataset.
-    Coco(&'a CocoDataset, usize),
+    /// The VOC mask of a COCO image made from its annotations.
+    Coco(&'a CocoImage, &'a [&'a Annotation]),
 }
 
 /// Runs the pipeline at `pipeline` over the images and returns, for each image with a
@@ -267,6 +267,10 @@ pub(crate) fn segmentations(
     registry: &HeadRegistry,
     report: &mut DatasetReport,
 ) -> Result<Vec<(ClassMask, ClassMask, PathBuf)>> {
+    let by_image = match truth {
+        SegmentationTruth::Coco(ds) => ds.annotations_by_image(),
+        SegmentationTruth::Masks(_) => Vec::new(),
+    };
     // Each image with its ground truth.
     let samples: Vec<(PathBuf, TruthOf<'_>)> = match truth {
         SegmentationTruth::Masks(masks) => {
@@ -282,11 +286,11 @@ pub(crate) fn segmentations(
             let samples: Vec<_> = ds
                 .images
                 .iter()
-                .enumerate()
-                .filter_map(|(i, img)| {
+                .zip(&by_image)
+                .filter_map(|(img, annotations)| {
                     let file = images.join(&img.file_name);
                     if file.is_file() {
-                        Some((file, TruthOf::Coco(ds, i)))
+                        Some((file, TruthOf::Coco(img, annotations)))
                     } else {
                         report.add(coco::IMAGE_MISSING, &img.file_name);
                         None
@@ -332,14 +336,11 @@ pub(crate) fn segmentations(
         let path = write_prediction(out, &format!("masks/{stem}.png"), bytes.get_ref())?;
         let gt = match gt {
             TruthOf::File(mask_file) => read_class_mask(&mask_file)?,
-            TruthOf::Coco(ds, index) => {
-                let img = &ds.images[index];
-                ClassMask {
-                    width: img.width,
-                    height: img.height,
-                    data: voc_class_mask(ds, index),
-                }
-            }
+            TruthOf::Coco(img, annotations) => ClassMask {
+                width: img.width,
+                height: img.height,
+                data: voc_class_mask(img, annotations),
+            },
         };
         pairs.push((gt, pred, path));
     }

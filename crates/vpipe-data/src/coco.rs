@@ -106,6 +106,7 @@ pub const IMAGE_MISSING: &str = "images missing on disk skipped";
 
 /// The top level of a COCO file.
 #[derive(Deserialize)]
+#[serde(expecting = "a COCO instances object (\"images\", \"annotations\", \"categories\")")]
 struct RawFile {
     images: Vec<Value>,
     #[serde(default)]
@@ -115,6 +116,7 @@ struct RawFile {
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "an image object (id, file_name, width, height)")]
 struct RawImage {
     id: i64,
     file_name: String,
@@ -123,6 +125,7 @@ struct RawImage {
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "an annotation object (id, image_id, category_id, bbox, ...)")]
 struct RawAnnotation {
     id: i64,
     image_id: i64,
@@ -137,14 +140,20 @@ struct RawAnnotation {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a segmentation: a list of polygons, or an RLE object (counts, size)"
+)]
 enum RawSegmentation {
     Polygons(Vec<Vec<f64>>),
     Rle { counts: RawCounts, size: [u32; 2] },
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "RLE counts: a list of integers or a compressed string"
+)]
 enum RawCounts {
     List(Vec<u32>),
     Compressed(String),
@@ -161,6 +170,12 @@ impl CocoDataset {
     pub fn from_slice(bytes: &[u8], path: &Path) -> Result<Self> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(DataError::invalid(path, "the file is empty"));
+        }
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(DataError::invalid(
+                path,
+                "the file is a JSON list (a results file?), not a COCO instances object",
+            ));
         }
         let raw: RawFile = serde_json::from_slice(bytes).map_err(|cause| DataError::Json {
             path: path.to_path_buf(),

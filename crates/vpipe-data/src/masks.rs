@@ -12,7 +12,9 @@
 //! is one COCO category ([`VOC_COCO_IDS`]), other categories are left out, crowd regions are
 //! included, and where instances overlap the first one in file order keeps its pixels.
 
-use crate::coco::{Annotation, CocoDataset, CocoImage, Segmentation};
+#[cfg(doc)]
+use crate::coco::CocoDataset;
+use crate::coco::{Annotation, CocoImage, Segmentation};
 use crate::{DataError, Result};
 
 /// A COCO run-length encoded mask.
@@ -260,19 +262,15 @@ pub const VOC_COCO_IDS: [i64; 21] = [
     0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72,
 ];
 
-/// The VOC-21 class-index mask (row-major, one byte a pixel) of `dataset.images[index]`:
-/// each annotation of a VOC category paints its class where no earlier annotation painted
-/// one, as ml-cvnets' `_gen_seg_mask` does.
-pub fn voc_class_mask(dataset: &CocoDataset, index: usize) -> Vec<u8> {
-    let image = &dataset.images[index];
+/// The VOC-21 class-index mask (row-major, one byte a pixel) of `image` from its
+/// `annotations` in file order (as [`CocoDataset::annotations_by_image`] lists them): each
+/// annotation of a VOC category paints its class where no earlier annotation painted one, as
+/// ml-cvnets' `_gen_seg_mask` does.
+pub fn voc_class_mask(image: &CocoImage, annotations: &[&Annotation]) -> Vec<u8> {
     let n = image.height as usize * image.width as usize;
     let mut mask = vec![0u8; n];
     let mut instance = vec![0u8; n];
-    for ann in dataset
-        .annotations
-        .iter()
-        .filter(|a| a.image_id == image.id)
-    {
+    for ann in annotations {
         let Some(class) = VOC_COCO_IDS[1..]
             .iter()
             .position(|&id| id == ann.category_id)

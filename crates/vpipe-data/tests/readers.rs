@@ -137,8 +137,9 @@ fn synthetic_polygons_equal_pycocotools() {
 fn voc_masks_equal_ml_cvnets() {
     let ds = coco128();
     let reference = reference();
-    for (i, image) in ds.images.iter().enumerate() {
-        let mask = voc_class_mask(&ds, i);
+    let by_image = ds.annotations_by_image();
+    for (image, annotations) in ds.images.iter().zip(&by_image) {
+        let mask = voc_class_mask(image, annotations);
         let want = &reference["voc"][image.id.to_string()];
         let mut counts = [0u64; 21];
         for &m in &mask {
@@ -180,6 +181,8 @@ fn coco_bad_input_is_a_located_error() {
         json.contains("not valid JSON") && json.contains("line 1"),
         "{json}"
     );
+    let list = load_str("[{\"image_id\": 1}]").unwrap_err().to_string();
+    assert!(list.contains("JSON list"), "{list}");
     let no_images = load_str(&format!("{{\"images\": [], {CATS}}}"))
         .unwrap_err()
         .to_string();
@@ -385,4 +388,40 @@ fn image_folder_and_csv() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("line 1") && err.contains("2 classes"), "{err}");
+}
+
+#[test]
+fn coco_reads_compressed_rle_regions() {
+    let reference = reference();
+    let (id, c) = reference["compressed"]
+        .as_object()
+        .expect("compressed")
+        .iter()
+        .next()
+        .expect("one");
+    let (h, w) = (
+        c["size"][0].as_u64().expect("h"),
+        c["size"][1].as_u64().expect("w"),
+    );
+    let text = format!(
+        r#"{{"images": [{{"id": 1, "file_name": "a.jpg", "width": {w}, "height": {h}}}],
+            "categories": [{{"id": 1, "name": "x"}}],
+            "annotations": [{{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1],
+                              "iscrowd": 1, "segmentation": {{"counts": {counts}, "size": [{h}, {w}]}}}}]}}"#,
+        counts = c["counts"]
+    );
+    let ds = load_str(&text).expect("valid");
+    let mask = annotation_mask(&ds.annotations[0], &ds.images[0]);
+    assert_eq!(
+        fnv1a64(&mask),
+        reference["annotations"][id.as_str()]["fnv1a64"]
+            .as_str()
+            .expect("hash")
+    );
+    let bad = text.replace(&c["counts"].to_string(), "\"0~~\"");
+    let err = load_str(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("annotation 1") && err.contains("invalid RLE"),
+        "{err}"
+    );
 }

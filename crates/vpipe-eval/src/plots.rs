@@ -20,7 +20,7 @@ const FAMILY: &str = "sans-serif";
 /// Curves with a legend line each up to this many classes.
 const LEGEND_CLASSES: usize = 20;
 /// Confusion matrices write each cell's value up to this many classes.
-const VALUED_CLASSES: usize = 20;
+const VALUED_CLASSES: usize = 25;
 /// Confusion matrices name their classes up to this many.
 const NAMED_CLASSES: usize = 40;
 
@@ -181,7 +181,7 @@ fn mean_non_negative(values: &[f64]) -> f64 {
 }
 
 /// Writes a confusion matrix as a heat map, each row (true class) normalised to sum 1,
-/// the classes named (`names`) up to 40 of them, the values written up to 20.
+/// the classes named (`names`) up to 40 of them, the values written up to 25.
 pub fn confusion_matrix(matrix: &ConfusionMatrix, names: &[String], path: &Path) -> Result<()> {
     let n = matrix.classes() as i32;
     // Each row as shares of its total.
@@ -233,9 +233,10 @@ pub fn confusion_matrix(matrix: &ConfusionMatrix, names: &[String], path: &Path)
             .y_desc("True")
             .x_labels(n as usize)
             .y_labels(n as usize)
-            .x_label_formatter(&|v| label(v, false))
+            // The x labels are drawn below, rotated: plotters centres a rotated label on its
+            // tick, half of it outside the label area.
+            .x_label_formatter(&|_| String::new())
             .y_label_formatter(&|v| label(v, true))
-            .x_label_style((FAMILY, 11).into_font().transform(FontTransform::Rotate90))
             .y_label_style((FAMILY, 11))
             .axis_desc_style((FAMILY, 16))
             .draw()
@@ -273,6 +274,19 @@ pub fn confusion_matrix(matrix: &ConfusionMatrix, names: &[String], path: &Path)
                 })
             });
             chart.draw_series(values).map_err(|e| e.to_string())?;
+        }
+        for i in 0..n {
+            let (x, y) = chart.backend_coord(&(SegmentValue::CenterOf(i), SegmentValue::Exact(0)));
+            // Read downwards from just below the axis.
+            let style =
+                TextStyle::from((FAMILY, 11).into_font().transform(FontTransform::Rotate90))
+                    .pos(Pos::new(HPos::Left, VPos::Center));
+            root.draw(&Text::new(
+                label(&SegmentValue::CenterOf(i), false),
+                (x, y + 8),
+                style,
+            ))
+            .map_err(|e| e.to_string())?;
         }
         Ok(())
     })
