@@ -38,6 +38,9 @@ enum EvalTask {
     Segmentation(SegmentationArgs),
     /// Classification: top-1 and top-5 accuracy over an ImageFolder tree or a CSV file.
     Classification(ClassificationArgs),
+    /// Teacher-student agreement: two pipelines on the same frames, the teacher's results
+    /// as the ground truth (pixel agreement and mIoU, detection mAP, top-1 agreement).
+    Agreement(crate::eval_agreement::AgreementArgs),
 }
 
 /// Options every task has.
@@ -148,6 +151,7 @@ pub fn run(args: EvalArgs, registry: &HeadRegistry) -> Result<()> {
         EvalTask::Detection(a) => detection(a, registry),
         EvalTask::Segmentation(a) => segmentation(a, registry),
         EvalTask::Classification(a) => classification(a, registry),
+        EvalTask::Agreement(a) => crate::eval_agreement::run(a, registry),
     }
 }
 
@@ -162,7 +166,11 @@ pub(crate) fn warn_report(what: &Path, report: &DatasetReport) {
 }
 
 /// Prints `metrics` (JSON or the table `table` makes) and writes metrics.json into `out`.
-fn publish(metrics: &Value, common: &Common, table: impl FnOnce() -> String) -> Result<()> {
+pub(crate) fn publish(
+    metrics: &Value,
+    common: &Common,
+    table: impl FnOnce() -> String,
+) -> Result<()> {
     if let Some(out) = &common.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         let text = serde_json::to_string_pretty(metrics)? + "\n";

@@ -10,6 +10,7 @@ pub mod alloc;
 mod bench;
 mod classify;
 mod eval;
+mod eval_agreement;
 mod eval_run;
 mod infer;
 mod pipeline;

@@ -541,3 +541,82 @@ fn classification_runs_a_pipeline_over_an_image_folder() {
     ]));
     assert_eq!(again, got);
 }
+
+/// A pipeline measured against itself agrees completely on every task; against a
+/// student with other heads it agrees less, and the report names each head.
+#[test]
+fn agreement_of_a_pipeline_with_itself_is_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = root().join("weights/reference");
+    let teacher = dir.path().join("teacher.yaml");
+    std::fs::write(
+        &teacher,
+        format!(
+            "backbones:\n  d: {{weights: {0}/cvnets_ssd_mobilevit_xxs.pt}}\n  s: {{weights: {0}/cvnets_deeplabv3_mobilevit_xxs.pt}}\n  c: {{weights: {0}/cvnets_mobilevit_xxs.pt}}\nheads:\n  - {{name: objects, type: ssd, backbone: d}}\n  - {{name: scene, type: deeplabv3, backbone: s}}\n  - {{name: imagenet, type: classification, backbone: c}}\n",
+            w.display()
+        ),
+    )
+    .expect("write");
+    let images = root().join("tests/fixtures/train_coco/images");
+    let args = |student: &Path| {
+        vpipe(&[
+            "eval",
+            "agreement",
+            "--teacher",
+            p(&teacher),
+            "--student",
+            p(student),
+            "--input",
+            p(&images),
+            "--teacher-threshold",
+            "0.0",
+            "--json",
+        ])
+    };
+    let m = ok_json(&args(&teacher));
+    assert_eq!(m["frames"], 8);
+    let heads = &m["heads"];
+    assert_eq!(heads["scene"]["pixel_agreement"], 1.0);
+    assert_eq!(heads["scene"]["mIoU"], 1.0);
+    assert_eq!(heads["imagenet"]["top1_agreement"], 1.0);
+    assert!(
+        heads["objects"]["teacher_objects"].as_u64().unwrap() > 0,
+        "{m}"
+    );
+    assert_eq!(heads["objects"]["AP"], 1.0, "{m}");
+    // The three heads on one backbone (the SSD checkpoint's): less agreement.
+    let student = dir.path().join("student.yaml");
+    std::fs::write(
+        &student,
+        format!(
+            "backbones:\n  d: {{weights: {0}/cvnets_ssd_mobilevit_xxs.pt}}\nheads:\n  - {{name: objects, type: ssd}}\n  - {{name: scene, type: deeplabv3, weights: {0}/cvnets_deeplabv3_mobilevit_xxs.pt, allow_backbone_mismatch: true, options: {{stride: 32}}}}\n  - {{name: imagenet, type: classification, weights: {0}/cvnets_mobilevit_xxs.pt, allow_backbone_mismatch: true}}\n",
+            w.display()
+        ),
+    )
+    .expect("write");
+    let m = ok_json(&args(&student));
+    let heads = &m["heads"];
+    assert_eq!(heads["objects"]["AP"], 1.0, "the detector is the same: {m}");
+    assert!(
+        heads["scene"]["pixel_agreement"].as_f64().unwrap() < 1.0,
+        "{m}"
+    );
+    assert!(
+        heads["imagenet"]["top1_agreement"].as_f64().unwrap() < 1.0,
+        "{m}"
+    );
+    // No shared head name: a clear error.
+    let out = vpipe(&[
+        "eval",
+        "agreement",
+        "--teacher",
+        p(&teacher),
+        "--student",
+        p(&student),
+        "--input",
+        p(&images),
+        "--head",
+        "nope",
+    ]);
+    assert_clean_failure(&out, &["share no head name 'nope'"]);
+}

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use vpipe_data::DatasetReport;
 use vpipe_data::classification::ClassificationDataset;
-use vpipe_data::coco::CocoDataset;
+use vpipe_data::coco::{Annotation, CocoDataset};
 use vpipe_data::mask_folder::{IMAGE_EXTENSIONS, SegmentationFolder, read_class_mask};
 use vpipe_data::masks::voc_class_mask;
 use vpipe_media::{Frame, VideoInput, VideoReader, load_image};
@@ -65,6 +65,8 @@ enum Item {
 pub struct TrainData {
     items: Vec<Item>,
     coco: Option<CocoDataset>,
+    /// For each COCO image, its annotations' indices in file order.
+    by_image: Vec<Vec<usize>>,
     /// COCO category ids in label order (label `i + 1` is `category_ids[i]`).
     category_ids: Vec<i64>,
     /// Class names, for classification data.
@@ -100,9 +102,22 @@ impl TrainData {
                 })
                 .collect();
             let report = coco.report.clone();
+            let index: std::collections::HashMap<i64, usize> = coco
+                .images
+                .iter()
+                .enumerate()
+                .map(|(i, img)| (img.id, i))
+                .collect();
+            let mut by_image = vec![Vec::new(); coco.images.len()];
+            for (a, ann) in coco.annotations.iter().enumerate() {
+                if let Some(&i) = index.get(&ann.image_id) {
+                    by_image[i].push(a);
+                }
+            }
             Self {
                 items,
                 coco: Some(coco),
+                by_image,
                 category_ids,
                 classes: Vec::new(),
                 labels: LabelKind::Instances,
@@ -164,6 +179,7 @@ impl TrainData {
                 })
                 .collect(),
             coco: None,
+            by_image: Vec::new(),
             category_ids: Vec::new(),
             classes: set.classes,
             labels: LabelKind::Classes,
@@ -183,6 +199,7 @@ impl TrainData {
                 })
                 .collect(),
             coco: None,
+            by_image: Vec::new(),
             category_ids: Vec::new(),
             classes: Vec::new(),
             labels: LabelKind::Unlabelled,
@@ -314,11 +331,11 @@ impl TrainData {
                 );
                 return None;
             }
-            for ann in coco
-                .annotations
+            let anns: Vec<&Annotation> = self.by_image[i]
                 .iter()
-                .filter(|a| a.image_id == img.id && !a.iscrowd)
-            {
+                .map(|&a| &coco.annotations[a])
+                .collect();
+            for ann in anns.iter().filter(|a| !a.iscrowd) {
                 let Ok(label) = self.category_ids.binary_search(&ann.category_id) else {
                     continue;
                 };
@@ -327,7 +344,7 @@ impl TrainData {
                 sample.labels.push(label + 1);
             }
             if masks {
-                sample.mask = Some(voc_class_mask(coco, i));
+                sample.mask = Some(voc_class_mask(img, &anns));
             }
         }
         Some((sample, class))

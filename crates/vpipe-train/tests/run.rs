@@ -399,8 +399,8 @@ fn segmentation_heads_learn_from_mask_folders() {
     .unwrap();
     let masks = dir.path().join("masks");
     std::fs::create_dir_all(&masks).unwrap();
-    for (i, img) in coco.images.iter().enumerate() {
-        let m = vpipe_data::masks::voc_class_mask(&coco, i);
+    for (img, anns) in coco.images.iter().zip(coco.annotations_by_image()) {
+        let m = vpipe_data::masks::voc_class_mask(img, &anns);
         let stem = Path::new(&img.file_name).with_extension("png");
         image::GrayImage::from_raw(img.width, img.height, m)
             .unwrap()
