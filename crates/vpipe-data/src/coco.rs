@@ -278,6 +278,14 @@ impl CocoDataset {
 
     /// The annotations of each image, by index into [`Self::images`], in file order.
     pub fn annotations_by_image(&self) -> Vec<Vec<&Annotation>> {
+        self.annotation_indices_by_image()
+            .into_iter()
+            .map(|a| a.into_iter().map(|i| &self.annotations[i]).collect())
+            .collect()
+    }
+
+    /// [`Self::annotations_by_image`] as indices into [`Self::annotations`].
+    pub fn annotation_indices_by_image(&self) -> Vec<Vec<usize>> {
         let index: HashMap<i64, usize> = self
             .images
             .iter()
@@ -285,9 +293,9 @@ impl CocoDataset {
             .map(|(i, img)| (img.id, i))
             .collect();
         let mut out = vec![Vec::new(); self.images.len()];
-        for ann in &self.annotations {
+        for (a, ann) in self.annotations.iter().enumerate() {
             if let Some(&i) = index.get(&ann.image_id) {
-                out[i].push(ann);
+                out[i].push(a);
             }
         }
         out

@@ -102,18 +102,7 @@ impl TrainData {
                 })
                 .collect();
             let report = coco.report.clone();
-            let index: std::collections::HashMap<i64, usize> = coco
-                .images
-                .iter()
-                .enumerate()
-                .map(|(i, img)| (img.id, i))
-                .collect();
-            let mut by_image = vec![Vec::new(); coco.images.len()];
-            for (a, ann) in coco.annotations.iter().enumerate() {
-                if let Some(&i) = index.get(&ann.image_id) {
-                    by_image[i].push(a);
-                }
-            }
+            let by_image = coco.annotation_indices_by_image();
             Self {
                 items,
                 coco: Some(coco),
