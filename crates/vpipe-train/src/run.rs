@@ -133,6 +133,9 @@ struct Backbone {
 /// Folder of the last checkpoint.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 
+/// The files a finished run writes into its output folder.
+const OUTPUTS: [&str; 4] = ["model.safetensors", "pipeline.yaml", "losses.csv", "loss.png"];
+
 /// Runs the training file `config` (read with [`TrainConfig::read`]).
 pub fn train(
     config: &TrainConfig,
@@ -155,6 +158,9 @@ pub fn train(
     };
     let recipe = preset.recipe();
     let mut data = TrainData::open(&config.data)?;
+    if !data.report.is_empty() {
+        tracing::warn!("data: {}", data.report);
+    }
     let checkpoint = options.out_dir.join(CHECKPOINT_DIR);
     let resumed = if options.resume {
         Some(read_checkpoint(&checkpoint)?)
@@ -410,9 +416,16 @@ fn prepare_out_dir(options: &RunOptions) -> Result<()> {
                 problem: "an earlier run's results are here: --resume to continue it, --overwrite to start afresh, or another --out".into(),
             });
         }
+        // The earlier run's results go, so that none is taken for this run's.
         let ckpt = out.join(CHECKPOINT_DIR);
         if ckpt.is_dir() {
             std::fs::remove_dir_all(&ckpt).map_err(|e| io_error(&ckpt, e))?;
+        }
+        for name in OUTPUTS {
+            let p = out.join(name);
+            if p.is_file() {
+                std::fs::remove_file(&p).map_err(|e| io_error(&p, e))?;
+            }
         }
     }
     std::fs::create_dir_all(out.join(CHECKPOINT_DIR)).map_err(|e| io_error(out, e))
