@@ -10,7 +10,8 @@
 //! - [`annotate`]: drawing results on images;
 //! - [`pipeline`]: YAML pipelines, the shared-backbone graph and the runner;
 //! - [`data`]: datasets (COCO instances JSON and masks, image/mask folders, ImageFolder, CSV);
-//! - [`eval`]: metrics (COCO bbox evaluation as pycocotools, mIoU, top-k) and their plots.
+//! - [`eval`]: metrics (COCO bbox evaluation as pycocotools, mIoU, top-k) and their plots;
+//! - [`train`]: training heads on a frozen backbone (losses, distillation, AdamW, the run).
 
 pub use vpipe_annotate as annotate;
 pub use vpipe_backbone as backbone;
@@ -22,3 +23,4 @@ pub use vpipe_io as io;
 pub use vpipe_media as media;
 pub use vpipe_pipeline as pipeline;
 pub use vpipe_preprocess as preprocess;
+pub use vpipe_train as train;

@@ -288,12 +288,37 @@ pub fn row(t: &RawTensor, index: usize) -> Result<&[f32]> {
 struct ClassifyOptions {
     /// How many classes to report (at least 1).
     top_k: usize,
+    /// Class names, one per class (default: ImageNet-1k's).
+    labels: Option<Vec<String>>,
 }
 
 impl Default for ClassifyOptions {
     fn default() -> Self {
-        Self { top_k: 5 }
+        Self {
+            top_k: 5,
+            labels: None,
+        }
     }
+}
+
+/// Renames a head's classes with its `labels` option (`given`), which must name
+/// each of them once.
+fn relabel(
+    ctx: &HeadContext<'_>,
+    given: Option<Vec<String>>,
+    labels: &mut Vec<String>,
+) -> Result<()> {
+    if let Some(given) = given {
+        if given.len() != labels.len() {
+            return Err(ctx.invalid_option(
+                "labels",
+                &format!("a list of {} class names, one per class", labels.len()),
+                "the names of the checkpoint task's label set",
+            ));
+        }
+        *labels = given;
+    }
+    Ok(())
 }
 
 fn build_classification(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
@@ -305,7 +330,8 @@ fn build_classification(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
             ClassifyOptions::default().top_k,
         ));
     }
-    let head = ClassificationHead::load(ctx.params, ctx.backbone)?;
+    let mut head = ClassificationHead::load(ctx.params, ctx.backbone)?;
+    relabel(ctx, o.labels, head.labels_mut())?;
     Ok(Box::new(Classify {
         head,
         top_k: o.top_k,
@@ -396,6 +422,8 @@ struct SsdOptions {
     top_k: usize,
     /// Detections kept per image (at least 1).
     max_detections: usize,
+    /// Class names, background first (default: COCO's 80 and the background).
+    labels: Option<Vec<String>>,
 }
 
 impl Default for SsdOptions {
@@ -406,6 +434,7 @@ impl Default for SsdOptions {
             nms_iou: d.nms_iou,
             top_k: d.top_k,
             max_detections: d.max_detections,
+            labels: None,
         }
     }
 }
@@ -436,11 +465,9 @@ fn build_ssd(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
         max_detections: o.max_detections,
         ..SsdSettings::default()
     };
-    Ok(Box::new(SsdHead::load(
-        ctx.params,
-        ctx.backbone.feature_channels(),
-        settings,
-    )?))
+    let mut head = SsdHead::load(ctx.params, ctx.backbone.feature_channels(), settings)?;
+    relabel(ctx, o.labels, head.labels_mut())?;
+    Ok(Box::new(head))
 }
 
 impl Head for SsdHead {
@@ -526,6 +553,8 @@ struct DeepLabOptions {
     /// The output stride of the backbone layer the head reads (default: the one
     /// segmentation checkpoints were trained at).
     stride: usize,
+    /// Class names, one per class (default: PASCAL VOC's 21).
+    labels: Option<Vec<String>>,
 }
 
 impl Default for DeepLabOptions {
@@ -533,6 +562,7 @@ impl Default for DeepLabOptions {
         Self {
             align_corners: None,
             stride: default_output_stride(CheckpointTask::Segmentation),
+            labels: None,
         }
     }
 }
@@ -555,10 +585,9 @@ fn build_deeplab(ctx: &mut HeadContext<'_>) -> Result<Box<dyn Head>> {
     }
     let stride = o.stride;
     let in_ch = ctx.backbone.vit_stages[2].out_channels;
-    Ok(Box::new(DeepLab {
-        head: DeepLabHead::load(ctx.params, in_ch, ASPP_RATES, upsample)?,
-        stride,
-    }))
+    let mut head = DeepLabHead::load(ctx.params, in_ch, ASPP_RATES, upsample)?;
+    relabel(ctx, o.labels, head.labels_mut())?;
+    Ok(Box::new(DeepLab { head, stride }))
 }
 
 /// [`DeepLabHead`] as a [`Head`], with the backbone stride it expects.

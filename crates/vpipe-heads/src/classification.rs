@@ -67,6 +67,11 @@ impl ClassificationHead {
         &self.labels
     }
 
+    /// The class names, to rename them (the `labels` option).
+    pub(crate) fn labels_mut(&mut self) -> &mut Vec<String> {
+        &mut self.labels
+    }
+
     /// The 1x1 expansion of layer 5, `[batch, channels, h, w]`.
     pub fn expanded(&self, features: &Features) -> Tensor<4> {
         self.expand.forward(features.last().clone())

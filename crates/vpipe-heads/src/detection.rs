@@ -230,6 +230,11 @@ impl SsdHead {
         &self.labels
     }
 
+    /// The class names, to rename them (the `labels` option).
+    pub(crate) fn labels_mut(&mut self) -> &mut Vec<String> {
+        &mut self.labels
+    }
+
     /// The settings.
     pub fn settings(&self) -> &SsdSettings {
         &self.settings

@@ -266,6 +266,26 @@ mod tests {
         assert_eq!(model.head().required_strides(), vec![(5, 8)]);
     }
 
+    /// A classification model's top classes for the logits 0, 1, 2, ... (the last
+    /// class best).
+    fn ramp_top_k(model: &Model) -> Vec<vpipe_core::result::ClassScore> {
+        let classes = model.head().num_classes().expect("classes");
+        let raw = RawTensor {
+            name: "logits".into(),
+            shape: vec![1, classes],
+            data: (0..classes).map(|i| i as f32).collect(),
+        };
+        let geometry = vpipe_core::geometry::InputTransform::identity(32, 32);
+        match model
+            .head()
+            .postprocess(&[raw], 0, &geometry)
+            .expect("post")
+        {
+            vpipe_core::result::HeadOutput::Classification { top_k } => top_k,
+            other => panic!("not a classification: {other:?}"),
+        }
+    }
+
     #[test]
     fn head_options_reach_the_factory_and_unknown_ones_are_refused() {
         let options = |key: &str, value: Value| LoadOptions {
@@ -274,26 +294,32 @@ mod tests {
         };
         let model =
             synthetic(CheckpointTask::Classification, &options("top_k", 3.into())).expect("top_k");
-        let classes = model.head().num_classes().expect("classes");
-        let raw = RawTensor {
-            name: "logits".into(),
-            shape: vec![1, classes],
-            data: (0..classes).map(|i| i as f32).collect(),
-        };
-        let geometry = vpipe_core::geometry::InputTransform::identity(32, 32);
-        let vpipe_core::result::HeadOutput::Classification { top_k } = model
-            .head()
-            .postprocess(&[raw], 0, &geometry)
-            .expect("post")
-        else {
-            panic!("not a classification");
-        };
-        assert_eq!(top_k.len(), 3);
+        assert_eq!(ramp_top_k(&model).len(), 3);
         let err = synthetic(CheckpointTask::Classification, &options("topk", 3.into()))
             .expect_err("unknown option");
         assert!(
             matches!(&err, HeadError::UnknownOption { key, .. } if key == "topk"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_labels_option_renames_every_class_or_is_refused() {
+        let with_labels = |n: usize| LoadOptions {
+            head_options: Map::from_iter([(
+                "labels".to_string(),
+                Value::from((0..n).map(|i| format!("c{i}")).collect::<Vec<_>>()),
+            )]),
+            ..LoadOptions::default()
+        };
+        let model = synthetic(CheckpointTask::Classification, &with_labels(1000)).expect("labels");
+        assert_eq!(ramp_top_k(&model)[0].label, "c999");
+        for task in CheckpointTask::ALL {
+            let err = synthetic(task, &with_labels(3)).expect_err("too few names");
+            assert!(
+                matches!(&err, HeadError::Option { key, .. } if key == "labels"),
+                "{task}: {err}"
+            );
+        }
     }
 }

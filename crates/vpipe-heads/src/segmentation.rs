@@ -128,6 +128,11 @@ impl DeepLabHead {
         &self.labels
     }
 
+    /// The class names, to rename them (the `labels` option).
+    pub(crate) fn labels_mut(&mut self) -> &mut Vec<String> {
+        &mut self.labels
+    }
+
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.num_classes

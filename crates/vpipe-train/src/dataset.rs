@@ -247,6 +247,20 @@ impl TrainData {
         self.category_ids.len()
     }
 
+    /// The class names of COCO data's labels: the background, then the categories in
+    /// increasing id order.
+    pub fn object_names(&self) -> Vec<String> {
+        let names = self.coco.iter().flat_map(|c| &c.categories);
+        std::iter::once("background".to_string())
+            .chain(self.category_ids.iter().map(|id| {
+                names
+                    .clone()
+                    .find(|c| c.id == *id)
+                    .map_or_else(|| id.to_string(), |c| c.name.clone())
+            }))
+            .collect()
+    }
+
     /// Image `index` with its boxes (COCO), its class (classification data) and its
     /// mask (mask folders; with `masks`, COCO's VOC-21 mask). `None` (counted in the
     /// report) when the image cannot be used.

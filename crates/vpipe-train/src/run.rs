@@ -105,6 +105,8 @@ struct HeadPlan {
     teacher: Option<Teacher>,
     /// The kind of output its training forward gives.
     output: OutputKind,
+    /// Its class names, when the data names its classes.
+    labels: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +136,12 @@ struct Backbone {
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 
 /// The files a finished run writes into its output folder.
-const OUTPUTS: [&str; 4] = ["model.safetensors", "pipeline.yaml", "losses.csv", "loss.png"];
+const OUTPUTS: [&str; 4] = [
+    "model.safetensors",
+    "pipeline.yaml",
+    "losses.csv",
+    "loss.png",
+];
 
 /// Runs the training file `config` (read with [`TrainConfig::read`]).
 pub fn train(
@@ -195,6 +202,7 @@ pub fn train(
             config: h.clone(),
             teacher,
             output: OutputKind::Classification,
+            labels: None,
         });
     }
     let settings = TrainerSettings {
@@ -291,7 +299,7 @@ pub fn train(
         let feats = training_features(&features);
         if step == first_step {
             probe_outputs(&mut trainer, &mut plans, &feats, input_size)?;
-            check_labels(&plans, &data, &trainer)?;
+            check_labels(&mut plans, &data, &trainer)?;
         }
         let targets = plans
             .iter()
@@ -667,9 +675,10 @@ fn probe_outputs(
 }
 
 /// Checks that each head without a teacher has labels of its kind in the data,
-/// with classes it can predict.
-fn check_labels(plans: &[HeadPlan], data: &TrainData, trainer: &Trainer) -> Result<()> {
-    for (plan, head) in plans.iter().zip(trainer.heads()) {
+/// with classes it can predict; takes the data's class names for the heads whose
+/// classes they name one for one.
+fn check_labels(plans: &mut [HeadPlan], data: &TrainData, trainer: &Trainer) -> Result<()> {
+    for (plan, head) in plans.iter_mut().zip(trainer.heads()) {
         if plan.teacher.is_some() {
             continue;
         }
@@ -708,6 +717,12 @@ fn check_labels(plans: &[HeadPlan], data: &TrainData, trainer: &Trainer) -> Resu
         if let Some(p) = problem {
             return Err(config_error(format!("head '{name}': {p}")));
         }
+        let names = match (plan.output, data.labels) {
+            (OutputKind::Detection, LabelKind::Instances) => data.object_names(),
+            (OutputKind::Classification, LabelKind::Classes) => data.classes.clone(),
+            _ => Vec::new(),
+        };
+        plan.labels = (names.len() == classes).then_some(names);
     }
     Ok(())
 }
@@ -875,8 +890,8 @@ fn write_model(
             entry: HeadEntry {
                 name: p.config.name.clone(),
                 kind: p.config.kind.clone(),
-                options: p.config.options.clone(),
-                labels: None,
+                options: options_with_labels(p),
+                labels: p.labels.clone(),
                 training: Some(json!({
                     "steps": steps,
                     "teacher": p.config.teacher.as_ref().map(|t| t.display().to_string()),
@@ -905,6 +920,18 @@ fn write_model(
     };
     vpipe_weights::write_multihead(path, &meta, &backbone.tensors, &heads)?;
     Ok(())
+}
+
+/// A head's options for the model file: the training file's, with the data's class
+/// names as the `labels` option of the built-in heads, which take one.
+fn options_with_labels(plan: &HeadPlan) -> serde_json::Map<String, Value> {
+    let mut options = plan.config.options.clone();
+    if let Some(labels) = &plan.labels
+        && ["classification", "ssd", "deeplabv3"].contains(&plan.config.kind.as_str())
+    {
+        options.entry("labels").or_insert_with(|| json!(labels));
+    }
+    options
 }
 
 /// Writes a checkpoint: the model so far, the optimiser state, the losses.

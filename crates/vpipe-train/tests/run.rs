@@ -88,6 +88,19 @@ fn a_short_run_lowers_the_loss_and_gives_one_backbone_for_its_heads() {
     assert_eq!(losses.lines().count(), 41);
     assert!(losses.starts_with("step,lr,loss,objects,scene\n"));
     assert!(image::open(out.join("loss.png")).is_ok());
+    // The model file names the detector's classes as the data does, for pipelines too.
+    let mut file = TensorFile::read(&out.join("model.safetensors")).unwrap();
+    let heads = vpipe_weights::split_heads(&mut file).unwrap().unwrap();
+    let labels = heads[0].entry.labels.as_ref().expect("labels");
+    assert_eq!(
+        (labels.len(), &labels[..2]),
+        (81, &["background".to_string(), "person".to_string()][..])
+    );
+    assert_eq!(heads[0].entry.options["labels"][1], "person");
+    assert_eq!(
+        heads[1].entry.labels, None,
+        "VOC masks: the head's own names"
+    );
     // The model runs as one backbone feeding both heads.
     let p = written_pipeline(&out);
     assert_eq!(p.head_names(), ["objects", "scene"]);
