@@ -116,6 +116,23 @@ def ssd_loss(confidence, predicted_locations, gt_labels, gt_locations, ssd_utils
     return (smooth_l1_loss + classification_loss) / num_pos
 
 
+def match_boxes(anchors, images, ssd_utils, box_utils):
+    """(labels (B, A), locations (B, A, 4)) of each image's boxes ({"boxes": fractions x1 y1 x2 y2,
+    "labels"}) matched to the anchors (A, 4) as SSDMatcher.__call__ of cvnets-v0.1
+    (cvnets/misc/match_prior.py)."""
+    labels, regress = [], []
+    priors_cor = box_utils.center_form_to_corner_form(boxes=anchors)
+    for im in images:
+        gt = torch.tensor(im["boxes"], dtype=torch.float32)
+        matched_cor, matched_labels = ssd_utils.assign_priors(
+            gt, torch.tensor(im["labels"]), priors_cor, SSD["iou_threshold"])
+        regress.append(box_utils.convert_boxes_to_locations(
+            gt_boxes=box_utils.corner_form_to_center_form(matched_cor), prior_boxes=anchors,
+            center_variance=SSD["center_variance"], size_variance=SSD["size_variance"]))
+        labels.append(matched_labels)
+    return torch.stack(labels), torch.stack(regress)
+
+
 def label_smoothing_loss(prediction, target):
     """LabelSmoothing.forward of cvnets-v0.1 in training (ignore_idx -1: no padding), reduction mean."""
     batch_size, num_classes = prediction.size()
@@ -200,21 +217,11 @@ def run_case(task, repo, tmp, out):
         model.encoder.extract_end_points_all = lambda _x, *a, **k: {"out_l4": l4, "out_l5": l5}
         conf, loc, anchors = model.ssd_forward(model.get_backbone_features(x))
         anchors = anchors.reshape(-1, 4)  # (1, A, 4) in this release
-        labels, regress = [], []
         per_image = []
         for flip in (False, True):
             boxes = [[1 - b[2], b[1], 1 - b[0], b[3]] if flip else b for b, _ in SSD_BOXES]
             per_image.append({"boxes": boxes, "labels": [c for _, c in SSD_BOXES]})
-            # SSDMatcher.__call__ of cvnets-v0.1 (cvnets/misc/match_prior.py)
-            gt = torch.tensor(boxes, dtype=torch.float32)
-            priors_cor = box_utils.center_form_to_corner_form(boxes=anchors)
-            matched_cor, matched_labels = ssd_utils.assign_priors(
-                gt, torch.tensor([c for _, c in SSD_BOXES]), priors_cor, SSD["iou_threshold"])
-            regress.append(box_utils.convert_boxes_to_locations(
-                gt_boxes=box_utils.corner_form_to_center_form(matched_cor), prior_boxes=anchors,
-                center_variance=SSD["center_variance"], size_variance=SSD["size_variance"]))
-            labels.append(matched_labels)
-        gt_labels, gt_loc = torch.stack(labels), torch.stack(regress)
+        gt_labels, gt_loc = match_boxes(anchors, per_image, ssd_utils, box_utils)
         loss = ssd_loss(conf, loc, gt_labels, gt_loc, ssd_utils)
         info.update(images=per_image, ssd=SSD, num_anchors=int(anchors.shape[0]),
                     positives=int((gt_labels > 0).sum()), matched_labels=gt_labels.tolist())

@@ -15,7 +15,11 @@ use vpipe_heads::{LoadedModel, Model};
 
 /// Arguments of `vpipe bench`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// What else to measure (without one: inference).
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
     /// Architecture: mobilevit_xxs, mobilevit_xs or mobilevit_s (ignored with --weights).
     #[arg(long, default_value = "mobilevit_s")]
     arch: MobileVitSize,
@@ -52,6 +56,13 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Measurements other than inference.
+#[derive(Debug, clap::Subcommand)]
+enum BenchCommand {
+    /// Training speed of one head on its frozen backbone (images/s).
+    Train(crate::bench_train::TrainBenchArgs),
 }
 
 /// The network `vpipe bench` measures.
@@ -104,6 +115,9 @@ pub struct BenchReport {
 
 /// Runs the command.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(BenchCommand::Train(train)) = args.command {
+        return crate::bench_train::run(train);
+    }
     if args.iters == 0 || args.batch == 0 {
         bail!("--iters and --batch must be at least 1");
     }

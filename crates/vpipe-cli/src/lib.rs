@@ -8,6 +8,7 @@
 
 pub mod alloc;
 mod bench;
+mod bench_train;
 mod classify;
 mod eval;
 mod eval_agreement;
@@ -62,7 +63,7 @@ enum Command {
     /// segmentation: mIoU; classification: top-1/top-5), or run a pipeline over the
     /// dataset and evaluate it; with --out, also metrics.json and plots.
     Eval(eval::EvalArgs),
-    /// Measure inference latency and throughput.
+    /// Measure inference latency and throughput (`bench train`: training speed).
     Bench(bench::BenchArgs),
     /// The weights registry and cache: list, fetch, import, verify.
     Weights(weights::WeightsArgs),

@@ -258,6 +258,58 @@ fn classify_saves_annotated_copies_and_never_overwrites_inputs() {
     assert_eq!(std::fs::read(&photo).expect("read"), before);
 }
 
+/// `vpipe bench train` on the classification head: one JSON object; with the feature
+/// cache the steps see the same features, so the loss after them is the same.
+#[test]
+fn bench_train_reports_json_and_the_cache_changes_no_result() {
+    let run = |cache: bool| -> serde_json::Value {
+        let mut args = vec![
+            "bench",
+            "train",
+            "--head",
+            "classification",
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ];
+        if cache {
+            args.push("--cache");
+        }
+        let out = vpipe(&args);
+        assert_ok(&out);
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let (plain, cached) = (run(false), run(true));
+    for v in [&plain, &cached] {
+        assert_eq!(v["head"], "classification");
+        assert_eq!(v["input_size"], serde_json::json!([256, 256]));
+        assert_eq!(v["batch"], 2);
+        assert_eq!(v["steps"], 2);
+        assert!(v["images_per_s"].as_f64().expect("images/s") > 0.0);
+        assert!(v["loss"].as_f64().expect("loss").is_finite());
+    }
+    assert!(plain["median_backbone_ms"].as_f64().is_some());
+    assert!(cached["median_backbone_ms"].is_null());
+    assert_eq!(plain["loss"], cached["loss"]);
+    let out = vpipe(&[
+        "bench",
+        "train",
+        "--head",
+        "ssd",
+        "--weights",
+        "missing.pt",
+        "--steps",
+        "1",
+    ]);
+    assert_clean_failure(&out, "missing.pt");
+}
+
 #[test]
 fn bench_reports_json() {
     let out = vpipe(&[

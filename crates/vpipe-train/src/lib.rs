@@ -16,10 +16,13 @@
 //!   heads under canonical names ([`Trainer::save_heads`]), the optimiser state for
 //!   resuming ([`Trainer::save_state`], [`Trainer::load_state`]).
 //!
+//! [`benchmark`] is the fixed step `vpipe bench train` times.
+//!
 //! Dropout is not applied: the heads train without it (the parity references set
 //! every dropout to p = 0).
 
 pub mod augment;
+pub mod benchmark;
 pub mod config;
 pub mod dataset;
 pub mod distill;
