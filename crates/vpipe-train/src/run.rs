@@ -164,6 +164,12 @@ pub fn train(
         },
     };
     let recipe = preset.recipe();
+    // What every model file of the run says of itself, computed once (the backbone
+    // file's hash is not read again at each checkpoint).
+    let about = ModelAbout {
+        meta: model_metadata(config, &backbone, preset)?,
+        record: config_record(config),
+    };
     let mut data = TrainData::open(&config.data)?;
     if !data.report.is_empty() {
         tracing::warn!("data: {}", data.report);
@@ -238,7 +244,7 @@ pub fn train(
         Some(r) => {
             trainer.load_state(&r.state)?;
             losses = r.losses.clone();
-            if r.config != config_record(config) {
+            if r.config != about.record {
                 return Err(TrainError::Checkpoint {
                     path: checkpoint.clone(),
                     problem: "it was written by a run with other settings; start afresh (without --resume, with --overwrite) or restore the training file it was written with".into(),
@@ -335,9 +341,8 @@ pub fn train(
         if done.is_multiple_of(t.checkpoint_every) || done == t.steps || stopped {
             write_checkpoint(
                 &checkpoint,
-                config,
+                &about,
                 &backbone,
-                preset,
                 &mut trainer,
                 &plans,
                 &losses,
@@ -354,15 +359,7 @@ pub fn train(
         checkpoint.join("model.safetensors")
     } else {
         let model = options.out_dir.join("model.safetensors");
-        write_model(
-            &model,
-            config,
-            &backbone,
-            preset,
-            &mut trainer,
-            &plans,
-            steps_done,
-        )?;
+        write_model(&model, &about, &backbone, &mut trainer, &plans, steps_done)?;
         write_losses(&options.out_dir.join("losses.csv"), &plans, &losses)?;
         let points: Vec<(f64, f64)> = losses.iter().map(|r| (r.step as f64, r.loss)).collect();
         vpipe_eval::plots::loss_curve(&points, &options.out_dir.join("loss.png"))?;
@@ -870,38 +867,21 @@ fn config_record(config: &TrainConfig) -> Value {
     })
 }
 
-/// The model file of the heads as trained so far.
-#[allow(clippy::too_many_arguments)]
-fn write_model(
-    path: &Path,
+/// What a run's model files record besides their tensors: the weights metadata
+/// and the training settings.
+struct ModelAbout {
+    meta: WeightsMetadata,
+    record: Value,
+}
+
+/// The weights metadata of a run's model files: the backbone's file, its layout,
+/// and the preprocessing the heads were trained with.
+fn model_metadata(
     config: &TrainConfig,
     backbone: &Backbone,
     preset: PreprocessPreset,
-    trainer: &mut Trainer,
-    plans: &[HeadPlan],
-    steps: u64,
-) -> Result<()> {
-    let tensors = trainer.save_heads()?;
-    let record = config_record(config);
-    let heads: Vec<StoredHead> = plans
-        .iter()
-        .zip(tensors)
-        .map(|(p, tensors)| StoredHead {
-            entry: HeadEntry {
-                name: p.config.name.clone(),
-                kind: p.config.kind.clone(),
-                options: options_with_labels(p),
-                labels: p.labels.clone(),
-                training: Some(json!({
-                    "steps": steps,
-                    "teacher": p.config.teacher.as_ref().map(|t| t.display().to_string()),
-                    "config": record,
-                })),
-            },
-            tensors,
-        })
-        .collect();
-    let meta = WeightsMetadata {
+) -> Result<WeightsMetadata> {
+    Ok(WeightsMetadata {
         arch: backbone.layout.size,
         task: backbone.layout.task,
         source: backbone.layout.source,
@@ -917,8 +897,38 @@ fn write_model(
         original_sha256: vpipe_weights::sha256_file(&backbone.path)?,
         registry_name: None,
         random_init: vpipe_weights::weights_note(&backbone.path)?.is_some(),
-    };
-    vpipe_weights::write_multihead(path, &meta, &backbone.tensors, &heads)?;
+    })
+}
+
+/// The model file of the heads as trained so far.
+fn write_model(
+    path: &Path,
+    about: &ModelAbout,
+    backbone: &Backbone,
+    trainer: &mut Trainer,
+    plans: &[HeadPlan],
+    steps: u64,
+) -> Result<()> {
+    let tensors = trainer.save_heads()?;
+    let heads: Vec<StoredHead> = plans
+        .iter()
+        .zip(tensors)
+        .map(|(p, tensors)| StoredHead {
+            entry: HeadEntry {
+                name: p.config.name.clone(),
+                kind: p.config.kind.clone(),
+                options: options_with_labels(p),
+                labels: p.labels.clone(),
+                training: Some(json!({
+                    "steps": steps,
+                    "teacher": p.config.teacher.as_ref().map(|t| t.display().to_string()),
+                    "config": about.record,
+                })),
+            },
+            tensors,
+        })
+        .collect();
+    vpipe_weights::write_multihead(path, &about.meta, &backbone.tensors, &heads)?;
     Ok(())
 }
 
@@ -935,12 +945,10 @@ fn options_with_labels(plan: &HeadPlan) -> serde_json::Map<String, Value> {
 }
 
 /// Writes a checkpoint: the model so far, the optimiser state, the losses.
-#[allow(clippy::too_many_arguments)]
 fn write_checkpoint(
     dir: &Path,
-    config: &TrainConfig,
+    about: &ModelAbout,
     backbone: &Backbone,
-    preset: PreprocessPreset,
     trainer: &mut Trainer,
     plans: &[HeadPlan],
     losses: &[LossRow],
@@ -951,9 +959,8 @@ fn write_checkpoint(
     trainer.save_state(&dir.join("state.safetensors"))?;
     write_model(
         &dir.join("model.safetensors"),
-        config,
+        about,
         backbone,
-        preset,
         trainer,
         plans,
         steps,
