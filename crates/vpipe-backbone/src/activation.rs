@@ -7,7 +7,6 @@
 //! AVX-512 or AVX2 where the processor has them (see [`vpipe_simd`]). Other backends use burn's own.
 
 use burn::tensor::{Device, Tensor};
-use rayon::prelude::*;
 
 /// Elements per parallel task.
 const CHUNK: usize = 16 * 1024;
@@ -21,9 +20,9 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
     let mut data = x.into_data();
     match data.as_mut_slice::<f32>() {
-        Ok(values) => values
-            .par_chunks_mut(CHUNK)
-            .for_each(|v| silu_slice(v, 0.0)),
+        Ok(values) => {
+            vpipe_core::parallel::for_each_chunk_mut(values, CHUNK, |_, v| silu_slice(v, 0.0))
+        }
         Err(_) => {
             // Not f32: leave it to burn.
             return burn::tensor::activation::silu(Tensor::from_data(data, &device));

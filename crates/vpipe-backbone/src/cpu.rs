@@ -5,7 +5,7 @@
 //! memory, and small products run on one thread. On the CPU device the layers
 //! instead keep host copies of their weights and run these kernels, which
 //!
-//! - split every product into tiles spread over rayon's pool (so two threads give
+//! - split every product into tiles spread over [`vpipe_core::parallel`]'s pool (so two threads give
 //!   close to twice the speed),
 //! - apply bias, activation and residual to each output tile while it is still
 //!   in cache (one sweep instead of three),
@@ -17,7 +17,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
+use vpipe_core::parallel::{for_each, for_each_chunk_mut};
 
 use crate::activation::{exp_approx, silu_slice};
 use crate::layers::Activation;
@@ -337,7 +337,7 @@ unsafe fn matmul_raw(
     let tasks = if work < SERIAL_WORK {
         1
     } else {
-        rayon::current_num_threads()
+        vpipe_core::device::cpu_threads()
     };
     // Split the longer side, keeping column tiles a multiple of the vector width.
     let tiles: Vec<((usize, usize), (usize, usize))> = if n >= m {
@@ -358,7 +358,7 @@ unsafe fn matmul_raw(
     if tiles.len() == 1 {
         run(&tiles[0]);
     } else {
-        tiles.par_iter().for_each(run);
+        for_each(tiles.len(), |i| run(&tiles[i]));
     }
 }
 
@@ -489,7 +489,7 @@ pub fn conv2d(
         return HostArray { data, dims };
     }
     // im2col over bands of output rows: each task unfolds its band and multiplies.
-    let threads = rayon::current_num_threads();
+    let threads = vpipe_core::device::cpu_threads();
     let bands = threads
         .max((kk * plane).div_ceil(IM2COL_BAND_FLOATS))
         .min(oh);
@@ -501,7 +501,8 @@ pub fn conv2d(
         })
         .collect();
     let optr = OutPtr(out.as_mut_ptr().cast());
-    tasks.par_iter().for_each(|&(b, y0, y1)| {
+    for_each(tasks.len(), |t| {
+        let (b, y0, y1) = tasks[t];
         let (p0, cols) = (y0 * ow, (y1 - y0) * ow);
         // Every element of the band's columns is written below (input values, or
         // zeros where the tap falls in the padding), so the per-thread buffer is
@@ -582,22 +583,20 @@ pub fn depthwise_conv2d(
         "depthwise conv: bias per channel"
     );
     let mut out = output_buffer(n * c * oh * ow);
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(plane_index, dst)| {
-            let ch = plane_index % c;
-            // The taps accumulate onto the channel's bias.
-            let bias = ep.row_offset(ch);
-            dst.iter_mut().for_each(|d| {
-                d.write(bias);
-            });
-            // SAFETY: initialised just above.
-            let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            let src = &x.data[plane_index * h * w..(plane_index + 1) * h * w];
-            let taps = &weight[ch * kk..(ch + 1) * kk];
-            depthwise_plane(src, dst, taps, h, w, oh, ow, g);
-            ep.apply(dst, 0.0, None);
+    for_each_chunk_mut(&mut out, oh * ow, |plane_index, dst| {
+        let ch = plane_index % c;
+        // The taps accumulate onto the channel's bias.
+        let bias = ep.row_offset(ch);
+        dst.iter_mut().for_each(|d| {
+            d.write(bias);
         });
+        // SAFETY: initialised just above.
+        let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        let src = &x.data[plane_index * h * w..(plane_index + 1) * h * w];
+        let taps = &weight[ch * kk..(ch + 1) * kk];
+        depthwise_plane(src, dst, taps, h, w, oh, ow, g);
+        ep.apply(dst, 0.0, None);
+    });
     // SAFETY: every plane was prefilled.
     let data = unsafe { assume_init(out) };
     HostArray {
@@ -755,7 +754,7 @@ unsafe fn depthwise3x3_avx512(
 
 /// Layer normalisation over the last dimension (`d`) of `x`, in place.
 pub fn layer_norm(x: &mut [f32], d: usize, gamma: &[f32], beta: &[f32], eps: f32) {
-    x.par_chunks_mut(d * 64).for_each(|rows| {
+    for_each_chunk_mut(x, d * 64, |_, rows| {
         for row in rows.chunks_mut(d) {
             normalise_row(row, gamma, beta, eps);
         }
@@ -805,7 +804,7 @@ pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize
     let mut out = output_buffer(seqs * tokens * d);
     let optr = OutPtr(out.as_mut_ptr().cast());
     let row = 3 * d;
-    (0..seqs * heads).into_par_iter().for_each(|task| {
+    for_each(seqs * heads, |task| {
         let (s, hh) = (task / heads, task % heads);
         let base = qkv[s * tokens * row..].as_ptr();
         // The product below overwrites every score, so the thread's buffer is
@@ -938,20 +937,18 @@ pub fn unfold_patches(x: &HostArray<4>, p: usize) -> HostArray<3> {
     let (nh, nw) = (h / p, w / p);
     let dims = [n * p * p, nh * nw, d];
     let mut out = output_buffer(dims.iter().product());
-    out.par_chunks_mut(nh * nw * d)
-        .enumerate()
-        .for_each(|(seq, dst)| {
-            let (b, py, px) = (seq / (p * p), (seq / p) % p, seq % p);
-            for c in 0..d {
-                let src = &x.data[(b * d + c) * h * w..];
-                for iy in 0..nh {
-                    let srow = &src[(iy * p + py) * w + px..];
-                    for ix in 0..nw {
-                        dst[(iy * nw + ix) * d + c].write(srow[ix * p]);
-                    }
+    for_each_chunk_mut(&mut out, nh * nw * d, |seq, dst| {
+        let (b, py, px) = (seq / (p * p), (seq / p) % p, seq % p);
+        for c in 0..d {
+            let src = &x.data[(b * d + c) * h * w..];
+            for iy in 0..nh {
+                let srow = &src[(iy * p + py) * w + px..];
+                for ix in 0..nw {
+                    dst[(iy * nw + ix) * d + c].write(srow[ix * p]);
                 }
             }
-        });
+        }
+    });
     // SAFETY: every (token, channel) of every sequence was written.
     let data = unsafe { assume_init(out) };
     HostArray { data, dims }
@@ -965,19 +962,17 @@ pub fn fold_patches(x: &HostArray<3>, p: usize, nh: usize, nw: usize) -> HostArr
     let (h, w) = (nh * p, nw * p);
     let dims = [n, d, h, w];
     let mut out = output_buffer(dims.iter().product());
-    out.par_chunks_mut(h * w)
-        .enumerate()
-        .for_each(|(plane, dst)| {
-            let (b, c) = (plane / d, plane % d);
-            for y in 0..h {
-                let (iy, py) = (y / p, y % p);
-                for xx in 0..w {
-                    let (ix, px) = (xx / p, xx % p);
-                    let seq = (b * p + py) * p + px;
-                    dst[y * w + xx].write(x.data[(seq * nh * nw + iy * nw + ix) * d + c]);
-                }
+    for_each_chunk_mut(&mut out, h * w, |plane, dst| {
+        let (b, c) = (plane / d, plane % d);
+        for y in 0..h {
+            let (iy, py) = (y / p, y % p);
+            for xx in 0..w {
+                let (ix, px) = (xx / p, xx % p);
+                let seq = (b * p + py) * p + px;
+                dst[y * w + xx].write(x.data[(seq * nh * nw + iy * nw + ix) * d + c]);
             }
-        });
+        }
+    });
     // SAFETY: every pixel of every plane was written.
     let data = unsafe { assume_init(out) };
     HostArray { data, dims }

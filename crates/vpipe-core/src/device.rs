@@ -1,8 +1,9 @@
 //! Device selection.
 //!
 //! vpipe runs on burn's `flex` CPU backend by default. Its parallel kernels
-//! (convolutions, matrix products) run on rayon's global thread pool, so the
-//! CPU thread count is set once per process with [`set_cpu_threads`].
+//! (convolutions, matrix products) run on [`crate::parallel`]'s pool, and burn's
+//! own CPU operations on rayon's global pool; both have the size that
+//! [`set_cpu_threads`] sets once per process.
 //!
 //! A GPU backend of burn is opt-in: build with the cargo feature `vulkan`,
 //! `wgpu` or `cuda`, then select the device with a [`DeviceSpec`] (the
@@ -162,7 +163,8 @@ pub fn set_cpu_threads(threads: usize) -> bool {
         .is_ok()
 }
 
-/// Name prefix of the CPU backend's worker threads (as `/proc` shows them).
+/// Name prefix of the CPU backend's worker threads, rayon's and
+/// [`crate::parallel`]'s (as `/proc` shows them).
 pub const CPU_THREAD_PREFIX: &str = "vpipe-cpu-";
 
 /// The number of threads the CPU backend uses.

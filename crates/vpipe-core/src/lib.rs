@@ -4,6 +4,7 @@
 //! - [`labels`]: the class-name sets of the supported datasets.
 //! - [`result`]: the result type shared by every head.
 //! - [`device`]: picks the burn device the networks run on.
+//! - [`parallel`]: the thread pool of the CPU kernels.
 //! - [`geometry`]: where a network input lies in the original image.
 //! - [`pixel`]: the channel order of colour pixels.
 //! - [`preset`]: the names of the preprocessing presets.
@@ -13,6 +14,7 @@
 pub mod device;
 pub mod geometry;
 pub mod labels;
+pub mod parallel;
 pub mod pixel;
 pub mod preset;
 pub mod result;
