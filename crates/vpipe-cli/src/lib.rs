@@ -147,6 +147,7 @@ pub fn main_with(registry: HeadRegistry) -> ExitCode {
     // quietly, as it does for other command-line tools, instead of a failed write.
     // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    alloc::keep_freed_memory();
     // A bug must still end in one readable line, never a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = info
