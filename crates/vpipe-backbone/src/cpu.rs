@@ -31,6 +31,10 @@ const IM2COL_BAND_FLOATS: usize = 4 << 20;
 thread_local! {
     /// Each thread's im2col buffer, kept between convolutions.
     static IM2COL_BUFFER: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's zero-padded depthwise input plane, with the `[h, w, stride,
+    /// padding]` it was laid out for.
+    static PADDED_BUFFER: std::cell::Cell<(Vec<f32>, [usize; 4])> =
+        const { std::cell::Cell::new((Vec::new(), [0; 4])) };
     /// Each thread's attention score buffer, kept between heads and layers.
     static SCORES_BUFFER: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
@@ -625,7 +629,14 @@ fn depthwise_plane(
     // output row reads one contiguous run of `ow` values: no bounds, no remainders.
     let (hp, wp) = (h + 2 * pad, w + 2 * pad);
     let wq = wp.div_ceil(s);
-    let mut buf = vec![0.0f32; s * hp * wq];
+    // Every plane of one geometry writes the same places of the buffer, so the
+    // padding stays zero between planes; it is cleared when the geometry changes.
+    let (mut buf, key) = PADDED_BUFFER.take();
+    let new_key = [h, w, s, pad];
+    if key != new_key || buf.len() != s * hp * wq {
+        buf.clear();
+        buf.resize(s * hp * wq, 0.0);
+    }
     for q in 0..s {
         // Padded columns q + j*s that hold input column x = q + j*s - pad.
         let j0 = pad.saturating_sub(q).div_ceil(s);
@@ -663,7 +674,7 @@ fn depthwise_plane(
     );
     assert_eq!(dst.len(), oh * ow, "depthwise conv: output plane");
     #[cfg(target_arch = "x86_64")]
-    if let (Ok(offsets), Ok(taps), vpipe_simd::Level::Avx512) = (
+    let done = if let (Ok(offsets), Ok(taps), vpipe_simd::Level::Avx512) = (
         <&[usize; 9]>::try_from(&offsets[..]),
         <&[f32; 9]>::try_from(taps),
         vpipe_simd::level(),
@@ -671,9 +682,16 @@ fn depthwise_plane(
         // SAFETY: AVX-512F is present (checked by `level`); every read stays in `buf`
         // and every write in `dst` (asserted above).
         unsafe { depthwise3x3_avx512(&buf, offsets, taps, dst, ow, row_step) };
-        return;
+        true
+    } else {
+        false
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    if !done {
+        accumulate_taps(&buf, &offsets, taps, dst, ow, row_step);
     }
-    accumulate_taps(&buf, &offsets, taps, dst, ow, row_step);
+    PADDED_BUFFER.set((buf, new_key));
 }
 
 vpipe_simd::simd_fn! {
@@ -752,17 +770,24 @@ unsafe fn depthwise3x3_avx512(
     }
 }
 
-/// Layer normalisation over the last dimension (`d`) of `x`, in place.
-pub fn layer_norm(x: &mut [f32], d: usize, gamma: &[f32], beta: &[f32], eps: f32) {
-    for_each_chunk_mut(x, d * 64, |_, rows| {
-        for row in rows.chunks_mut(d) {
-            normalise_row(row, gamma, beta, eps);
+/// Layer normalisation over the last dimension (`gamma.len()`) of `x`, into a new array.
+pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+    let d = gamma.len();
+    let mut out = output_buffer(x.len());
+    for_each_chunk_mut(&mut out, d * 64, |i, rows| {
+        // SAFETY: every element of the rows is written by `normalise_row` below.
+        let rows = unsafe { &mut *(rows as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        let src = &x[i * d * 64..][..rows.len()];
+        for (dst, row) in rows.chunks_mut(d).zip(src.chunks(d)) {
+            normalise_row(row, dst, gamma, beta, eps);
         }
     });
+    // SAFETY: every row was written.
+    unsafe { assume_init(out) }
 }
 
 vpipe_simd::simd_fn! {
-    fn normalise_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    fn normalise_row(row: &[f32], dst: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         let d = row.len() as f32;
         let mean = sum(row) / d;
         let mut sq = [0.0f32; 16];
@@ -775,9 +800,10 @@ vpipe_simd::simd_fn! {
         }
         let var = (sq.iter().sum::<f32>() + tail.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()) / d;
         let inv = 1.0 / (var + eps).sqrt();
-        row.iter_mut()
+        dst.iter_mut()
+            .zip(row)
             .zip(gamma.iter().zip(beta))
-            .for_each(|(v, (g, b))| *v = (*v - mean) * inv * g + b);
+            .for_each(|((o, v), (g, b))| *o = (*v - mean) * inv * g + b);
     }
 }
 

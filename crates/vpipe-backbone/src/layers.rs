@@ -481,20 +481,20 @@ impl LayerNorm {
 
     /// Normalises the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.run(Act::from_tensor(x, self.kernels()))
+        self.run(&Act::from_tensor(x, self.kernels()))
             .into_tensor(&self.device)
     }
 
-    /// Normalises the last dimension of `x`.
-    pub fn run<const D: usize>(&self, x: Act<D>) -> Act<D> {
+    /// Normalises the last dimension of `x` into a new array.
+    pub fn run<const D: usize>(&self, x: &Act<D>) -> Act<D> {
         match &self.weights {
             NormWeights::Fused { gamma, beta } => {
-                let mut x = x.into_host();
-                cpu::layer_norm(&mut x.data, gamma.len(), gamma, beta, self.eps as f32);
-                Act::Host(x)
+                let x = x.host();
+                let data = cpu::layer_norm(&x.data, gamma, beta, self.eps as f32);
+                Act::Host(HostArray { data, dims: x.dims })
             }
             NormWeights::Generic(gb) => Act::Tensor(layer_norm(
-                x.into_tensor(&self.device),
+                x.tensor(&self.device),
                 gb.0.clone(),
                 Some(gb.1.clone()),
                 self.eps,
@@ -555,16 +555,16 @@ impl InvertedResidual {
 
     /// Runs the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.run(Act::from_tensor(x, self.reduce.kernels()))
+        self.run(&Act::from_tensor(x, self.reduce.kernels()))
             .into_tensor(&self.reduce.device)
     }
 
     /// Runs the block on `x`.
-    pub fn run(&self, x: Act<4>) -> Act<4> {
-        let hidden = self.expand.as_ref().map(|e| e.run(&x, None));
-        let dw = self.depthwise.run(hidden.as_ref().unwrap_or(&x), None);
+    pub fn run(&self, x: &Act<4>) -> Act<4> {
+        let hidden = self.expand.as_ref().map(|e| e.run(x, None));
+        let dw = self.depthwise.run(hidden.as_ref().unwrap_or(x), None);
         drop(hidden);
-        self.reduce.run(&dw, self.residual.then_some(&x))
+        self.reduce.run(&dw, self.residual.then_some(x))
     }
 }
 
@@ -622,13 +622,11 @@ impl TransformerLayer {
     pub fn run(&self, x: Act<3>) -> Act<3> {
         let qkv = self
             .qkv
-            .run(&self.norm_attn.run(x.clone()), Activation::Identity, None);
+            .run(&self.norm_attn.run(&x), Activation::Identity, None);
         let ctx = kernels::attention_heads(&qkv, self.heads);
         drop(qkv);
         let x = self.out_proj.run(&ctx, Activation::Identity, Some(&x));
-        let h = self
-            .fc1
-            .run(&self.norm_ffn.run(x.clone()), Activation::Silu, None);
+        let h = self.fc1.run(&self.norm_ffn.run(&x), Activation::Silu, None);
         self.fc2.run(&h, Activation::Identity, Some(&x))
     }
 }
@@ -724,14 +722,14 @@ impl MobileVitBlock {
 
     /// Runs the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.run(Act::from_tensor(x, self.fusion.kernels()))
+        self.run(&Act::from_tensor(x, self.fusion.kernels()))
             .into_tensor(&self.fusion.device)
     }
 
     /// Runs the block on `x`.
-    pub fn run(&self, x: Act<4>) -> Act<4> {
+    pub fn run(&self, x: &Act<4>) -> Act<4> {
         let device = &self.fusion.device;
-        let fm = self.local_proj.run(&self.local_conv.run(&x, None), None);
+        let fm = self.local_proj.run(&self.local_conv.run(x, None), None);
         let [_, _, h, w] = fm.dims();
         let p = self.patch;
         // Patch grids that do not divide the map are resized to fit, as the reference does.
@@ -747,7 +745,7 @@ impl MobileVitBlock {
         for layer in &self.transformer {
             seq = layer.run(seq);
         }
-        let fm = kernels::fold_patches(&self.norm.run(seq), p, nh, nw);
+        let fm = kernels::fold_patches(&self.norm.run(&seq), p, nh, nw);
         let fm = if resized {
             kernels::resize_bilinear(&fm, [h, w], device)
         } else {
@@ -755,6 +753,6 @@ impl MobileVitBlock {
         };
         let fm = self.proj.run(&fm, None);
         self.fusion
-            .run(&kernels::concat_channels(&x, &fm, device), None)
+            .run(&kernels::concat_channels(x, &fm, device), None)
     }
 }

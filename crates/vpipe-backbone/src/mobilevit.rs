@@ -38,10 +38,13 @@ enum Stage {
 }
 
 impl Stage {
-    fn run(&self, x: Act<4>) -> Act<4> {
+    fn run(&self, x: &Act<4>) -> Act<4> {
         match self {
-            Stage::Mv2(blocks) => blocks.iter().fold(x, |x, b| b.run(x)),
-            Stage::Vit(b) => b.1.run(b.0.run(x)),
+            Stage::Mv2(blocks) => {
+                let (first, rest) = blocks.split_first().expect("a stage has blocks");
+                rest.iter().fold(first.run(x), |x, b| b.run(&x))
+            }
+            Stage::Vit(b) => b.1.run(&b.0.run(x)),
         }
     }
 }
@@ -153,10 +156,16 @@ impl MobileVit {
         let mut x = self
             .stem
             .run(&Act::from_tensor(x, self.stem.kernels()), None);
-        for stage in &self.stages {
-            x = stage.run(x);
-            levels.push(x.clone().into_tensor(&device));
+        // Each stage's output becomes a level once the next stage has read it, so
+        // that it moves into the level instead of being copied.
+        for (i, stage) in self.stages.iter().enumerate() {
+            let y = stage.run(&x);
+            let input = std::mem::replace(&mut x, y);
+            if i > 0 {
+                levels.push(input.into_tensor(&device));
+            }
         }
+        levels.push(x.into_tensor(&device));
         let levels: [Tensor<4>; 5] = levels
             .try_into()
             .map_err(|_| BackboneError::Input("backbone has fewer than 5 stages".into()))?;
