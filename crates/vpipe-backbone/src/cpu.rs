@@ -649,6 +649,8 @@ fn depthwise_plane(
             let src_row = &src[y * w + first..(y + 1) * w];
             if s == 1 {
                 row[j0..j0 + src_row.len()].copy_from_slice(src_row);
+            } else if s == 2 {
+                every_second(&mut row[j0..], src_row);
             } else {
                 row[j0..]
                     .iter_mut()
@@ -692,6 +694,22 @@ fn depthwise_plane(
         accumulate_taps(&buf, &offsets, taps, dst, ow, row_step);
     }
     PADDED_BUFFER.set((buf, new_key));
+}
+
+vpipe_simd::simd_fn! {
+    /// `dst[i] = src[2 * i]` for as many `i` as both hold (a loop the compiler
+    /// vectorises with shuffles; the same with `step_by(2)` copies one float at a time).
+    fn every_second(dst: &mut [f32], src: &[f32]) {
+        let n = dst.len().min(src.len().div_ceil(2));
+        let pairs = n.min(src.len() / 2);
+        dst[..pairs]
+            .iter_mut()
+            .zip(src.chunks_exact(2))
+            .for_each(|(d, pair)| *d = pair[0]);
+        if pairs < n {
+            dst[pairs] = src[2 * pairs];
+        }
+    }
 }
 
 vpipe_simd::simd_fn! {
