@@ -54,8 +54,8 @@ vpipe_simd::simd_fn! {
 }
 
 /// SiLU with AVX-512 instructions the compiler does not pick by itself: `scalef`
-/// for the `2^n` of `exp`, and a reciprocal estimate refined by one Newton step
-/// (relative error about 1e-7) instead of a division.
+/// for the `2^n` of `exp` (see [`exp_avx512`]), and a reciprocal estimate refined by
+/// one Newton step (relative error about 1e-7) instead of a division.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn silu_avx512(values: &mut [f32], offset: f32) {
@@ -68,24 +68,7 @@ unsafe fn silu_avx512(values: &mut [f32], offset: f32) {
         // SAFETY: i + 16 <= n16, inside `head`.
         unsafe {
             let x = _mm512_add_ps(_mm512_loadu_ps(ptr.add(i)), splat(offset));
-            // exp(-x), as exp_approx.
-            let t = _mm512_min_ps(
-                _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), x), splat(-87.336_55)),
-                splat(88.376_26),
-            );
-            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
-                _mm512_fmadd_ps(t, splat(std::f32::consts::LOG2_E), splat(0.5)),
-            );
-            let r = _mm512_fnmadd_ps(n, splat(0.693_359_4), t);
-            let r = _mm512_fnmadd_ps(n, splat(-2.121_944_4e-4), r);
-            let mut p = splat(1.987_569_1e-4);
-            p = _mm512_fmadd_ps(p, r, splat(1.398_199_9e-3));
-            p = _mm512_fmadd_ps(p, r, splat(8.333_452e-3));
-            p = _mm512_fmadd_ps(p, r, splat(4.166_579_6e-2));
-            p = _mm512_fmadd_ps(p, r, splat(1.666_666_5e-1));
-            p = _mm512_fmadd_ps(p, r, splat(0.5));
-            let e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), splat(1.0));
-            let e = _mm512_scalef_ps(e, n);
+            let e = exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x));
             // x / (1 + e) with one Newton step on the reciprocal.
             let d = _mm512_add_ps(e, splat(1.0));
             let rc = _mm512_rcp14_ps(d);
@@ -94,6 +77,64 @@ unsafe fn silu_avx512(values: &mut [f32], offset: f32) {
         }
     }
     silu_portable(tail, offset);
+}
+
+/// `exp` of 16 lanes: [`exp_approx`]'s range reduction and polynomial in fused
+/// multiply-adds, and `scalef` for the `2^n` (relative error below 2e-7).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let splat = _mm512_set1_ps;
+    let t = _mm512_min_ps(_mm512_max_ps(x, splat(-87.336_55)), splat(88.376_26));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
+        t,
+        splat(std::f32::consts::LOG2_E),
+        splat(0.5),
+    ));
+    let r = _mm512_fnmadd_ps(n, splat(0.693_359_4), t);
+    let r = _mm512_fnmadd_ps(n, splat(-2.121_944_4e-4), r);
+    let mut p = splat(1.987_569_1e-4);
+    p = _mm512_fmadd_ps(p, r, splat(1.398_199_9e-3));
+    p = _mm512_fmadd_ps(p, r, splat(8.333_452e-3));
+    p = _mm512_fmadd_ps(p, r, splat(4.166_579_6e-2));
+    p = _mm512_fmadd_ps(p, r, splat(1.666_666_5e-1));
+    p = _mm512_fmadd_ps(p, r, splat(0.5));
+    let e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), splat(1.0));
+    _mm512_scalef_ps(e, n)
+}
+
+/// [`exp_approx`] of 16 lanes, rounded exactly as it is (every multiply and add
+/// rounded on its own), with `scalef` for the `2^n`: the softmax of the attention
+/// uses it, since a fused multiply-add there moved a DeepLabv3 parity mask pixel
+/// that is a near-tie.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn exp_avx512_unfused(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let splat = _mm512_set1_ps;
+    let (add, mul, sub) = (_mm512_add_ps, _mm512_mul_ps, _mm512_sub_ps);
+    let x = _mm512_min_ps(_mm512_max_ps(x, splat(-87.336_55)), splat(88.376_26));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(add(
+        mul(x, splat(std::f32::consts::LOG2_E)),
+        splat(0.5),
+    ));
+    let r = sub(
+        sub(x, mul(n, splat(0.693_359_4))),
+        mul(n, splat(-2.121_944_4e-4)),
+    );
+    let mut p = splat(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        p = add(mul(p, r), splat(c));
+    }
+    let e = add(add(mul(mul(p, r), r), r), splat(1.0));
+    _mm512_scalef_ps(e, n)
 }
 
 /// `exp(x)` for `f32` after Cephes' `expf`: range reduction by `ln 2` in two parts
