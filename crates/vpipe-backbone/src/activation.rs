@@ -68,15 +68,23 @@ unsafe fn silu_avx512(values: &mut [f32], offset: f32) {
         // SAFETY: i + 16 <= n16, inside `head`.
         unsafe {
             let x = _mm512_add_ps(_mm512_loadu_ps(ptr.add(i)), splat(offset));
-            let e = exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x));
-            // x / (1 + e) with one Newton step on the reciprocal.
-            let d = _mm512_add_ps(e, splat(1.0));
-            let rc = _mm512_rcp14_ps(d);
-            let rc = _mm512_mul_ps(rc, _mm512_fnmadd_ps(d, rc, splat(2.0)));
-            _mm512_storeu_ps(ptr.add(i), _mm512_mul_ps(x, rc));
+            _mm512_storeu_ps(ptr.add(i), silu_vector(x));
         }
     }
     silu_portable(tail, offset);
+}
+
+/// SiLU of 16 lanes, as [`silu_slice`] computes it with AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn silu_vector(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let e = exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    // x / (1 + e) with one Newton step on the reciprocal.
+    let d = _mm512_add_ps(e, _mm512_set1_ps(1.0));
+    let rc = _mm512_rcp14_ps(d);
+    let rc = _mm512_mul_ps(rc, _mm512_fnmadd_ps(d, rc, _mm512_set1_ps(2.0)));
+    _mm512_mul_ps(x, rc)
 }
 
 /// `exp` of 16 lanes: [`exp_approx`]'s range reduction and polynomial in fused

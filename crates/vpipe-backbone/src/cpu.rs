@@ -19,9 +19,9 @@ use std::mem::MaybeUninit;
 
 use vpipe_core::parallel::{for_each, for_each_chunk_mut};
 
-#[cfg(target_arch = "x86_64")]
-use crate::activation::exp_avx512_unfused;
 use crate::activation::{exp_approx, silu_slice};
+#[cfg(target_arch = "x86_64")]
+use crate::activation::{exp_avx512_unfused, silu_vector};
 use crate::layers::Activation;
 
 /// Products smaller than this many multiply-adds run as one task.
@@ -591,19 +591,11 @@ pub fn depthwise_conv2d(
     let mut out = output_buffer(n * c * oh * ow);
     for_each_chunk_mut(&mut out, oh * ow, |plane_index, dst| {
         let ch = plane_index % c;
-        // The taps accumulate onto the channel's bias.
-        let bias = ep.row_offset(ch);
-        dst.iter_mut().for_each(|d| {
-            d.write(bias);
-        });
-        // SAFETY: initialised just above.
-        let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
         let src = &x.data[plane_index * h * w..(plane_index + 1) * h * w];
         let taps = &weight[ch * kk..(ch + 1) * kk];
-        depthwise_plane(src, dst, taps, h, w, oh, ow, g);
-        ep.apply(dst, 0.0, None);
+        depthwise_plane(src, dst, taps, [h, w, oh, ow], g, ep, ch);
     });
-    // SAFETY: every plane was prefilled.
+    // SAFETY: `depthwise_plane` writes every output of its plane.
     let data = unsafe { assume_init(out) };
     HostArray {
         data,
@@ -611,18 +603,18 @@ pub fn depthwise_conv2d(
     }
 }
 
-/// Accumulates one channel's depthwise convolution into `dst` (holding the bias).
-#[allow(clippy::too_many_arguments)]
+/// Writes channel `ch`'s depthwise convolution to `dst`: the taps accumulated onto
+/// the channel's bias, then `ep`'s activation.
 fn depthwise_plane(
     src: &[f32],
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     taps: &[f32],
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
+    [h, w, oh, ow]: [usize; 4],
     g: ConvGeometry,
+    ep: &Epilogue,
+    ch: usize,
 ) {
+    let bias = ep.row_offset(ch);
     let k = g.kernel;
     let s = g.stride;
     let pad = g.padding;
@@ -685,7 +677,7 @@ fn depthwise_plane(
     ) {
         // SAFETY: AVX-512F is present (checked by `level`); every read stays in `buf`
         // and every write in `dst` (asserted above).
-        unsafe { depthwise3x3_avx512(&buf, offsets, taps, dst, ow, row_step) };
+        unsafe { depthwise3x3_avx512(&buf, offsets, taps, dst, ow, row_step, bias, ep.act) };
         true
     } else {
         false
@@ -693,7 +685,13 @@ fn depthwise_plane(
     #[cfg(not(target_arch = "x86_64"))]
     let done = false;
     if !done {
+        dst.iter_mut().for_each(|d| {
+            d.write(bias);
+        });
+        // SAFETY: initialised just above.
+        let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
         accumulate_taps(&buf, &offsets, taps, dst, ow, row_step);
+        ep.apply(dst, 0.0, None);
     }
     PADDED_BUFFER.set((buf, new_key));
 }
@@ -733,37 +731,48 @@ fn accumulate_taps(
 }
 }
 
-/// [`accumulate_taps`] for a 3x3 kernel with AVX-512: runs of 64 outputs stay in
-/// four registers while all nine taps are added, so each output is loaded and stored
-/// once rather than once per tap. Each tap is a multiply then an add, rounded twice
+/// [`accumulate_taps`] for a 3x3 kernel with AVX-512, onto `bias` and followed by
+/// the activation `act` (as [`Epilogue::apply`] computes it): runs of 64 outputs
+/// start from the bias in four registers, take all nine taps and the activation
+/// there, and are stored once (rather than loaded and stored per tap, and again
+/// for the bias and the activation). Each tap is a multiply then an add, rounded twice
 /// like [`accumulate_taps`]: a fused multiply-add is faster but moved the DeepLabv3
 /// parity test's logits enough to flip one near-tie mask pixel.
 ///
 /// # Safety
 /// The processor must have AVX-512F; for every output row `oy` and tap `t`,
-/// `oy * row_step + offsets[t] + ow <= buf.len()`, and `dst.len()` is a multiple of `ow`.
+/// `oy * row_step + offsets[t] + ow <= buf.len()`, and `dst.len()` is a multiple of
+/// `ow`. Every element of `dst` is written.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn depthwise3x3_avx512(
     buf: &[f32],
     offsets: &[usize; 9],
     taps: &[f32; 9],
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     ow: usize,
     row_step: usize,
+    bias: f32,
+    act: Activation,
 ) {
     use std::arch::x86_64::*;
     let t = taps.map(|v| _mm512_set1_ps(v));
+    let act = |v: __m512| match act {
+        Activation::Identity => v,
+        Activation::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
+        Activation::Silu => silu_vector(v),
+    };
     let oh = dst.len() / ow;
     for oy in 0..oh {
         // SAFETY (whole loop): reads stay below `oy * row_step + offsets[t] + ow`,
         // writes below `(oy + 1) * ow`, per the contract; masked lanes are not touched.
         unsafe {
-            let out = dst.as_mut_ptr().add(oy * ow);
+            let out = dst.as_mut_ptr().cast::<f32>().add(oy * ow);
             let inp = buf.as_ptr().add(oy * row_step);
             let mut x = 0;
             while x + 64 <= ow {
-                let mut acc = [0, 16, 32, 48].map(|j| _mm512_loadu_ps(out.add(x + j)));
+                let mut acc = [_mm512_set1_ps(bias); 4];
                 for (tap, &offset) in t.iter().zip(offsets) {
                     let p = inp.add(offset + x);
                     for (j, a) in acc.iter_mut().enumerate() {
@@ -771,19 +780,19 @@ unsafe fn depthwise3x3_avx512(
                     }
                 }
                 for (j, a) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(out.add(x + 16 * j), *a);
+                    _mm512_storeu_ps(out.add(x + 16 * j), act(*a));
                 }
                 x += 64;
             }
             while x < ow {
                 let n = (ow - x).min(16);
                 let mask = ((1u32 << n) - 1) as __mmask16;
-                let mut acc = _mm512_maskz_loadu_ps(mask, out.add(x));
+                let mut acc = _mm512_set1_ps(bias);
                 for (tap, &offset) in t.iter().zip(offsets) {
                     let v = _mm512_maskz_loadu_ps(mask, inp.add(offset + x));
                     acc = _mm512_add_ps(_mm512_mul_ps(*tap, v), acc);
                 }
-                _mm512_mask_storeu_ps(out.add(x), mask, acc);
+                _mm512_mask_storeu_ps(out.add(x), mask, act(acc));
                 x += 16;
             }
         }
@@ -1211,6 +1220,17 @@ mod tests {
             let got = depthwise_conv2d(&x, &wd, g, &Epilogue::rows(&zero, Activation::Identity));
             assert_eq!(got.dims, want.dims);
             close(&got.data, &want.data, 1e-5);
+            // The activations applied inside the kernel match the separate passes (to
+            // rounding: a plane's last values, short of a vector, take the vector
+            // formula there and the scalar one in a pass).
+            let bias = pseudo_random(5, 700 + case as u32);
+            let plain = depthwise_conv2d(&x, &wd, g, &Epilogue::rows(&bias, Activation::Identity));
+            for act in [Activation::Silu, Activation::Relu] {
+                let fused = depthwise_conv2d(&x, &wd, g, &Epilogue::rows(&bias, act));
+                let mut separate = plain.data.clone();
+                Epilogue::rows(&bias, act).apply(&mut separate, 0.0, None);
+                close(&fused.data, &separate, 1e-6);
+            }
 
             // 10 -> 15 channels in 5 groups of 2 -> 3.
             let x10 = HostArray {
