@@ -1078,12 +1078,14 @@ pub fn fold_patches(x: &HostArray<3>, p: usize, nh: usize, nw: usize) -> HostArr
     let mut out = output_buffer(dims.iter().product());
     for_each_chunk_mut(&mut out, h * w, |plane, dst| {
         let (b, c) = (plane / d, plane % d);
-        for y in 0..h {
+        for (y, row) in dst.chunks_exact_mut(w).enumerate() {
             let (iy, py) = (y / p, y % p);
-            for xx in 0..w {
-                let (ix, px) = (xx / p, xx % p);
+            for px in 0..p {
                 let seq = (b * p + py) * p + px;
-                dst[y * w + xx].write(x.data[(seq * nh * nw + iy * nw + ix) * d + c]);
+                let src = &x.data[(seq * nh * nw + iy * nw) * d + c..];
+                for (ix, out) in row.iter_mut().skip(px).step_by(p).enumerate() {
+                    out.write(src[ix * d]);
+                }
             }
         }
     });
