@@ -94,6 +94,9 @@ impl Predictor {
     }
 }
 
+/// `conf_logits`, `loc` and the feature-map size of each level.
+type HostOutputs = (RawTensor, RawTensor, Vec<(usize, usize)>);
+
 /// The SSDLite head.
 #[derive(Debug, Clone)]
 pub struct SsdHead {
@@ -310,16 +313,71 @@ impl SsdHead {
         (conf, loc, sizes)
     }
 
+    /// [`SsdHead::outputs`] on the CPU, as raw outputs: each level's predictions are
+    /// written straight to their rows of `conf_logits` and `loc` (burn's permute,
+    /// concatenation and slices each copied them once more).
+    fn host_outputs(&self, features: &Features) -> Result<HostOutputs> {
+        let levels = self.level_inputs(features);
+        let (c, per) = (self.num_classes, 4 + self.num_classes);
+        let predictions: Vec<(RawTensor, usize)> = levels
+            .into_iter()
+            .zip(&self.predictors)
+            .map(|(x, p)| Ok((to_raw("predictions", p.forward(x))?, p.anchors_per_location)))
+            .collect::<Result<_>>()?;
+        let batch = predictions.first().map_or(0, |(y, _)| y.shape[0]);
+        let total: usize = predictions
+            .iter()
+            .map(|(y, a)| y.shape[2] * y.shape[3] * a)
+            .sum();
+        let mut conf = vec![0.0f32; batch * total * c];
+        let mut loc = vec![0.0f32; batch * total * 4];
+        let mut sizes = Vec::with_capacity(predictions.len());
+        let mut first = 0;
+        for (y, anchors_here) in &predictions {
+            let (h, w) = (y.shape[2], y.shape[3]);
+            sizes.push((h, w));
+            let plane = h * w;
+            for (i, values) in y.data.chunks_exact(plane).enumerate() {
+                let (b, ch) = (i / (anchors_here * per), i % (anchors_here * per));
+                let (a, j) = (ch / per, ch % per);
+                for (pix, &v) in values.iter().enumerate() {
+                    let anchor = b * total + first + pix * anchors_here + a;
+                    if j < 4 {
+                        loc[anchor * 4 + j] = v;
+                    } else {
+                        conf[anchor * c + j - 4] = v;
+                    }
+                }
+            }
+            first += plane * anchors_here;
+        }
+        let raw = |name: &str, data, width| RawTensor {
+            name: name.into(),
+            shape: vec![batch, total, width],
+            data,
+        };
+        Ok((raw("conf_logits", conf, c), raw("loc", loc, 4), sizes))
+    }
+
     /// Raw outputs: `loc` `[batch, anchors, 4]`, `conf_logits` `[batch, anchors, classes]`,
     /// and `anchors` `[anchors, 4]` (centre x, centre y, width, height, normalised).
     pub fn forward(&self, features: &Features) -> Result<Vec<RawTensor>> {
-        let (conf, loc, sizes) = self.outputs(features);
-        let [_, a, _] = conf.dims();
+        let last = features.last();
+        let (conf, loc, sizes) =
+            if vpipe_backbone::cpu::is_cpu(&last.device()) && !last.is_autodiff() {
+                self.host_outputs(features)?
+            } else {
+                let (conf, loc, sizes) = self.outputs(features);
+                (to_raw("conf_logits", conf)?, to_raw("loc", loc)?, sizes)
+            };
         let anchors = self.anchors(&sizes);
-        debug_assert_eq!(anchors.len(), a);
+        debug_assert_eq!(
+            anchors.len() * self.num_classes,
+            conf.data.len() / conf.shape[0].max(1)
+        );
         Ok(vec![
-            to_raw("conf_logits", conf)?,
-            to_raw("loc", loc)?,
+            conf,
+            loc,
             RawTensor {
                 name: "anchors".into(),
                 shape: vec![anchors.len(), 4],
