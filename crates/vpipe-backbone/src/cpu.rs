@@ -527,6 +527,35 @@ pub fn conv2d(
                     let rows = &mut col[((ci * g.kernel + ky) * g.kernel + kx) * cols..][..cols];
                     rows[..(vy0 - y0) * ow].fill(0.0);
                     rows[(vy1 - y0) * ow..].fill(0.0);
+                    if g.stride == 1 && ow == w {
+                        // Output and input rows have the same length: the tap's rows
+                        // are one run of the input, shifted by the tap's column offset,
+                        // whose values that wrapped around a row end are then zeroed.
+                        let block = &mut rows[(vy0 - y0) * ow..(vy1 - y0) * ow];
+                        if block.is_empty() {
+                            continue;
+                        }
+                        let start = ((vy0 + ky * g.dilation - g.padding) * w) as isize
+                            + (kx * g.dilation) as isize
+                            - g.padding as isize;
+                        let lo = (-start).clamp(0, block.len() as isize) as usize;
+                        let hi = (src.len() as isize - start)
+                            .clamp(lo as isize, block.len() as isize)
+                            as usize;
+                        block[..lo].fill(0.0);
+                        block[hi..].fill(0.0);
+                        let from = (start + lo as isize) as usize;
+                        block[lo..hi].copy_from_slice(&src[from..from + hi - lo]);
+                        if vx0 > 0 || vx1 < ow {
+                            for row in block.chunks_exact_mut(ow) {
+                                row[..vx0.min(ow)].iter_mut().for_each(|v| *v = 0.0);
+                                row[vx1.max(vx0).min(ow)..]
+                                    .iter_mut()
+                                    .for_each(|v| *v = 0.0);
+                            }
+                        }
+                        continue;
+                    }
                     for oy in vy0..vy1 {
                         let dst = &mut rows[(oy - y0) * ow..(oy - y0 + 1) * ow];
                         dst[..vx0].fill(0.0);
@@ -540,6 +569,8 @@ pub fn conv2d(
                         let srow = &src[iy * w + ix0..];
                         if g.stride == 1 {
                             dst.copy_from_slice(&srow[..vx1 - vx0]);
+                        } else if g.stride == 2 {
+                            every_second(dst, srow);
                         } else {
                             dst.iter_mut()
                                 .zip(srow.iter().step_by(g.stride))
