@@ -368,8 +368,16 @@ unsafe fn matmul_raw(
     }
 }
 
-/// A linear layer over the rows of `x` `[rows, d_in]`: `act(x · wᵀ + b) + residual`,
-/// with `w` `[d_out, d_in]`.
+/// `[rows, cols]` row-major to `[cols, rows]`.
+pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| x[r * cols + c]))
+        .collect()
+}
+
+/// A linear layer over the rows of `x` `[rows, d_in]`: `act(x · w + b) + residual`,
+/// with `w` `[d_in, d_out]` (the transpose of PyTorch's weight, which lets the
+/// product read it as it is instead of repacking it at every call).
 pub fn linear(
     x: &[f32],
     rows: usize,
@@ -386,7 +394,7 @@ pub fn linear(
     if let Some(r) = residual {
         ep = ep.with_residual(r);
     }
-    // SAFETY: x is [rows, d_in], w is [d_out, d_in] read transposed, out is [rows, d_out].
+    // SAFETY: x is [rows, d_in], w is [d_in, d_out], out is [rows, d_out].
     unsafe {
         matmul_raw(
             [rows, d_out, d_in],
@@ -397,8 +405,8 @@ pub fn linear(
             },
             MatPtr {
                 ptr: w.as_ptr(),
-                rs: 1,
-                cs: d_in as isize,
+                rs: d_out as isize,
+                cs: 1,
             },
             OutPtr(out.as_mut_ptr().cast()),
             d_out,
@@ -1324,7 +1332,15 @@ mod tests {
         let w = pseudo_random(50 * 20, 2);
         let b = pseudo_random(50, 3);
         let res = pseudo_random(37 * 50, 4);
-        let got = linear(&x, 37, &w, 50, &b, Activation::Silu, Some(&res));
+        let got = linear(
+            &x,
+            37,
+            &transpose(&w, 50, 20),
+            50,
+            &b,
+            Activation::Silu,
+            Some(&res),
+        );
         for r in 0..37 {
             for o in 0..50 {
                 let mut acc = b[o] as f64;

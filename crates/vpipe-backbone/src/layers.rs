@@ -335,7 +335,7 @@ impl Linear {
         let b = params.take(&format!("{prefix}.bias"), &[d_out])?;
         let weights = match params.kernels() {
             Kernels::Fused => LinearWeights::Fused {
-                weight: w.data,
+                weight: cpu::transpose(&w.data, d_out, d_in),
                 bias: b.data,
             },
             Kernels::Generic => LinearWeights::Generic(Box::new((
