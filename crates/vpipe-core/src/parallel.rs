@@ -80,7 +80,7 @@ static POOL: OnceLock<&'static Pool> = OnceLock::new();
 
 fn pool() -> &'static Pool {
     POOL.get_or_init(|| {
-        let workers = rayon::current_num_threads().saturating_sub(1);
+        let workers = crate::device::cpu_threads().saturating_sub(1);
         let pool: &'static Pool = Box::leak(Box::new(Pool {
             workers: AtomicUsize::new(workers),
             epoch: AtomicUsize::new(0),
@@ -130,16 +130,13 @@ impl Pool {
     /// Waits until the epoch differs from `seen`: spinning for [`SPIN`], then
     /// asleep. Returns the new epoch.
     fn wait_for_loop(&self, seen: usize) -> usize {
-        let start = Instant::now();
-        let mut spins = 0u32;
+        let mut spin = Spin::new();
         loop {
             let epoch = self.epoch.load(Ordering::Acquire);
             if epoch != seen {
                 return epoch;
             }
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(256) && start.elapsed() > SPIN {
+            if spin.once_and_expired() {
                 break;
             }
         }
@@ -188,19 +185,38 @@ impl Pool {
             self.wake.notify_all();
         }
         self.claim_items(Job { body, count });
-        let start = Instant::now();
-        let mut spins = 0u32;
+        let mut spin = Spin::new();
         let workers = self.workers.load(Ordering::Relaxed);
         while self.finished.load(Ordering::Acquire) < workers {
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(256) && start.elapsed() > SPIN {
+            if spin.once_and_expired() {
                 std::thread::yield_now();
             }
         }
         if self.panicked.load(Ordering::Relaxed) {
             resume_unwind(Box::new("a parallel CPU kernel item panicked"));
         }
+    }
+}
+
+/// A busy wait's clock: the time is read every 256 spins only.
+struct Spin {
+    start: Instant,
+    spins: u32,
+}
+
+impl Spin {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            spins: 0,
+        }
+    }
+
+    /// Spins once; true when, on a 256th spin, [`SPIN`] has passed since the start.
+    fn once_and_expired(&mut self) -> bool {
+        std::hint::spin_loop();
+        self.spins = self.spins.wrapping_add(1);
+        self.spins.is_multiple_of(256) && self.start.elapsed() > SPIN
     }
 }
 
