@@ -574,16 +574,7 @@ pub fn conv2d(
                         let ix0 = vx0 * g.stride + kx * g.dilation - g.padding;
                         let iy = oy * g.stride + ky * g.dilation - g.padding;
                         let dst = &mut dst[vx0..vx1];
-                        let srow = &src[iy * w + ix0..];
-                        if g.stride == 1 {
-                            dst.copy_from_slice(&srow[..vx1 - vx0]);
-                        } else if g.stride == 2 {
-                            every_second(dst, srow);
-                        } else {
-                            dst.iter_mut()
-                                .zip(srow.iter().step_by(g.stride))
-                                .for_each(|(d, s)| *d = *s);
-                        }
+                        take_every(dst, &src[iy * w + ix0..], g.stride);
                     }
                 }
             }
@@ -679,17 +670,7 @@ fn depthwise_plane(
             if first >= w {
                 continue;
             }
-            let src_row = &src[y * w + first..(y + 1) * w];
-            if s == 1 {
-                row[j0..j0 + src_row.len()].copy_from_slice(src_row);
-            } else if s == 2 {
-                every_second(&mut row[j0..], src_row);
-            } else {
-                row[j0..]
-                    .iter_mut()
-                    .zip(src_row.iter().step_by(s))
-                    .for_each(|(d, v)| *d = *v);
-            }
+            take_every(&mut row[j0..], &src[y * w + first..(y + 1) * w], s);
         }
     }
     // Where tap (ky, kx) of output row 0 starts in `buf`; output row `oy` reads
@@ -735,17 +716,31 @@ fn depthwise_plane(
     PADDED_BUFFER.set((buf, new_key));
 }
 
+/// `dst[i] = src[i * step]` for as many `i` as both hold: a copy for step 1, a
+/// vectorised split for step 2 (`step_by(2)` copies one float at a time), and a
+/// plain strided loop otherwise.
+fn take_every(dst: &mut [f32], src: &[f32], step: usize) {
+    let n = dst.len().min(src.len().div_ceil(step));
+    match step {
+        1 => dst[..n].copy_from_slice(&src[..n]),
+        2 => every_second(&mut dst[..n], src),
+        _ => dst[..n]
+            .iter_mut()
+            .zip(src.iter().step_by(step))
+            .for_each(|(d, v)| *d = *v),
+    }
+}
+
 vpipe_simd::simd_fn! {
-    /// `dst[i] = src[2 * i]` for as many `i` as both hold (a loop the compiler
-    /// vectorises with shuffles; the same with `step_by(2)` copies one float at a time).
+    /// `dst[i] = src[2 * i]` for every `i` of `dst` (`src` holds at least
+    /// `2 * dst.len() - 1` values).
     fn every_second(dst: &mut [f32], src: &[f32]) {
-        let n = dst.len().min(src.len().div_ceil(2));
-        let pairs = n.min(src.len() / 2);
+        let pairs = dst.len().min(src.len() / 2);
         dst[..pairs]
             .iter_mut()
             .zip(src.chunks_exact(2))
             .for_each(|(d, pair)| *d = pair[0]);
-        if pairs < n {
+        if pairs < dst.len() {
             dst[pairs] = src[2 * pairs];
         }
     }
