@@ -94,20 +94,18 @@ pub(crate) fn silu_vector(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__
 fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let splat = _mm512_set1_ps;
-    let t = _mm512_min_ps(_mm512_max_ps(x, splat(-87.336_55)), splat(88.376_26));
+    let t = _mm512_min_ps(_mm512_max_ps(x, splat(EXP_MIN)), splat(EXP_MAX));
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
         t,
         splat(std::f32::consts::LOG2_E),
         splat(0.5),
     ));
-    let r = _mm512_fnmadd_ps(n, splat(0.693_359_4), t);
-    let r = _mm512_fnmadd_ps(n, splat(-2.121_944_4e-4), r);
-    let mut p = splat(1.987_569_1e-4);
-    p = _mm512_fmadd_ps(p, r, splat(1.398_199_9e-3));
-    p = _mm512_fmadd_ps(p, r, splat(8.333_452e-3));
-    p = _mm512_fmadd_ps(p, r, splat(4.166_579_6e-2));
-    p = _mm512_fmadd_ps(p, r, splat(1.666_666_5e-1));
-    p = _mm512_fmadd_ps(p, r, splat(0.5));
+    let r = _mm512_fnmadd_ps(n, splat(LN2_HI), t);
+    let r = _mm512_fnmadd_ps(n, splat(LN2_LO), r);
+    let mut p = splat(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        p = _mm512_fmadd_ps(p, r, splat(c));
+    }
     let e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), splat(1.0));
     _mm512_scalef_ps(e, n)
 }
@@ -122,45 +120,50 @@ pub(crate) fn exp_avx512_unfused(x: std::arch::x86_64::__m512) -> std::arch::x86
     use std::arch::x86_64::*;
     let splat = _mm512_set1_ps;
     let (add, mul, sub) = (_mm512_add_ps, _mm512_mul_ps, _mm512_sub_ps);
-    let x = _mm512_min_ps(_mm512_max_ps(x, splat(-87.336_55)), splat(88.376_26));
+    let x = _mm512_min_ps(_mm512_max_ps(x, splat(EXP_MIN)), splat(EXP_MAX));
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(add(
         mul(x, splat(std::f32::consts::LOG2_E)),
         splat(0.5),
     ));
-    let r = sub(
-        sub(x, mul(n, splat(0.693_359_4))),
-        mul(n, splat(-2.121_944_4e-4)),
-    );
-    let mut p = splat(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
+    let r = sub(sub(x, mul(n, splat(LN2_HI))), mul(n, splat(LN2_LO)));
+    let mut p = splat(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
         p = add(mul(p, r), splat(c));
     }
     let e = add(add(mul(mul(p, r), r), r), splat(1.0));
     _mm512_scalef_ps(e, n)
 }
 
+/// The range where `exp` of an `f32` is a normal `f32`: arguments are clamped to it.
+const EXP_MIN: f32 = -87.336_55;
+/// See [`EXP_MIN`].
+const EXP_MAX: f32 = 88.376_26;
+/// `ln 2` in two parts, the first exact in few bits, for the range reduction.
+const LN2_HI: f32 = 0.693_359_4;
+/// See [`LN2_HI`].
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Cephes' polynomial for `(e^r - 1 - r) / r^2` on `|r| <= ln 2 / 2`, highest
+/// degree first.
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
 /// `exp(x)` for `f32` after Cephes' `expf`: range reduction by `ln 2` in two parts
 /// and a degree-6 polynomial, branch-free so that loops over it vectorise.
 #[inline(always)]
 pub fn exp_approx(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.336_55, 88.376_26);
-    let n = (x * LOG2E + 0.5).floor();
-    let r = x - n * C1 - n * C2;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
+    let x = x.clamp(EXP_MIN, EXP_MAX);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
     let e = p * r * r + r + 1.0;
     // 2^n from the bits of n + 1.5 * 2^23, whose low mantissa bits hold n: integer
     // arithmetic only, so that the loop vectorises (a float-to-int cast does not).
