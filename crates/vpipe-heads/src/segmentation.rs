@@ -75,10 +75,8 @@ impl UpsampleConvention {
                 let y = row % oh;
                 let (lo, hi, wy) = (ys.low[y], ys.high[y], ys.weight[y]);
                 rows.load(plane, [h, w], [lo, hi], &xs);
-                scratch.reset();
                 for c in 0..classes {
-                    let [a, b, cc, d] = rows.class(c);
-                    scratch.update(c, [a, b, cc, d], &xs, wy);
+                    scratch.update(c, rows.class(c), &xs, wy);
                 }
                 out_row.copy_from_slice(&scratch.index);
             }
@@ -206,12 +204,8 @@ impl ArgmaxRow {
         }
     }
 
-    fn reset(&mut self) {
-        self.index.fill(0.0);
-    }
-
     /// Interpolates class `c`'s row and keeps, column by column, the larger value
-    /// (class 0 sets the start).
+    /// (class 0 sets the start, so nothing is left from the row before).
     fn update(&mut self, c: usize, rows: [&[f32]; 4], xs: &LinearTaps, wy: f32) {
         interpolate_and_compare(
             &mut self.best,
