@@ -22,6 +22,7 @@ use vpipe_core::parallel::{for_each, for_each_chunk_mut};
 use crate::activation::{exp_approx, silu_slice};
 #[cfg(target_arch = "x86_64")]
 use crate::activation::{exp_avx512_unfused, silu_vector};
+use crate::bf16::{self, Bf16Panels, Bf16Rows};
 use crate::layers::Activation;
 
 /// Products smaller than this many multiply-adds run as one task.
@@ -75,10 +76,10 @@ impl<const D: usize> HostArray<D> {
 
 /// A raw matrix view: element `(r, c)` is at `ptr + r * rs + c * cs`.
 #[derive(Clone, Copy)]
-struct MatPtr {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
+pub(crate) struct MatPtr {
+    pub(crate) ptr: *const f32,
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
 }
 
 // SAFETY: the views are only read, and the buffers outlive the parallel sections.
@@ -90,7 +91,7 @@ impl MatPtr {
     ///
     /// # Safety
     /// The new origin must lie inside the viewed buffer.
-    unsafe fn at(self, rows: usize, cols: usize) -> *const f32 {
+    pub(crate) unsafe fn at(self, rows: usize, cols: usize) -> *const f32 {
         // SAFETY: the caller keeps the offset inside the buffer.
         unsafe {
             self.ptr
@@ -100,7 +101,7 @@ impl MatPtr {
 }
 
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(*mut f32);
 // SAFETY: parallel tasks write disjoint tiles of the output.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -110,7 +111,7 @@ impl OutPtr {
     ///
     /// # Safety
     /// The offset must lie inside the output buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) unsafe fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: the caller keeps the offset inside the buffer.
         unsafe { self.0.add(offset) }
     }
@@ -181,6 +182,27 @@ impl<'a> Epilogue<'a> {
         }
         if let (Some(_), Activation::Relu | Activation::Silu) = (res, self.act) {
             add_offset(row, 0.0, res);
+        }
+    }
+
+    /// [`Epilogue::finish`] on rows `r0..r1`, columns `c0..c1` of `c` (row stride `ldc`).
+    ///
+    /// # Safety
+    /// The block must lie inside `c`, be written, and belong to the calling task alone.
+    pub(crate) unsafe fn finish_block(
+        &self,
+        c: OutPtr,
+        ldc: usize,
+        (r0, r1): (usize, usize),
+        (c0, c1): (usize, usize),
+    ) {
+        let cols = c1 - c0;
+        for r in r0..r1 {
+            let start = r * ldc + c0;
+            // SAFETY: inside the block (caller's contract).
+            let row = unsafe { std::slice::from_raw_parts_mut(c.at(start), cols) };
+            let res = self.residual.map(|x| &x[start..start + cols]);
+            self.finish(row, r, c0, res);
         }
     }
 
@@ -315,56 +337,66 @@ unsafe fn tile_product(
             false,
         );
     }
-    for r in r0..r1 {
-        let start = r * ldc + c0;
-        // SAFETY: as above; the product has just written the row.
-        let row = unsafe { std::slice::from_raw_parts_mut(c.at(start), cols) };
-        let res = ep.residual.map(|x| &x[start..start + cols]);
-        ep.finish(row, r, c0, res);
-    }
+    // SAFETY: as above; the product has just written the block.
+    unsafe { ep.finish_block(c, ldc, (r0, r1), (c0, c1)) };
 }
 
-/// `c[m x n] = a[m x k] · b[k x n]` followed by `ep`, where `c` is row-major with
-/// row stride `ldc` and the residual (if any) is laid out like `c`. The output is
-/// split into tiles that run in parallel.
-///
-/// # Safety
-/// `a` and `b` must be valid for the strides and sizes given, and `c` must hold
-/// `(m - 1) * ldc + n` elements.
-unsafe fn matmul_raw(
+/// Splits an `m x n` product (inner dimension `k`) into tiles, run in parallel as
+/// `run(rows, cols)`: along the longer side, with tile starts that are multiples
+/// of `align` (`[rows, columns]`), and as one tile when the product is small.
+fn for_each_tile(
     [m, n, k]: [usize; 3],
-    a: MatPtr,
-    b: MatPtr,
-    c: OutPtr,
-    ldc: usize,
-    ep: &Epilogue,
+    [row_align, col_align]: [usize; 2],
+    run: impl Fn((usize, usize), (usize, usize)) + Sync,
 ) {
-    let work = m * n * k;
-    let tasks = if work < SERIAL_WORK {
+    let tasks = if m * n * k < SERIAL_WORK {
         1
     } else {
         vpipe_core::device::cpu_threads()
     };
-    // Split the longer side, keeping column tiles a multiple of the vector width.
     let tiles: Vec<((usize, usize), (usize, usize))> = if n >= m {
-        split(n, tasks, 16)
+        split(n, tasks, col_align)
             .into_iter()
             .map(|cols| ((0, m), cols))
             .collect()
     } else {
-        split(m, tasks, 4)
+        split(m, tasks, row_align)
             .into_iter()
             .map(|rows| (rows, (0, n)))
             .collect()
     };
-    let run = |&(rows, cols): &((usize, usize), (usize, usize))| {
-        // SAFETY: the tile lies inside the matrices (caller's contract); tiles are disjoint.
-        unsafe { tile_product(a, b, k, c, ldc, rows, cols, ep) };
-    };
     if tiles.len() == 1 {
-        run(&tiles[0]);
+        run(tiles[0].0, tiles[0].1);
     } else {
-        for_each(tiles.len(), |i| run(&tiles[i]));
+        for_each(tiles.len(), |i| run(tiles[i].0, tiles[i].1));
+    }
+}
+
+/// `c[m x n] = a · b` followed by `ep`, where `c` is row-major with row stride `ldc`
+/// and the residual (if any) is laid out like `c`: in `f32` when both operands are,
+/// otherwise in bf16 ([`bf16`]). The output is split into tiles that run in parallel.
+///
+/// # Safety
+/// The operands must be valid for the strides and sizes given, and `c` must hold
+/// `(m - 1) * ldc + n` elements.
+unsafe fn matmul_raw(
+    dims: [usize; 3],
+    a: bf16::Left,
+    b: bf16::Right,
+    c: OutPtr,
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    let k = dims[2];
+    match (a, b) {
+        (bf16::Left::F32(a), bf16::Right::F32(b)) => for_each_tile(dims, [4, 16], |rows, cols| {
+            // SAFETY: the tile lies inside the matrices (caller's contract); tiles are disjoint.
+            unsafe { tile_product(a, b, k, c, ldc, rows, cols, ep) }
+        }),
+        _ => for_each_tile(dims, [bf16::MR, bf16::NR], |rows, cols| {
+            // SAFETY: as above; a packed operand exists only where bf16 is supported.
+            unsafe { bf16::tile(a, b, k, c, ldc, rows, cols, ep) }
+        }),
     }
 }
 
@@ -375,39 +407,58 @@ pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
+/// A dense layer's weight matrix, in the form its products read.
+#[derive(Debug, Clone)]
+pub enum DenseWeight<P> {
+    /// `f32`, row-major.
+    F32(Vec<f32>),
+    /// Rounded to bf16 and packed ([`Precision::Bf16`](crate::Precision::Bf16)).
+    Bf16(P),
+}
+
 /// A linear layer over the rows of `x` `[rows, d_in]`: `act(x · w + b) + residual`,
 /// with `w` `[d_in, d_out]` (the transpose of PyTorch's weight, which lets the
 /// product read it as it is instead of repacking it at every call).
 pub fn linear(
     x: &[f32],
     rows: usize,
-    w: &[f32],
-    d_out: usize,
+    w: &DenseWeight<Bf16Panels>,
     bias: &[f32],
     act: Activation,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
-    let d_in = w.len() / d_out;
+    let d_out = bias.len();
+    let (d_in, right) = match w {
+        DenseWeight::F32(w) => (
+            w.len() / d_out,
+            bf16::Right::F32(MatPtr {
+                ptr: w.as_ptr(),
+                rs: d_out as isize,
+                cs: 1,
+            }),
+        ),
+        DenseWeight::Bf16(p) => {
+            assert_eq!(p.cols(), d_out, "linear: weight is not [d_in, {d_out}]");
+            (p.rows(), bf16::Right::Packed(p))
+        }
+    };
     assert_eq!(x.len(), rows * d_in, "linear: input is not [rows, {d_in}]");
     let mut out = output_buffer(rows * d_out);
     let mut ep = Epilogue::cols(bias, act);
     if let Some(r) = residual {
         ep = ep.with_residual(r);
     }
+    let left = bf16::Left::F32(MatPtr {
+        ptr: x.as_ptr(),
+        rs: d_in as isize,
+        cs: 1,
+    });
     // SAFETY: x is [rows, d_in], w is [d_in, d_out], out is [rows, d_out].
     unsafe {
         matmul_raw(
             [rows, d_out, d_in],
-            MatPtr {
-                ptr: x.as_ptr(),
-                rs: d_in as isize,
-                cs: 1,
-            },
-            MatPtr {
-                ptr: w.as_ptr(),
-                rs: d_out as isize,
-                cs: 1,
-            },
+            left,
+            right,
             OutPtr(out.as_mut_ptr().cast()),
             d_out,
             &ep,
@@ -451,11 +502,42 @@ impl ConvGeometry {
     }
 }
 
-/// A dense convolution (`groups = 1`) of `x` `[n, c_in, h, w]` with `w` `[c_out, c_in, k, k]`,
-/// followed by `ep` (bias per output channel; residual laid out like the output).
+/// A dense convolution (`groups = 1`) of `x` `[n, c_in, h, w]` with `weight`
+/// `[c_out, c_in, k, k]` (`[c_out, c_in * k * k]` when packed), followed by `ep`
+/// (bias per output channel; residual laid out like the output).
 pub fn conv2d(
     x: &HostArray<4>,
-    weight: &[f32],
+    weight: &DenseWeight<Bf16Rows>,
+    c_out: usize,
+    g: ConvGeometry,
+    ep: &Epilogue,
+) -> HostArray<4> {
+    let kk = x.dims[1] * g.kernel * g.kernel;
+    let wmat = match weight {
+        DenseWeight::F32(w) => {
+            assert_eq!(w.len(), c_out * kk, "conv2d: weight size");
+            bf16::Left::F32(MatPtr {
+                ptr: w.as_ptr(),
+                rs: kk as isize,
+                cs: 1,
+            })
+        }
+        DenseWeight::Bf16(p) => {
+            assert_eq!([p.rows(), p.cols()], [c_out, kk], "conv2d: weight size");
+            bf16::Left::Packed(p)
+        }
+    };
+    // SAFETY: the weight matrix is [c_out, kk], checked above.
+    unsafe { conv2d_with(x, wmat, c_out, g, ep) }
+}
+
+/// [`conv2d`] with the weight matrix `[c_out, c_in * k * k]` as a product operand.
+///
+/// # Safety
+/// `wmat` must be valid for that shape.
+unsafe fn conv2d_with(
+    x: &HostArray<4>,
+    wmat: bf16::Left,
     c_out: usize,
     g: ConvGeometry,
     ep: &Epilogue,
@@ -464,14 +546,8 @@ pub fn conv2d(
     let (oh, ow) = (g.out_size(h), g.out_size(w));
     let plane = oh * ow;
     let kk = c_in * g.kernel * g.kernel;
-    assert_eq!(weight.len(), c_out * kk, "conv2d: weight size");
     let dims = [n, c_out, oh, ow];
     let mut out = output_buffer(n * c_out * plane);
-    let wmat = MatPtr {
-        ptr: weight.as_ptr(),
-        rs: kk as isize,
-        cs: 1,
-    };
     if g.kernel == 1 && g.stride == 1 && g.padding == 0 {
         for b in 0..n {
             let xb = &x.data[b * c_in * plane..(b + 1) * c_in * plane];
@@ -487,11 +563,11 @@ pub fn conv2d(
                 matmul_raw(
                     [c_out, plane, c_in],
                     wmat,
-                    MatPtr {
+                    bf16::Right::F32(MatPtr {
                         ptr: xb.as_ptr(),
                         rs: plane as isize,
                         cs: 1,
-                    },
+                    }),
                     ob,
                     plane,
                     &ep,
@@ -592,7 +668,16 @@ pub fn conv2d(
                 residual: ep.residual.map(|r| &r[b * c_out * plane + p0..]),
                 ..*ep
             };
-            tile_product(wmat, col_mat, kk, band, plane, (0, c_out), (0, cols), &ep);
+            let (rows, cols) = ((0, c_out), (0, cols));
+            match wmat {
+                bf16::Left::F32(wmat) => {
+                    tile_product(wmat, col_mat, kk, band, plane, rows, cols, &ep);
+                }
+                bf16::Left::Packed(_) => {
+                    let col_mat = bf16::Right::F32(col_mat);
+                    bf16::tile(wmat, col_mat, kk, band, plane, rows, cols, &ep);
+                }
+            }
         }
         IM2COL_BUFFER.set(col);
     });
@@ -1061,7 +1146,13 @@ pub fn grouped_conv2d(
                 },
                 ..*ep
             };
-            conv2d(&xg, &weight[gi * w_len..(gi + 1) * w_len], cog, g, &ep)
+            let wmat = bf16::Left::F32(MatPtr {
+                ptr: weight[gi * w_len..(gi + 1) * w_len].as_ptr(),
+                rs: (w_len / cog) as isize,
+                cs: 1,
+            });
+            // SAFETY: the group's weights are [cog, cig * k * k].
+            unsafe { conv2d_with(&xg, wmat, cog, g, &ep) }
         })
         .collect();
     let [_, _, oh, ow] = parts[0].dims;
@@ -1240,7 +1331,8 @@ mod tests {
             let w = pseudo_random(7 * 5 * kernel * kernel, 100 + case as u32);
             let bias = pseudo_random(7, 200 + case as u32);
             let want = conv_reference(&x, &w, 7, 1, g);
-            let got = conv2d(&x, &w, 7, g, &Epilogue::rows(&bias, Activation::Identity));
+            let w32 = DenseWeight::F32(w.clone());
+            let got = conv2d(&x, &w32, 7, g, &Epilogue::rows(&bias, Activation::Identity));
             let want_b: Vec<f32> = want
                 .data
                 .iter()
@@ -1330,8 +1422,7 @@ mod tests {
         let got = linear(
             &x,
             37,
-            &transpose(&w, 50, 20),
-            50,
+            &DenseWeight::F32(transpose(&w, 50, 20)),
             &b,
             Activation::Silu,
             Some(&res),
@@ -1347,6 +1438,66 @@ mod tests {
                 assert!((g - want).abs() < 1e-5, "{g} vs {want}");
             }
         }
+    }
+
+    /// `x` rounded to bf16 (to nearest, ties to even), as the bf16 products round.
+    fn to_bf16(x: &[f32]) -> Vec<f32> {
+        x.iter()
+            .map(|v| {
+                let b = v.to_bits();
+                f32::from_bits((b + 0x7fff + ((b >> 16) & 1)) & 0xffff_0000)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bf16_products_match_f32_on_rounded_inputs() {
+        if !bf16::supported() {
+            eprintln!("skipped: this processor has no AVX512_BF16");
+            return;
+        }
+        // Odd inner sizes, row blocks and panels with remainders, one and several tiles.
+        for (case, &(c_in, c_out, kernel, stride, h, w)) in [
+            (5, 7, 3, 1, 13, 11),
+            (5, 30, 3, 2, 13, 11),
+            (33, 70, 1, 1, 40, 50),
+            (16, 40, 3, 1, 64, 64),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = ConvGeometry {
+                kernel,
+                stride,
+                dilation: 1,
+                padding: kernel / 2,
+            };
+            let x = HostArray {
+                data: to_bf16(&pseudo_random(2 * c_in * h * w, case as u32)),
+                dims: [2, c_in, h, w],
+            };
+            let wt = to_bf16(&pseudo_random(
+                c_out * c_in * kernel * kernel,
+                50 + case as u32,
+            ));
+            let bias = pseudo_random(c_out, 60 + case as u32);
+            let ep = Epilogue::rows(&bias, Activation::Silu);
+            let want = conv2d(&x, &DenseWeight::F32(wt.clone()), c_out, g, &ep);
+            let packed = DenseWeight::Bf16(Bf16Rows::new(&wt, c_out, c_in * kernel * kernel));
+            let got = conv2d(&x, &packed, c_out, g, &ep);
+            assert_eq!(got.dims, want.dims);
+            close(&got.data, &want.data, 2e-5);
+        }
+        let (rows, d_in, d_out) = (300, 21, 70);
+        let x = to_bf16(&pseudo_random(rows * d_in, 7));
+        let wt = to_bf16(&pseudo_random(d_in * d_out, 8));
+        let b = pseudo_random(d_out, 9);
+        let res = pseudo_random(rows * d_out, 10);
+        let run =
+            |w: &DenseWeight<Bf16Panels>| linear(&x, rows, w, &b, Activation::Relu, Some(&res));
+        let want = run(&DenseWeight::F32(wt.clone()));
+        let got = run(&DenseWeight::Bf16(Bf16Panels::new(&wt, d_in, d_out)));
+        close(&got, &want, 2e-5);
     }
 
     #[test]

@@ -12,10 +12,12 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::activation::silu;
-use crate::cpu::{self, ConvGeometry, Epilogue, HostArray};
+use crate::bf16::{Bf16Panels, Bf16Rows};
+use crate::cpu::{self, ConvGeometry, DenseWeight, Epilogue, HostArray};
 use crate::error::Result;
 use crate::kernels::{self, Act, Kernels};
 use crate::params::Params;
+use crate::precision::Precision;
 use crate::trainable::{Param, TrainableConv, TrainableLinear};
 
 /// Activation after a convolution.
@@ -124,8 +126,9 @@ pub struct ConvNorm {
 #[derive(Debug, Clone)]
 enum ConvWeights {
     Fused {
-        /// `[out, in / groups, k, k]`, row-major.
-        weight: Vec<f32>,
+        /// `[out, in / groups, k, k]`, row-major (packed bf16 `[out, in * k * k]`
+        /// only when `groups == 1`).
+        weight: DenseWeight<Bf16Rows>,
         /// One per output channel (zeros where the layer has none).
         bias: Vec<f32>,
         geometry: ConvGeometry,
@@ -168,7 +171,14 @@ impl ConvNorm {
         let folded = params.conv(prefix, shape, spec.bias, spec.norm)?;
         let weights = match params.kernels() {
             Kernels::Fused => ConvWeights::Fused {
-                weight: folded.weight.data,
+                weight: match params.precision() {
+                    Precision::Bf16 if spec.groups == 1 => DenseWeight::Bf16(Bf16Rows::new(
+                        &folded.weight.data,
+                        spec.out_channels,
+                        spec.in_channels * spec.kernel * spec.kernel,
+                    )),
+                    _ => DenseWeight::F32(folded.weight.data),
+                },
                 bias: folded.bias.unwrap_or_else(|| vec![0.0; spec.out_channels]),
                 geometry: ConvGeometry {
                     kernel: spec.kernel,
@@ -253,6 +263,9 @@ impl ConvNorm {
                     }
                     cpu::conv2d(&x, weight, self.out_channels, *geometry, &ep)
                 } else {
+                    let DenseWeight::F32(weight) = weight else {
+                        unreachable!("only dense convolutions are packed")
+                    };
                     let mut y = if *groups == c_in && *groups == self.out_channels {
                         cpu::depthwise_conv2d(
                             &x,
@@ -311,8 +324,11 @@ pub struct Linear {
 /// A linear layer's weights, in the form of its kernels.
 #[derive(Debug, Clone)]
 enum LinearWeights {
-    /// `[out, in]` and `[out]`.
-    Fused { weight: Vec<f32>, bias: Vec<f32> },
+    /// `[in, out]` and `[out]`.
+    Fused {
+        weight: DenseWeight<Bf16Panels>,
+        bias: Vec<f32>,
+    },
     /// `[in, out]` (transposed for burn's `linear`) and `[out]`.
     Generic(Box<(Tensor<2>, Tensor<1>)>),
     /// `[out, in]` and `[out]` as autodiff leaves ([`Params::set_trainable`]).
@@ -335,7 +351,13 @@ impl Linear {
         let b = params.take(&format!("{prefix}.bias"), &[d_out])?;
         let weights = match params.kernels() {
             Kernels::Fused => LinearWeights::Fused {
-                weight: cpu::transpose(&w.data, d_out, d_in),
+                weight: {
+                    let t = cpu::transpose(&w.data, d_out, d_in);
+                    match params.precision() {
+                        Precision::Bf16 => DenseWeight::Bf16(Bf16Panels::new(&t, d_in, d_out)),
+                        Precision::Fp32 => DenseWeight::F32(t),
+                    }
+                },
                 bias: b.data,
             },
             Kernels::Generic => LinearWeights::Generic(Box::new((
@@ -402,7 +424,6 @@ impl Linear {
                     &x.data,
                     rows,
                     weight,
-                    self.d_out,
                     bias,
                     act,
                     residual.as_ref().map(|r| &r.data[..]),

@@ -6,6 +6,7 @@
 //! - [`params`]: hands named tensors to the layers, checking every shape.
 //! - [`kernels`]: the operations the layers are written in, with two
 //!   implementations (vpipe's fused CPU kernels, burn's generic ops).
+//! - [`precision`] and [`bf16`]: the opt-in bf16 matrix products of those kernels.
 //! - [`layers`]: the building blocks (convolution with folded batch norm,
 //!   inverted residual, transformer layer, MobileViT block).
 //! - [`trainable`]: the layers' trainable form (unfolded parameters as autodiff
@@ -14,6 +15,7 @@
 //!   strides 2, 4, 8, 16 and 32.
 
 pub mod activation;
+pub mod bf16;
 pub mod config;
 pub mod cpu;
 pub mod error;
@@ -22,6 +24,7 @@ pub mod layers;
 pub mod layout;
 pub mod mobilevit;
 pub mod params;
+pub mod precision;
 pub mod trainable;
 
 pub use config::{
@@ -33,4 +36,5 @@ pub use kernels::Kernels;
 pub use layout::{CheckpointLayout, SourceLayout};
 pub use mobilevit::{Features, MobileVit};
 pub use params::Params;
+pub use precision::{Precision, cpu_precision, set_cpu_precision};
 pub use trainable::Param;

@@ -8,6 +8,7 @@ use vpipe_core::HostTensor;
 use crate::error::{BackboneError, Result};
 use crate::kernels::Kernels;
 use crate::layout::{CanonicalTensors, SourceLayout, source_name};
+use crate::precision::{Precision, cpu_precision};
 
 /// The tensors of a checkpoint under canonical names, handed out as the layers are
 /// built.
@@ -26,6 +27,7 @@ pub struct Params {
     source: Option<SourceLayout>,
     device: Device,
     kernels: Kernels,
+    precision: Precision,
     bn_eps: f64,
     synthetic: Option<u64>,
     /// Made-up tensors follow ml-cvnets' initialisation ([`Params::initialised`]).
@@ -67,6 +69,10 @@ impl Params {
             source: None,
             device: device.clone(),
             kernels: Kernels::for_device(device),
+            precision: match Kernels::for_device(device) {
+                Kernels::Fused => cpu_precision(),
+                Kernels::Generic => Precision::Fp32,
+            },
             bn_eps: 1e-5,
             synthetic: None,
             cvnets_init: false,
@@ -164,6 +170,7 @@ impl Params {
     pub fn set_trainable(&mut self) {
         self.trainable = true;
         self.kernels = Kernels::Generic;
+        self.precision = Precision::Fp32;
         self.device = self.device.clone().autodiff();
     }
 
@@ -180,6 +187,12 @@ impl Params {
     /// The kernels the layers are built for ([`Kernels::for_device`]).
     pub fn kernels(&self) -> Kernels {
         self.kernels
+    }
+
+    /// The precision of the fused kernels' products ([`crate::set_cpu_precision`];
+    /// always fp32 for burn's generic ops).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The device tensors are created on.

@@ -10,6 +10,7 @@ use serde::Serialize;
 use vpipe_backbone::MobileVitSize;
 use vpipe_backbone::kernels::{Kernels, set_cpu_kernels};
 use vpipe_backbone::layout::CheckpointTask;
+use vpipe_backbone::{Precision, set_cpu_precision};
 use vpipe_core::device::{self, DeviceSpec};
 use vpipe_heads::{LoadedModel, Model};
 
@@ -44,6 +45,10 @@ pub struct BenchArgs {
     /// the path GPU backends take). Other devices always run burn's ops.
     #[arg(long, default_value = "fused")]
     kernels: Kernels,
+    /// Number format of the fused kernels' matrix products: fp32 (the default) or
+    /// bf16 (needs AVX512_BF16, else fp32 with a warning).
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
     /// Untimed runs first.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
@@ -99,6 +104,9 @@ pub struct BenchReport {
     pub device: String,
     /// Kernels the layers ran on (`fused` or `generic`).
     pub kernels: String,
+    /// Number format of the matrix products (`fp32` or `bf16`): the one that ran,
+    /// after any fallback.
+    pub precision: String,
     /// Threads the CPU backend used.
     pub threads: usize,
     /// Timed runs.
@@ -127,6 +135,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     device::set_cpu_threads(args.threads);
     let device = args.device.device()?;
     set_cpu_kernels(args.kernels);
+    if args.precision != Precision::Fp32 && Kernels::for_device(&device) != Kernels::Fused {
+        bail!(
+            "--precision {} runs on the CPU's fused kernels only (--device cpu --kernels fused)",
+            args.precision
+        );
+    }
+    let precision = set_cpu_precision(args.precision);
     let (model, arch, task) = match &args.weights {
         Some(path) => {
             let l = LoadedModel::load(path, &device)?;
@@ -170,6 +185,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         input: shape,
         device: args.device.to_string(),
         kernels: Kernels::for_device(&device).to_string(),
+        precision: precision.to_string(),
         threads: device::cpu_threads(),
         iters: args.iters,
         median_ms: median,
@@ -181,12 +197,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} {} {:?} device={} kernels={} threads={}: median {:.2} ms, p90 {:.2} ms, mean {:.2} ms, {:.1} images/s ({} runs)",
+            "{} {} {:?} device={} kernels={} precision={} threads={}: median {:.2} ms, p90 {:.2} ms, mean {:.2} ms, {:.1} images/s ({} runs)",
             report.arch,
             report.task,
             report.input,
             report.device,
             report.kernels,
+            report.precision,
             report.threads,
             report.median_ms,
             report.p90_ms,

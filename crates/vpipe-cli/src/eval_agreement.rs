@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::{Value, json};
+use vpipe_backbone::Precision;
 use vpipe_core::result::HeadOutput;
 use vpipe_data::DatasetReport;
 use vpipe_data::coco::{Annotation, Category, CocoDataset, CocoImage};
@@ -38,6 +39,11 @@ pub(crate) struct AgreementArgs {
     /// The student's pipeline (for example the `pipeline.yaml` `vpipe train` wrote).
     #[arg(long)]
     student: PathBuf,
+    /// Run the student with this precision of the CPU's matrix products instead of its
+    /// file's `precision:` (`--teacher P.yaml --student P.yaml --student-precision
+    /// bf16` measures bf16 against fp32).
+    #[arg(long)]
+    student_precision: Option<Precision>,
     /// The frames both run on: an image, a folder, a glob or a video.
     #[arg(long)]
     input: String,
@@ -77,11 +83,12 @@ impl Sink for Keep {
 /// each frame's results by frame number.
 fn run_over(
     path: &Path,
+    precision: Option<Precision>,
     input: &str,
     out: &Path,
     registry: &HeadRegistry,
 ) -> Result<Vec<(u64, Vec<NamedOutput>)>> {
-    let pipeline = crate::pipeline::compile(path, None, None, registry)?;
+    let pipeline = crate::pipeline::compile(path, None, None, precision, registry)?;
     let frames: Frames = Arc::default();
     let options = RunOptions {
         out_dir: out.to_path_buf(),
@@ -114,8 +121,20 @@ pub(crate) fn run(args: AgreementArgs, registry: &HeadRegistry) -> Result<()> {
             scratch.path().to_path_buf()
         }
     };
-    let teacher = run_over(&args.teacher, &args.input, &out.join("teacher"), registry)?;
-    let student = run_over(&args.student, &args.input, &out.join("student"), registry)?;
+    let teacher = run_over(
+        &args.teacher,
+        None,
+        &args.input,
+        &out.join("teacher"),
+        registry,
+    )?;
+    let student = run_over(
+        &args.student,
+        args.student_precision,
+        &args.input,
+        &out.join("student"),
+        registry,
+    )?;
     // The frames both gave results for, paired.
     let pairs: Vec<(&[NamedOutput], &[NamedOutput])> = teacher
         .iter()
@@ -200,6 +219,9 @@ fn agreement(name: &str, outputs: &[(&HeadOutput, &HeadOutput)], threshold: f32)
         }
         (HeadOutput::Classification { .. }, HeadOutput::Classification { .. }) => {
             let (mut top1, mut top5) = (0usize, 0usize);
+            // |student logit - teacher logit| / |teacher logit| of the teacher's best
+            // class, on the frames where the student reports that class too.
+            let mut logit_errors = Vec::new();
             for (t, s) in outputs {
                 let (
                     HeadOutput::Classification { top_k: t },
@@ -213,12 +235,22 @@ fn agreement(name: &str, outputs: &[(&HeadOutput, &HeadOutput)], threshold: f32)
                 };
                 top1 += usize::from(best.class_id == first.class_id);
                 top5 += usize::from(s.iter().take(5).any(|c| c.class_id == best.class_id));
+                if let Some(same) = s.iter().find(|c| c.class_id == best.class_id) {
+                    logit_errors.push(
+                        f64::from((same.logit - best.logit).abs())
+                            / f64::from(best.logit.abs()).max(f64::MIN_POSITIVE),
+                    );
+                }
             }
             let n = outputs.len() as f64;
+            logit_errors.sort_by(f64::total_cmp);
+            let mean = logit_errors.iter().sum::<f64>() / logit_errors.len().max(1) as f64;
             Ok(json!({
                 "task": "classification",
                 "top1_agreement": top1 as f64 / n,
                 "teacher_top1_in_student_top5": top5 as f64 / n,
+                "top1_logit_rel_error_mean": mean,
+                "top1_logit_rel_error_max": logit_errors.last().copied().unwrap_or(0.0),
             }))
         }
         (HeadOutput::Detection { .. }, HeadOutput::Detection { .. }) => {

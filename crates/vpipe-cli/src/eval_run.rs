@@ -92,7 +92,7 @@ fn run_pipeline(
     out: &Path,
     registry: &HeadRegistry,
 ) -> Result<HashMap<PathBuf, HeadOutput>> {
-    let pipeline = crate::pipeline::compile(path, None, None, registry)?;
+    let pipeline = crate::pipeline::compile(path, None, None, None, registry)?;
     let results: Collected = Arc::default();
     let collector = Collector {
         task,

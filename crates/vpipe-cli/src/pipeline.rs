@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
+use vpipe_backbone::{Precision, cpu_precision, set_cpu_precision};
 use vpipe_core::device::{self, DeviceSpec};
 use vpipe_heads::HeadRegistry;
 use vpipe_pipeline::{Pipeline, PipelineFile, RunOptions, resolve_input};
@@ -36,6 +37,11 @@ pub struct RunArgs {
     /// `device`; GPU devices need vpipe built with their cargo feature).
     #[arg(long)]
     device: Option<DeviceSpec>,
+    /// Number format of the CPU's matrix products: fp32 or bf16 (default: the
+    /// pipeline's `precision`, else fp32; bf16 needs AVX512_BF16, else fp32 with a
+    /// warning).
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Do not draw the progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -52,25 +58,43 @@ pub struct CheckArgs {
 }
 
 /// Reads and compiles a pipeline; `device` (the `--device` flag) replaces the
-/// file's `device:` key, and `threads` its `threads:` key.
+/// file's `device:` key, `threads` its `threads:` key and `precision` its
+/// `precision:` key.
 pub(crate) fn compile(
     path: &Path,
     threads: Option<usize>,
     device: Option<DeviceSpec>,
+    precision: Option<Precision>,
     registry: &HeadRegistry,
 ) -> Result<Pipeline> {
     build(
         PipelineFile::read_with_device(path, device)?,
         threads,
+        precision,
         registry,
     )
 }
 
 /// Compiles a pipeline file read before.
-fn build(file: PipelineFile, threads: Option<usize>, registry: &HeadRegistry) -> Result<Pipeline> {
+fn build(
+    file: PipelineFile,
+    threads: Option<usize>,
+    precision: Option<Precision>,
+    registry: &HeadRegistry,
+) -> Result<Pipeline> {
     let path = file.path.clone();
+    let precision = precision.unwrap_or(file.precision());
+    if precision != Precision::Fp32 && file.device() != DeviceSpec::Cpu {
+        bail!(
+            "--precision {precision} runs on the CPU only, and {} runs on {}",
+            path.display(),
+            file.device()
+        );
+    }
     // Before any tensor exists: the CPU backend's thread pool starts with the first.
     device::set_cpu_threads(threads.unwrap_or(file.spec.threads));
+    // Before the layers are built: they pack their weights for it.
+    set_cpu_precision(precision);
     let device = file.device().device()?;
     let pipeline = Pipeline::compile(file, registry, &device)?;
     if let Some(note) = pipeline.weights_note {
@@ -107,7 +131,7 @@ pub fn validate(args: CheckArgs, registry: &HeadRegistry) -> Result<()> {
         );
         return Ok(());
     }
-    let p = build(file, Some(0), registry)?;
+    let p = build(file, Some(0), None, registry)?;
     println!(
         "{}: valid ({} backbone(s), {} head(s): {})",
         args.pipeline.display(),
@@ -120,14 +144,20 @@ pub fn validate(args: CheckArgs, registry: &HeadRegistry) -> Result<()> {
 
 /// `vpipe inspect`: prints the compiled graph.
 pub fn inspect(args: CheckArgs, registry: &HeadRegistry) -> Result<()> {
-    let p = compile(&args.pipeline, Some(0), None, registry)?;
+    let p = compile(&args.pipeline, Some(0), None, None, registry)?;
     print!("{}", p.describe());
     Ok(())
 }
 
 /// `vpipe run`.
 pub fn run(args: RunArgs, registry: &HeadRegistry) -> Result<()> {
-    let pipeline = compile(&args.pipeline, args.threads, args.device, registry)?;
+    let pipeline = compile(
+        &args.pipeline,
+        args.threads,
+        args.device,
+        args.precision,
+        registry,
+    )?;
     let device_name = pipeline.file.device().to_string();
     let input = resolve_input(&args.input, args.recursive)?;
     let out_dir = args
@@ -174,6 +204,7 @@ pub fn run(args: RunArgs, registry: &HeadRegistry) -> Result<()> {
                 "seconds": secs,
                 "fps": fps,
                 "threads": device::cpu_threads(),
+                "precision": cpu_precision().to_string(),
                 "backbone_runs": summary.backbone_runs,
                 "failed": summary.failed.len(),
                 "skipped_frames": summary.skipped_frames,

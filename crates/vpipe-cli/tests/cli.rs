@@ -351,10 +351,12 @@ fn bench_reports_json() {
             "mean_ms",
             "median_ms",
             "p90_ms",
+            "precision",
             "task",
             "threads"
         ]
     );
+    assert_eq!(v["precision"], "fp32");
     assert_eq!(v["arch"], "mobilevit_xxs");
     assert_eq!(v["task"], "classification");
     assert_eq!(v["input"], serde_json::json!([2, 3, 64, 64]));
@@ -367,6 +369,95 @@ fn bench_reports_json() {
     // Throughput is the batch over the median time.
     let rate = ms("images_per_s");
     assert!((rate - 2000.0 / median).abs() <= 1e-6 * rate, "{v}");
+}
+
+/// `vpipe bench --precision bf16` reports the precision that ran: bf16 where the
+/// processor has AVX512_BF16, and fp32 with a warning where it lacks it (here made
+/// to by capping the vector unit at AVX2).
+#[test]
+fn bench_precision_falls_back_with_a_warning() {
+    let args = [
+        "bench",
+        "--arch",
+        "mobilevit_xxs",
+        "--size",
+        "64",
+        "--warmup",
+        "0",
+        "--iters",
+        "1",
+        "--precision",
+        "bf16",
+        "--json",
+    ];
+    let capped = Command::new(env!("CARGO_BIN_EXE_vpipe"))
+        .args(args)
+        .env("VPIPE_SIMD", "avx2")
+        .current_dir(root())
+        .output()
+        .expect("run vpipe");
+    assert_ok(&capped);
+    let v: serde_json::Value = serde_json::from_slice(&capped.stdout).expect("json");
+    assert_eq!(v["precision"], "fp32");
+    let err = String::from_utf8_lossy(&capped.stderr);
+    assert!(err.contains("AVX512_BF16") && err.contains("fp32"), "{err}");
+    let out = vpipe(&args);
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let has_bf16 = std::arch::is_x86_feature_detected!("avx512bf16")
+        && std::arch::is_x86_feature_detected!("avx512bw");
+    assert_eq!(v["precision"], if has_bf16 { "bf16" } else { "fp32" });
+    let out = vpipe(&["bench", "--precision", "int4", "--iters", "1"]);
+    assert_clean_failure(&out, "unknown precision 'int4'");
+    let out = vpipe(&[
+        "bench",
+        "--kernels",
+        "generic",
+        "--precision",
+        "bf16",
+        "--iters",
+        "1",
+    ]);
+    assert_clean_failure(&out, "fused kernels only");
+}
+
+/// `vpipe run --precision bf16` gives the fp32 run's classes, with logits within the
+/// rounding of bf16 inputs.
+#[test]
+fn run_in_bf16_agrees_with_fp32() {
+    let top = |precision: &str| {
+        let dir = temp_dir(&format!("precision-{precision}"));
+        let out = vpipe(&[
+            "run",
+            "pipelines/classify.yaml",
+            "--input",
+            "tests/fixtures/image.png",
+            "--out",
+            dir.path().to_str().expect("utf-8"),
+            "--no-progress",
+            "--precision",
+            precision,
+        ]);
+        assert_ok(&out);
+        let text = std::fs::read_to_string(dir.path().join("results.jsonl")).expect("results");
+        let v: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+        v["heads"][0]["top_k"]
+            .as_array()
+            .expect("top_k")
+            .iter()
+            .map(|c| {
+                (
+                    c["class_id"].as_u64().expect("id"),
+                    c["logit"].as_f64().expect("logit"),
+                )
+            })
+            .collect::<Vec<(u64, f64)>>()
+    };
+    let (fp32, bf16) = (top("fp32"), top("bf16"));
+    assert_eq!(fp32[0].0, bf16[0].0, "{fp32:?} vs {bf16:?}");
+    let rel = (fp32[0].1 - bf16[0].1).abs() / fp32[0].1.abs();
+    assert!(rel < 2e-2, "{fp32:?} vs {bf16:?}");
 }
 
 #[test]

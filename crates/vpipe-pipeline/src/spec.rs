@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use vpipe_backbone::Precision;
 use vpipe_core::device::{DeviceError, DeviceSpec};
 use vpipe_weights::{CacheConfig, Registry, WeightsError};
 
@@ -48,6 +49,11 @@ pub struct PipelineSpec {
     /// CPU threads (`0` or absent: one per core).
     #[serde(default)]
     pub threads: usize,
+    /// Number format of the matrix products on the CPU: `fp32` (the default: the
+    /// reference numbers) or `bf16` (faster; needs AVX512_BF16, else fp32 with a
+    /// warning).
+    #[serde(default = "default_precision")]
+    pub precision: String,
     /// Backbones by name.
     pub backbones: BTreeMap<String, BackboneSpec>,
     /// Heads, in the order their results are reported.
@@ -62,6 +68,10 @@ pub struct PipelineSpec {
 
 fn default_device() -> String {
     "cpu".into()
+}
+
+fn default_precision() -> String {
+    "fp32".into()
 }
 
 /// A backbone and where its weights come from.
@@ -214,6 +224,8 @@ pub struct PipelineFile {
     positions: Positions,
     /// The device the networks run on (the `device:` key, or the override).
     device: DeviceSpec,
+    /// The `precision:` key.
+    precision: Precision,
     /// The file each `weights:` value names (registry names resolved to the cache).
     weights: BTreeMap<String, PathBuf>,
     /// Download registry weights that are not cached yet (else list them in
@@ -330,6 +342,7 @@ impl PipelineFile {
             spec,
             positions,
             device: DeviceSpec::Cpu,
+            precision: Precision::Fp32,
             weights: BTreeMap::new(),
             fetch,
             pending: Vec::new(),
@@ -341,6 +354,7 @@ impl PipelineFile {
             }
             None => file.check_device()?,
         };
+        file.precision = file.check_precision()?;
         let (weights, pending) = file.check_form()?;
         file.weights = weights;
         file.pending = pending;
@@ -351,6 +365,33 @@ impl PipelineFile {
     /// compiled into this build) or the override it was read with.
     pub fn device(&self) -> DeviceSpec {
         self.device
+    }
+
+    /// The `precision:` key (checked: known, and `bf16` only on the CPU).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Parses the `precision:` key.
+    fn check_precision(&self) -> Result<Precision> {
+        let written = &self.spec.precision;
+        let precision = written.parse::<Precision>().map_err(|e| {
+            let hint = closest(written, ["fp32", "bf16"]).map(|c| format!("did you mean '{c}'?"));
+            self.error("precision", e, hint)
+        })?;
+        if precision != Precision::Fp32 && self.device != DeviceSpec::Cpu {
+            return Err(self
+                .error(
+                    "precision",
+                    format!(
+                        "precision {precision} runs on the CPU only, and this pipeline runs on {}",
+                        self.device
+                    ),
+                    Some("use `precision: fp32` (the default) on GPUs".into()),
+                )
+                .into());
+        }
+        Ok(precision)
     }
 
     /// Parses the `device:` key and checks that this build has its backend.
@@ -789,6 +830,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(f.to_string().contains("at least one backbone"), "{f}");
+    }
+
+    #[test]
+    fn precision_is_checked_where_written() {
+        let e = parse("precision: bf61\nbackbones: {}\nheads: []\n").unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.line, e.column),
+            ("precision", 1, 1),
+            "{e}"
+        );
+        assert!(e.message.contains("unknown precision 'bf61'"), "{e}");
+        assert_eq!(e.hint.as_deref(), Some("did you mean 'bf16'?"), "{e}");
+        let e = PipelineFile::parse_with_device(
+            Path::new("/nonexistent/p.yaml"),
+            "name: p\nprecision: bf16\nbackbones: {}\nheads: []\n",
+            Some(DeviceSpec::Wgpu),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("runs on the CPU only"), "{e}");
+        assert!(e.to_string().contains(":2:"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,410 @@
+//! Matrix products in bf16, for [`Precision::Bf16`](crate::Precision::Bf16).
+//!
+//! Both operands are rounded to bf16 (round to nearest even) and multiplied with
+//! AVX512_BF16's `vdpbf16ps`, which adds the products of two bf16 pairs into each
+//! `f32` lane: twice the multiply-adds of an `f32` FMA per instruction. Sums are kept
+//! in `f32`, so the only loss is the rounding of the inputs (8 bits of mantissa).
+//!
+//! - The left operand ([`Bf16Rows`]) is row-major, each `u32` holding two
+//!   neighbouring columns; a micro-kernel broadcasts one pair of each of [`MR`] rows.
+//! - The right operand ([`Bf16Panels`]) is cut into panels of [`NR`] columns, each
+//!   `u32` holding two neighbouring rows of one column, so one 512-bit load gives a
+//!   row pair of 16 columns.
+//!
+//! Weights are packed once, when a model is loaded; activations are packed per call
+//! by the task that multiplies them.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use crate::cpu::{Epilogue, MatPtr, OutPtr};
+
+/// Rows of the left operand per micro-kernel call.
+pub(crate) const MR: usize = 12;
+/// Columns of the right operand per panel.
+pub(crate) const NR: usize = 32;
+
+thread_local! {
+    /// Each thread's packed left rows, kept between calls.
+    static ROWS_BUFFER: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's packed right panels, kept between calls.
+    static PANELS_BUFFER: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Whether this processor runs the bf16 products: AVX-512 with AVX512_BF16, and no
+/// lower vector unit chosen with [`vpipe_simd::SIMD_ENV`].
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        vpipe_simd::level() == vpipe_simd::Level::Avx512
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Panics unless [`supported`]: callers choose bf16 only after checking it (see
+/// [`crate::Precision::resolve`]), so an unsupported processor never reaches an
+/// illegal instruction.
+fn require_support() {
+    assert!(
+        supported(),
+        "bf16 products need AVX512_BF16; resolve the precision first"
+    );
+}
+
+/// A left operand in bf16: `rows` rows of pairs of columns, the row stride a
+/// multiple of 16 pairs and the rows padded with zeros to a multiple of [`MR`].
+#[derive(Debug, Clone)]
+pub struct Bf16Rows {
+    data: Vec<u32>,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+}
+
+impl Bf16Rows {
+    /// `x` `[rows, cols]`, row-major, rounded to bf16.
+    pub fn new(x: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(x.len(), rows * cols, "Bf16Rows: input is not [rows, cols]");
+        require_support();
+        let mut data = Vec::new();
+        let stride = rows_stride(cols);
+        let a = MatPtr {
+            ptr: x.as_ptr(),
+            rs: cols as isize,
+            cs: 1,
+        };
+        // SAFETY: `a` views exactly `x`; support was checked above.
+        unsafe { pack_rows(&mut data, a, rows, cols) };
+        Self {
+            data,
+            rows,
+            cols,
+            stride,
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (the products' inner dimension).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// A right operand in bf16: `[rows, cols]` cut into panels of [`NR`] columns, each
+/// panel `[rows / 2, NR]` pairs of rows (padded with zeros).
+#[derive(Debug, Clone)]
+pub struct Bf16Panels {
+    data: Vec<u32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Bf16Panels {
+    /// `x` `[rows, cols]`, row-major, rounded to bf16.
+    pub fn new(x: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(
+            x.len(),
+            rows * cols,
+            "Bf16Panels: input is not [rows, cols]"
+        );
+        require_support();
+        let mut data = Vec::new();
+        let b = MatPtr {
+            ptr: x.as_ptr(),
+            rs: cols as isize,
+            cs: 1,
+        };
+        // SAFETY: `b` views exactly `x`; support was checked above.
+        unsafe { pack_panels(&mut data, b, rows, (0, cols)) };
+        Self { data, rows, cols }
+    }
+
+    /// Rows (the products' inner dimension).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// `u32` pairs per packed left row: the pairs of `cols` columns, rounded up to 16.
+fn rows_stride(cols: usize) -> usize {
+    cols.div_ceil(2).next_multiple_of(16)
+}
+
+/// The left operand of a product.
+#[derive(Clone, Copy)]
+pub(crate) enum Left<'a> {
+    /// Packed once.
+    Packed(&'a Bf16Rows),
+    /// `f32` rows with unit column stride, packed by each task for its rows.
+    F32(MatPtr),
+}
+
+/// The right operand of a product.
+#[derive(Clone, Copy)]
+pub(crate) enum Right<'a> {
+    /// Packed once.
+    Packed(&'a Bf16Panels),
+    /// `f32` rows with unit column stride, packed by each task for its columns.
+    F32(MatPtr),
+}
+
+/// `c[r0..r1, c0..c1] = a[r0..r1, :] · b[:, c0..c1]` in bf16, then `ep` on that
+/// block; `r0` must be a multiple of [`MR`] and `c0` of [`NR`].
+///
+/// # Safety
+/// `a` must be valid for rows `r0..r1` and `k` columns, `b` for `k` rows and
+/// columns `c0..c1`; the block of `c` (row stride `ldc`) must lie inside it and
+/// belong to the calling task alone; [`supported`] must hold.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile(
+    a: Left,
+    b: Right,
+    k: usize,
+    c: OutPtr,
+    ldc: usize,
+    (r0, r1): (usize, usize),
+    (c0, c1): (usize, usize),
+    ep: &Epilogue,
+) {
+    debug_assert!(r0.is_multiple_of(MR) && c0.is_multiple_of(NR));
+    let (rows, cols) = (r1 - r0, c1 - c0);
+    let pairs = k.div_ceil(2);
+    let mut own_rows = ROWS_BUFFER.take();
+    let mut own_panels = PANELS_BUFFER.take();
+    let (a_ptr, lda) = match a {
+        Left::Packed(p) => {
+            debug_assert_eq!(p.cols, k);
+            // SAFETY: r0 is inside the packed rows.
+            (unsafe { p.data.as_ptr().add(r0 * p.stride) }, p.stride)
+        }
+        Left::F32(m) => {
+            // SAFETY: the caller makes rows r0..r1 of `a` valid.
+            unsafe {
+                pack_rows(
+                    &mut own_rows,
+                    MatPtr {
+                        ptr: m.at(r0, 0),
+                        ..m
+                    },
+                    rows,
+                    k,
+                );
+            }
+            (own_rows.as_ptr(), rows_stride(k))
+        }
+    };
+    let b_ptr = match b {
+        Right::Packed(p) => {
+            debug_assert_eq!(p.rows, k);
+            // SAFETY: panel c0 / NR is inside the packed panels.
+            unsafe { p.data.as_ptr().add(c0 / NR * pairs * NR) }
+        }
+        Right::F32(m) => {
+            // SAFETY: the caller makes columns c0..c1 of `b` valid.
+            unsafe { pack_panels(&mut own_panels, m, k, (c0, c1)) };
+            own_panels.as_ptr()
+        }
+    };
+    for (pi, pc) in (0..cols).step_by(NR).enumerate() {
+        let panel_cols = NR.min(cols - pc);
+        for rb in (0..rows).step_by(MR) {
+            // SAFETY: the packed rows are padded to whole blocks of MR and the panels
+            // to whole panels; the output block lies inside `c` (caller's contract).
+            unsafe {
+                micro(
+                    a_ptr.add(rb * lda),
+                    lda,
+                    b_ptr.add(pi * pairs * NR),
+                    pairs,
+                    c.at((r0 + rb) * ldc + c0 + pc),
+                    ldc,
+                    MR.min(rows - rb),
+                    panel_cols,
+                );
+            }
+        }
+    }
+    ROWS_BUFFER.set(own_rows);
+    PANELS_BUFFER.set(own_panels);
+    // SAFETY: as above; the micro-kernels have just written the block.
+    unsafe { ep.finish_block(c, ldc, (r0, r1), (c0, c1)) };
+}
+
+/// Packs `rows` rows of `a` (`cols` columns, unit column stride) into `dst` as
+/// [`Bf16Rows`] data.
+///
+/// # Safety
+/// `a` must be valid for the rows and columns given; [`supported`] must hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pack_rows(dst: &mut Vec<u32>, a: MatPtr, rows: usize, cols: usize) {
+    debug_assert_eq!(a.cs, 1);
+    let stride = rows_stride(cols);
+    let dst = reuse(dst, rows.next_multiple_of(MR) * stride);
+    dst[rows * stride..].fill(0);
+    for r in 0..rows {
+        // SAFETY: row r is valid (caller's contract).
+        let src = unsafe { a.at(r, 0) };
+        let out = &mut dst[r * stride..(r + 1) * stride];
+        for (q, chunk) in out.chunks_exact_mut(16).enumerate() {
+            let c = 32 * q;
+            if c >= cols {
+                chunk.fill(0);
+                continue;
+            }
+            // SAFETY: the masks keep the loads inside the row; the store writes 16 u32.
+            unsafe {
+                let lo = _mm512_maskz_loadu_ps(lanes(cols - c), src.add(c));
+                let hi = _mm512_maskz_loadu_ps(
+                    lanes(cols.saturating_sub(c + 16)),
+                    src.wrapping_add(c + 16),
+                );
+                let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(chunk.as_mut_ptr().cast(), packed);
+            }
+        }
+    }
+}
+
+/// Packs columns `c0..c1` of `b` (`k` rows, unit column stride) into `dst` as
+/// [`Bf16Panels`] data.
+///
+/// # Safety
+/// `b` must be valid for the rows and columns given; [`supported`] must hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pack_panels(dst: &mut Vec<u32>, b: MatPtr, k: usize, (c0, c1): (usize, usize)) {
+    debug_assert_eq!(b.cs, 1);
+    let pairs = k.div_ceil(2);
+    let cols = c1 - c0;
+    let dst = reuse(dst, cols.div_ceil(NR) * pairs * NR);
+    // Interleaves [x0..x15, y0..y15] into [x0, y0, x1, y1, ...].
+    let idx: [i16; 32] = std::array::from_fn(|i| (i / 2 + 16 * (i % 2)) as i16);
+    // SAFETY: reads 32 i16.
+    let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
+    for (pi, panel) in dst.chunks_exact_mut(pairs * NR).enumerate() {
+        let pc = pi * NR;
+        for p in 0..pairs {
+            for h in 0..NR / 16 {
+                let c = pc + 16 * h;
+                let mask = lanes(cols.saturating_sub(c));
+                if mask == 0 {
+                    panel[p * NR + 16 * h..][..16].fill(0);
+                    continue;
+                }
+                // SAFETY: the masks keep the loads inside rows 2p and 2p + 1 (when
+                // there is one) and columns c0..c1; the store writes 16 u32.
+                unsafe {
+                    let x = _mm512_maskz_loadu_ps(mask, b.at(2 * p, c0 + c));
+                    let y = if 2 * p + 1 < k {
+                        _mm512_maskz_loadu_ps(mask, b.at(2 * p + 1, c0 + c))
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(y, x));
+                    let pairs_v = _mm512_permutexvar_epi16(idx, both);
+                    _mm512_storeu_si512(panel[p * NR + 16 * h..].as_mut_ptr().cast(), pairs_v);
+                }
+            }
+        }
+    }
+}
+
+/// The first `len` elements of `buf`, grown when shorter, with whatever they held
+/// (the packing routines write every element).
+fn reuse(buf: &mut Vec<u32>, len: usize) -> &mut [u32] {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    &mut buf[..len]
+}
+
+/// The mask of the first `n` of 16 lanes.
+#[cfg(target_arch = "x86_64")]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
+}
+
+/// `c[rows, cols] = a[rows, :] · b[:, cols]` for one block of at most [`MR`] rows
+/// and one panel of at most [`NR`] columns, over `pairs` pairs of the inner
+/// dimension.
+///
+/// # Safety
+/// `a` must hold [`MR`] rows of `pairs` pairs at stride `lda`, `b` one panel of
+/// `pairs` pairs, and `c` (row stride `ldc`) `rows` rows of `cols` columns;
+/// [`supported`] must hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro(
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    pairs: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for p in 0..pairs {
+        // SAFETY: inside the panel and rows (caller's contract).
+        unsafe {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR).cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16).cast()));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*a.add(r * lda + p) as i32));
+                acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+            }
+        }
+    }
+    let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(16)));
+    for (r, acc) in acc.iter().enumerate().take(rows) {
+        // SAFETY: row r of the block, `cols` columns (caller's contract).
+        unsafe {
+            let row = c.add(r * ldc);
+            _mm512_mask_storeu_ps(row, m0, acc[0]);
+            _mm512_mask_storeu_ps(row.add(16), m1, acc[1]);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn pack_rows(_: &mut Vec<u32>, _: MatPtr, _: usize, _: usize) {
+    unreachable!("bf16 products run only on x86_64 with AVX512_BF16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn pack_panels(_: &mut Vec<u32>, _: MatPtr, _: usize, _: (usize, usize)) {
+    unreachable!("bf16 products run only on x86_64 with AVX512_BF16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro(
+    _: *const u32,
+    _: usize,
+    _: *const u32,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: usize,
+) {
+    unreachable!("bf16 products run only on x86_64 with AVX512_BF16")
+}
