@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Interleaved pairs: vpipe against PyTorch eager and ONNX Runtime, on each model, and the
-# table of medians and ranges that docs/benchmarks.md keeps.
+# table of medians and ranges that docs/benchmarks.md keeps. --precision bf16 runs vpipe's bf16
+# mode against the fp32 references.
 #
-#   scripts/bench_pairs.sh [--pairs 5] [--threads 2] [--batch 1] [--python PY] [MODEL...]
+#   scripts/bench_pairs.sh [--pairs 5] [--threads 2] [--batch 1] [--precision fp32] [--python PY] [MODEL...]
 #
 # MODEL is TASK:ARCH:SIZE (default: the five of issue 19: classification:mobilevit_s:256,
 # classification:mobilevit_xxs:256, detection:mobilevit_xxs:320, detection:mobilevit_s:320,
@@ -18,15 +19,16 @@
 # $BENCH_LOG (default: a temporary file, named at the end).
 set -euo pipefail
 
-pairs=5 threads=2 batch=1 python=python3
+pairs=5 threads=2 batch=1 precision=fp32 python=python3
 models=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --pairs) pairs="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --batch) batch="$2"; shift 2 ;;
+    --precision) precision="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     -*) echo "bench_pairs.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) models+=("$1"); shift ;;
   esac
@@ -49,9 +51,9 @@ for m in "${models[@]}"; do
   # Fewer timed runs where one run takes seconds (segmentation in PyTorch and ORT).
   iters=30; [[ "$task" == segmentation ]] && iters=5
   for ((i = 1; i <= pairs; i++)); do
-    echo "pair $i/$pairs: $task $arch $size (batch $batch, $threads thread(s))" >&2
+    echo "pair $i/$pairs: $task $arch $size (batch $batch, $threads thread(s), vpipe $precision)" >&2
     v=$("$vpipe" bench --task "$task" --arch "$arch" --size "$size" --batch "$batch" \
-          --threads "$threads" --iters "$iters" --json)
+          --threads "$threads" --iters "$iters" --precision "$precision" --json)
     r=$("$python" "$root/scripts/bench_reference.py" --task "$task" --arch "$arch" --size "$size" \
           --batch "$batch" --threads "$threads" --iters "$iters" --json)
     printf '{"model":"%s","pair":%d,"vpipe":%s,"reference":%s}\n' "$m" "$i" "$v" "$r" >> "$log"
@@ -61,15 +63,18 @@ done
 "$python" - "$log" "$threads" "$batch" <<'EOF'
 import json, statistics, sys
 log, threads, batch = sys.argv[1], sys.argv[2], sys.argv[3]
+precisions = set()
 rows = {}
 for line in open(log):
     d = json.loads(line)
     r = d["reference"]["results"]
+    precisions.add(d["vpipe"].get("precision", "fp32"))
     rows.setdefault(d["model"], []).append(
         (d["vpipe"]["median_ms"], r["pytorch_eager"]["median_ms"], r["onnxruntime"]["median_ms"]))
 def span(xs, fmt="{:.1f}"):
     return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
-print(f"\nbatch {batch}, {threads} thread(s); median of the per-run medians (range), ms; "
+print(f"\nbatch {batch}, {threads} thread(s), vpipe in {'/'.join(sorted(precisions))} "
+      f"(the references in fp32); median of the per-run medians (range), ms; "
       f"speed vs ORT = ORT ms / vpipe ms, pair by pair")
 print("| model | vpipe | PyTorch eager | ONNX Runtime | vpipe speed vs ORT | pairs |")
 print("|---|---|---|---|---|---|")

@@ -17,7 +17,10 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use crate::cpu::{Epilogue, MatPtr, OutPtr};
+#[cfg(target_arch = "x86_64")]
+use crate::activation::exp_avx512_coarse;
+use crate::cpu::{Bias, Epilogue, MatPtr, OutPtr};
+use crate::layers::Activation;
 
 /// Rows of the left operand per micro-kernel call.
 pub(crate) const MR: usize = 12;
@@ -25,6 +28,8 @@ pub(crate) const MR: usize = 12;
 pub(crate) const NR: usize = 32;
 
 thread_local! {
+    /// Each thread's attention weights of one head, kept between calls.
+    static WEIGHTS_BUFFER: std::cell::Cell<(Bf16Rows, Vec<f32>)> = std::cell::Cell::default();
     /// Each thread's packed left rows, kept between calls.
     static ROWS_BUFFER: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
     /// Each thread's packed right panels, kept between calls.
@@ -57,7 +62,7 @@ fn require_support() {
 
 /// A left operand in bf16: `rows` rows of pairs of columns, the row stride a
 /// multiple of 16 pairs and the rows padded with zeros to a multiple of [`MR`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Bf16Rows {
     data: Vec<u32>,
     rows: usize,
@@ -159,6 +164,9 @@ pub(crate) enum Right<'a> {
     Packed(&'a Bf16Panels),
     /// `f32` rows with unit column stride, packed by each task for its columns.
     F32(MatPtr),
+    /// `f32`, given as its transpose (`[cols, k]` with unit column stride: the keys
+    /// of attention scores), packed by each task for its columns.
+    F32Transposed(MatPtr),
 }
 
 /// `c[r0..r1, c0..c1] = a[r0..r1, :] · b[:, c0..c1]` in bf16, then `ep` on that
@@ -184,6 +192,24 @@ pub(crate) unsafe fn tile(
     let pairs = k.div_ceil(2);
     let mut own_rows = ROWS_BUFFER.take();
     let mut own_panels = PANELS_BUFFER.take();
+    // The right operand first: packing a transpose uses the rows buffer on the way.
+    let b_ptr = match b {
+        Right::Packed(p) => {
+            debug_assert_eq!(p.rows, k);
+            // SAFETY: panel c0 / NR is inside the packed panels.
+            unsafe { p.data.as_ptr().add(c0 / NR * pairs * NR) }
+        }
+        Right::F32(m) => {
+            // SAFETY: the caller makes columns c0..c1 of `b` valid.
+            unsafe { pack_panels(&mut own_panels, m, k, (c0, c1)) };
+            own_panels.as_ptr()
+        }
+        Right::F32Transposed(m) => {
+            // SAFETY: as above, for rows c0..c1 of the transpose.
+            unsafe { pack_panels_transposed(&mut own_panels, &mut own_rows, m, k, (c0, c1)) };
+            own_panels.as_ptr()
+        }
+    };
     let (a_ptr, lda) = match a {
         Left::Packed(p) => {
             debug_assert_eq!(p.cols, k);
@@ -204,18 +230,6 @@ pub(crate) unsafe fn tile(
                 );
             }
             (own_rows.as_ptr(), rows_stride(k))
-        }
-    };
-    let b_ptr = match b {
-        Right::Packed(p) => {
-            debug_assert_eq!(p.rows, k);
-            // SAFETY: panel c0 / NR is inside the packed panels.
-            unsafe { p.data.as_ptr().add(c0 / NR * pairs * NR) }
-        }
-        Right::F32(m) => {
-            // SAFETY: the caller makes columns c0..c1 of `b` valid.
-            unsafe { pack_panels(&mut own_panels, m, k, (c0, c1)) };
-            own_panels.as_ptr()
         }
     };
     for (pi, pc) in (0..cols).step_by(NR).enumerate() {
@@ -241,6 +255,118 @@ pub(crate) unsafe fn tile(
     PANELS_BUFFER.set(own_panels);
     // SAFETY: as above; the micro-kernels have just written the block.
     unsafe { ep.finish_block(c, ldc, (r0, r1), (c0, c1)) };
+}
+
+/// One head of scaled dot-product attention in bf16: `dst[tokens, hd]` (row stride
+/// `ldd`) `= softmax(scale * q · kᵀ) · v`, `q`, `k`, `v` being `[tokens, hd]` views
+/// with unit column stride. Both products run in bf16; the softmax's exponentials
+/// ([`exp_avx512_coarse`]) are packed as bf16 as they are made, and the rows are
+/// divided by their sums after the second product. `scores` is scratch space.
+///
+/// # Safety
+/// The views must be valid for `[tokens, hd]`, and `dst` for `tokens` rows of `hd`
+/// columns that belong to the calling task alone; [`supported`] must hold.
+pub(crate) unsafe fn attention_head(
+    [q, k, v]: [MatPtr; 3],
+    [tokens, hd]: [usize; 2],
+    scale: f32,
+    scores: &mut Vec<f32>,
+    dst: OutPtr,
+    ldd: usize,
+) {
+    let plain = Epilogue {
+        bias: Bias::None,
+        act: Activation::Identity,
+        residual: None,
+    };
+    let all = (0, tokens);
+    scores.resize(tokens * tokens, 0.0);
+    let (mut weights, mut inv) = WEIGHTS_BUFFER.take();
+    // SAFETY: the views hold [tokens, hd] (caller's contract); `scores` is
+    // [tokens, tokens], and the weights are packed from it.
+    unsafe {
+        let s = OutPtr(scores.as_mut_ptr());
+        tile(
+            Left::F32(q),
+            Right::F32Transposed(k),
+            hd,
+            s,
+            tokens,
+            all,
+            all,
+            &plain,
+        );
+        softmax_weights(&mut weights, &mut inv, scores, tokens, scale);
+        tile(
+            Left::Packed(&weights),
+            Right::F32(v),
+            tokens,
+            dst,
+            ldd,
+            all,
+            (0, hd),
+            &plain,
+        );
+    }
+    for (t, inv) in inv.iter().enumerate() {
+        // SAFETY: row t of the output block (caller's contract).
+        let row = unsafe { std::slice::from_raw_parts_mut(dst.at(t * ldd), hd) };
+        row.iter_mut().for_each(|x| *x *= inv);
+    }
+    WEIGHTS_BUFFER.set((weights, inv));
+}
+
+/// For each row of `x` `[rows, cols]`: `e = exp(scale * (x - max))` packed into
+/// `dst` as bf16, and `1 / sum(e)` in `inv`.
+///
+/// # Safety
+/// [`supported`] must hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn softmax_weights(
+    dst: &mut Bf16Rows,
+    inv: &mut Vec<f32>,
+    x: &[f32],
+    rows: usize,
+    scale: f32,
+) {
+    let cols = x.len() / rows.max(1);
+    let stride = rows_stride(cols);
+    let data = reuse(&mut dst.data, rows.next_multiple_of(MR) * stride);
+    data[rows * stride..].fill(0);
+    inv.clear();
+    let scale = _mm512_set1_ps(scale);
+    for (r, out) in data.chunks_exact_mut(stride).take(rows).enumerate() {
+        let src = x[r * cols..].as_ptr();
+        // SAFETY: the masks keep every load inside row r; each store writes 16 u32.
+        unsafe {
+            let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+            for c in (0..cols).step_by(16) {
+                let mask = lanes(cols - c);
+                m = _mm512_mask_max_ps(m, mask, m, _mm512_maskz_loadu_ps(mask, src.add(c)));
+            }
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+            let exp = |mask: __mmask16, at: *const f32| {
+                let x = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, at), max);
+                _mm512_maskz_mov_ps(mask, exp_avx512_coarse(_mm512_mul_ps(x, scale)))
+            };
+            let mut acc = _mm512_setzero_ps();
+            for (q, chunk) in out.chunks_exact_mut(16).enumerate() {
+                let c = 32 * q;
+                if c >= cols {
+                    chunk.fill(0);
+                    continue;
+                }
+                let lo = exp(lanes(cols - c), src.add(c));
+                let hi = exp(lanes(cols.saturating_sub(c + 16)), src.wrapping_add(c + 16));
+                acc = _mm512_add_ps(acc, _mm512_add_ps(lo, hi));
+                let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(chunk.as_mut_ptr().cast(), packed);
+            }
+            inv.push(1.0 / _mm512_reduce_add_ps(acc));
+        }
+    }
+    (dst.rows, dst.cols, dst.stride) = (rows, cols, stride);
 }
 
 /// Packs `rows` rows of `a` (`cols` columns, unit column stride) into `dst` as
@@ -332,6 +458,48 @@ fn reuse(buf: &mut Vec<u32>, len: usize) -> &mut [u32] {
     &mut buf[..len]
 }
 
+/// Packs columns `c0..c1` of the matrix whose transpose is `bt` (`[cols, k]`, unit
+/// column stride) into `dst` as [`Bf16Panels`] data; `scratch` holds the packed rows
+/// of `bt` on the way.
+///
+/// # Safety
+/// `bt` must be valid for rows `c0..c1` and `k` columns; [`supported`] must hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pack_panels_transposed(
+    dst: &mut Vec<u32>,
+    scratch: &mut Vec<u32>,
+    bt: MatPtr,
+    k: usize,
+    (c0, c1): (usize, usize),
+) {
+    let cols = c1 - c0;
+    // SAFETY: rows c0..c1 of `bt` are valid (caller's contract).
+    unsafe {
+        pack_rows(
+            scratch,
+            MatPtr {
+                ptr: bt.at(c0, 0),
+                ..bt
+            },
+            cols,
+            k,
+        )
+    };
+    let (pairs, stride) = (k.div_ceil(2), rows_stride(k));
+    let dst = reuse(dst, cols.div_ceil(NR) * pairs * NR);
+    for (pi, panel) in dst.chunks_exact_mut(pairs * NR).enumerate() {
+        for j in 0..NR {
+            let c = pi * NR + j;
+            for p in 0..pairs {
+                // Row c of the packed transpose holds column c's pairs; the rows past
+                // `cols` in the last block of MR are zeros, and later ones are padding.
+                panel[p * NR + j] = if c < cols { scratch[c * stride + p] } else { 0 };
+            }
+        }
+    }
+}
+
 /// The mask of the first `n` of 16 lanes.
 #[cfg(target_arch = "x86_64")]
 fn lanes(n: usize) -> __mmask16 {
@@ -390,7 +558,23 @@ unsafe fn pack_rows(_: &mut Vec<u32>, _: MatPtr, _: usize, _: usize) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
+unsafe fn softmax_weights(_: &mut Bf16Rows, _: &mut Vec<f32>, _: &[f32], _: usize, _: f32) {
+    unreachable!("bf16 products run only on x86_64 with AVX512_BF16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
 unsafe fn pack_panels(_: &mut Vec<u32>, _: MatPtr, _: usize, _: (usize, usize)) {
+    unreachable!("bf16 products run only on x86_64 with AVX512_BF16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn pack_panels_transposed(
+    _: &mut Vec<u32>,
+    _: &mut Vec<u32>,
+    _: MatPtr,
+    _: usize,
+    _: (usize, usize),
+) {
     unreachable!("bf16 products run only on x86_64 with AVX512_BF16")
 }
 

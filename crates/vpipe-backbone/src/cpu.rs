@@ -24,6 +24,7 @@ use crate::activation::{exp_approx, silu_slice};
 use crate::activation::{exp_avx512_unfused, silu_vector};
 use crate::bf16::{self, Bf16Panels, Bf16Rows};
 use crate::layers::Activation;
+use crate::precision::Precision;
 
 /// Products smaller than this many multiply-adds run as one task.
 const SERIAL_WORK: usize = 1 << 18;
@@ -101,7 +102,7 @@ impl MatPtr {
 }
 
 #[derive(Clone, Copy)]
-pub(crate) struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: parallel tasks write disjoint tiles of the output.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -971,8 +972,14 @@ fn sum(x: &[f32]) -> f32 {
 
 /// Multi-head scaled dot-product attention over `qkv` `[seqs, tokens, 3 * d]`
 /// (queries, keys and values side by side, each split into `heads` heads).
-/// Returns the context `[seqs, tokens, d]`.
-pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize) -> Vec<f32> {
+/// Returns the context `[seqs, tokens, d]`. With [`Precision::Bf16`], each head
+/// runs [`bf16::attention_head`].
+pub fn attention(
+    qkv: &[f32],
+    [seqs, tokens, d]: [usize; 3],
+    heads: usize,
+    precision: Precision,
+) -> Vec<f32> {
     let hd = d / heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = output_buffer(seqs * tokens * d);
@@ -994,30 +1001,29 @@ pub fn attention(qkv: &[f32], seqs: usize, tokens: usize, d: usize, heads: usize
                 cs: 1,
             };
             let (q, k, v) = (view(hh * hd), view(d + hh * hd), view(2 * d + hh * hd));
-            let k_t = MatPtr {
-                ptr: k.ptr,
-                rs: 1,
-                cs: row as isize,
-            };
-            product(
-                [tokens, tokens, hd],
-                scores.as_mut_ptr(),
-                tokens,
-                q,
-                k_t,
-                scale,
-                false,
-            );
-            for r in scores.chunks_mut(tokens) {
-                softmax(r);
-            }
-            let s_mat = MatPtr {
-                ptr: scores.as_ptr(),
-                rs: tokens as isize,
-                cs: 1,
-            };
             let dst = optr.at(s * tokens * d + hh * hd);
-            product([tokens, hd, tokens], dst, d, s_mat, v, 1.0, false);
+            match precision {
+                Precision::Fp32 => {
+                    let k_t = MatPtr {
+                        ptr: k.ptr,
+                        rs: 1,
+                        cs: row as isize,
+                    };
+                    let sp = scores.as_mut_ptr();
+                    product([tokens, tokens, hd], sp, tokens, q, k_t, scale, false);
+                    scores.chunks_mut(tokens).for_each(softmax);
+                    let s_mat = MatPtr {
+                        ptr: scores.as_ptr(),
+                        rs: tokens as isize,
+                        cs: 1,
+                    };
+                    product([tokens, hd, tokens], dst, d, s_mat, v, 1.0, false);
+                }
+                Precision::Bf16 => {
+                    let (qkv, dims) = ([q, k, v], [tokens, hd]);
+                    bf16::attention_head(qkv, dims, scale, &mut scores, OutPtr(dst), d);
+                }
+            }
         }
         SCORES_BUFFER.set(scores);
     });
@@ -1501,6 +1507,47 @@ mod tests {
     }
 
     #[test]
+    fn bf16_attention_matches_f64() {
+        if !bf16::supported() {
+            eprintln!("skipped: this processor has no AVX512_BF16");
+            return;
+        }
+        // Token counts and head sizes that leave partial row blocks and panels.
+        for (case, &(seqs, tokens, d, heads)) in [(2, 50, 40, 2), (1, 70, 72, 4)].iter().enumerate()
+        {
+            let qkv = to_bf16(&pseudo_random(seqs * tokens * 3 * d, 20 + case as u32));
+            let got = attention(&qkv, [seqs, tokens, d], heads, Precision::Bf16);
+            let hd = d / heads;
+            let at = |s: usize, t: usize, part: usize, h: usize, j: usize| {
+                f64::from(qkv[(s * tokens + t) * 3 * d + part * d + h * hd + j])
+            };
+            for s in 0..seqs {
+                for h in 0..heads {
+                    for t in 0..tokens {
+                        let logits: Vec<f64> = (0..tokens)
+                            .map(|u| {
+                                (0..hd)
+                                    .map(|j| at(s, t, 0, h, j) * at(s, u, 1, h, j))
+                                    .sum::<f64>()
+                                    / (hd as f64).sqrt()
+                            })
+                            .collect();
+                        let max = logits.iter().copied().fold(f64::MIN, f64::max);
+                        let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+                        let total: f64 = e.iter().sum();
+                        for j in 0..hd {
+                            let want: f64 =
+                                (0..tokens).map(|u| e[u] / total * at(s, u, 2, h, j)).sum();
+                            let g = f64::from(got[(s * tokens + t) * d + h * hd + j]);
+                            assert!((g - want).abs() < 4e-3, "{case}: {g} vs {want}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn patches_round_trip_and_attention_rows_sum() {
         let x = HostArray {
             data: pseudo_random(2 * 3 * 8 * 6, 9),
@@ -1527,7 +1574,7 @@ mod tests {
                 }
             }
         }
-        let ctx = attention(&qkv, seqs, tokens, d, heads);
+        let ctx = attention(&qkv, [seqs, tokens, d], heads, Precision::Fp32);
         for s in 0..seqs {
             for j in 0..d {
                 let mean: f32 = (0..tokens)

@@ -23,6 +23,7 @@ use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOpti
 use burn::tensor::{Device, Tensor};
 
 use crate::cpu::{self, HostArray};
+use crate::precision::Precision;
 
 /// Which implementation runs a model's operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,12 +146,13 @@ impl<const D: usize> Act<D> {
 
 /// Multi-head self-attention over fused projections `qkv` `[seqs, tokens, 3 * d]`
 /// (queries, keys, values, each split into `heads` heads); returns `[seqs, tokens, d]`.
-pub fn attention_heads(qkv: &Act<3>, heads: usize) -> Act<3> {
+/// `precision` is that of the fused kernels' products (burn's ops run fp32).
+pub fn attention_heads(qkv: &Act<3>, heads: usize, precision: Precision) -> Act<3> {
     let [b, n, d3] = qkv.dims();
     let d = d3 / 3;
     match qkv {
         Act::Host(h) => Act::Host(HostArray {
-            data: cpu::attention(&h.data, b, n, d, heads),
+            data: cpu::attention(&h.data, [b, n, d], heads, precision),
             dims: [b, n, d],
         }),
         Act::Tensor(t) => {

@@ -600,6 +600,8 @@ pub struct TransformerLayer {
     fc1: Linear,
     fc2: Linear,
     heads: usize,
+    /// The precision of the attention's products.
+    precision: Precision,
 }
 
 impl TransformerLayer {
@@ -630,6 +632,7 @@ impl TransformerLayer {
             fc1: Linear::load(params, &format!("{prefix}.pre_norm_ffn.1"), dim, ffn_dim)?,
             fc2: Linear::load(params, &format!("{prefix}.pre_norm_ffn.4"), ffn_dim, dim)?,
             heads,
+            precision: params.precision(),
         })
     }
 
@@ -644,7 +647,7 @@ impl TransformerLayer {
         let qkv = self
             .qkv
             .run(&self.norm_attn.run(&x), Activation::Identity, None);
-        let ctx = kernels::attention_heads(&qkv, self.heads);
+        let ctx = kernels::attention_heads(&qkv, self.heads, self.precision);
         drop(qkv);
         let x = self.out_proj.run(&ctx, Activation::Identity, Some(&x));
         let h = self.fc1.run(&self.norm_ffn.run(&x), Activation::Silu, None);
