@@ -541,13 +541,27 @@ unsafe fn micro(
             }
         }
     }
-    let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(16)));
-    for (r, acc) in acc.iter().enumerate().take(rows) {
-        // SAFETY: row r of the block, `cols` columns (caller's contract).
+    // A whole block goes straight to `c`; a partial one through a buffer, so that the
+    // accumulators are never indexed at run time (which would keep them in memory).
+    let mut edge = [std::mem::MaybeUninit::<f32>::uninit(); MR * NR];
+    let whole = rows == MR && cols == NR;
+    let (dst, ld) = if whole {
+        (c, ldc)
+    } else {
+        (edge.as_mut_ptr().cast::<f32>(), NR)
+    };
+    for (r, acc) in acc.iter().enumerate() {
+        // SAFETY: row r of the block, NR columns, in `c` or in `edge`.
         unsafe {
-            let row = c.add(r * ldc);
-            _mm512_mask_storeu_ps(row, m0, acc[0]);
-            _mm512_mask_storeu_ps(row.add(16), m1, acc[1]);
+            _mm512_storeu_ps(dst.add(r * ld), acc[0]);
+            _mm512_storeu_ps(dst.add(r * ld + 16), acc[1]);
+        }
+    }
+    if !whole {
+        for (r, row) in edge.chunks_exact(NR).take(rows).enumerate() {
+            // SAFETY: row r of the block, `cols` columns (caller's contract); the
+            // stores above wrote every element of `edge`.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr().cast(), c.add(r * ldc), cols) };
         }
     }
 }
