@@ -232,9 +232,10 @@ pub(crate) unsafe fn tile(
             (own_rows.as_ptr(), rows_stride(k))
         }
     };
-    for (pi, pc) in (0..cols).step_by(NR).enumerate() {
-        let panel_cols = NR.min(cols - pc);
-        for rb in (0..rows).step_by(MR) {
+    // Row blocks outer: each block's epilogue runs while its rows are still in cache.
+    for rb in (0..rows).step_by(MR) {
+        let block_rows = MR.min(rows - rb);
+        for (pi, pc) in (0..cols).step_by(NR).enumerate() {
             // SAFETY: the packed rows are padded to whole blocks of MR and the panels
             // to whole panels; the output block lies inside `c` (caller's contract).
             unsafe {
@@ -245,16 +246,16 @@ pub(crate) unsafe fn tile(
                     pairs,
                     c.at((r0 + rb) * ldc + c0 + pc),
                     ldc,
-                    MR.min(rows - rb),
-                    panel_cols,
+                    block_rows,
+                    NR.min(cols - pc),
                 );
             }
         }
+        // SAFETY: as above; the micro-kernels have just written the block's rows.
+        unsafe { ep.finish_block(c, ldc, (r0 + rb, r0 + rb + block_rows), (c0, c1)) };
     }
     ROWS_BUFFER.set(own_rows);
     PANELS_BUFFER.set(own_panels);
-    // SAFETY: as above; the micro-kernels have just written the block.
-    unsafe { ep.finish_block(c, ldc, (r0, r1), (c0, c1)) };
 }
 
 /// One head of scaled dot-product attention in bf16: `dst[tokens, hd]` (row stride
