@@ -490,24 +490,31 @@ fn sub(a: &[u64], b: &[u64]) -> Vec<u64> {
 
 /// Intersection over union of two `[x1, y1, x2, y2]` boxes (0 for empty unions).
 pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
-    let inter =
-        (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union != 0.0 && (inter / union).is_finite() {
-        inter / union
-    } else {
-        0.0
-    }
+    iou_in(a, b)
 }
 
 /// [`iou`] in `f32` arithmetic.
 fn iou_f32(a: [f32; 4], b: [f32; 4]) -> f32 {
-    let inter =
-        (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    iou_in(a, b)
+}
+
+/// [`iou`] in the arithmetic of `T`.
+fn iou_in<T>(a: [T; 4], b: [T; 4]) -> T
+where
+    T: Copy + PartialOrd + Default + std::ops::Sub<Output = T> + std::ops::Add<Output = T>,
+    T: std::ops::Mul<Output = T> + std::ops::Div<Output = T>,
+{
+    let zero = T::default();
+    let pick = |x: T, y: T, larger: bool| if (x > y) == larger { x } else { y };
+    let side = |lo: T, hi: T| pick(hi - lo, zero, true);
+    let inter = side(pick(a[0], b[0], true), pick(a[2], b[2], false))
+        * side(pick(a[1], b[1], true), pick(a[3], b[3], false));
     let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union != 0.0 && (inter / union).is_finite() {
-        inter / union
+    let ratio = inter / union;
+    // Zero for an empty union, and for NaN (which compares false).
+    if union != zero && ratio == ratio && ratio - ratio == zero {
+        ratio
     } else {
-        0.0
+        zero
     }
 }
