@@ -23,9 +23,9 @@ use crate::cpu::{Bias, Epilogue, MatPtr, OutPtr};
 use crate::layers::Activation;
 
 /// Rows of the left operand per micro-kernel call.
-pub(crate) const MR: usize = 12;
+pub const MR: usize = 12;
 /// Columns of the right operand per panel.
-pub(crate) const NR: usize = 32;
+pub const NR: usize = 32;
 
 thread_local! {
     /// Each thread's attention weights of one head, kept between calls.

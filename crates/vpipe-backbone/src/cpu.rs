@@ -413,7 +413,7 @@ pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 pub enum DenseWeight<P> {
     /// `f32`, row-major.
     F32(Vec<f32>),
-    /// Rounded to bf16 and packed ([`Precision::Bf16`](crate::Precision::Bf16)).
+    /// Rounded to bf16 and packed ([`Precision::Bf16`]).
     Bf16(P),
 }
 
@@ -972,8 +972,8 @@ fn sum(x: &[f32]) -> f32 {
 
 /// Multi-head scaled dot-product attention over `qkv` `[seqs, tokens, 3 * d]`
 /// (queries, keys and values side by side, each split into `heads` heads).
-/// Returns the context `[seqs, tokens, d]`. With [`Precision::Bf16`], each head
-/// runs [`bf16::attention_head`].
+/// Returns the context `[seqs, tokens, d]`. With [`Precision::Bf16`], both products
+/// of each head run in bf16 (see [`bf16`]).
 pub fn attention(
     qkv: &[f32],
     [seqs, tokens, d]: [usize; 3],
