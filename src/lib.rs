@@ -11,6 +11,7 @@
 //! - [`pipeline`]: YAML pipelines, the shared-backbone graph and the runner;
 //! - [`data`]: datasets (COCO instances JSON and masks, image/mask folders, ImageFolder, CSV);
 //! - [`eval`]: metrics (COCO bbox evaluation as pycocotools, mIoU, top-k) and their plots;
+//! - [`track`]: multi-object tracking (ByteTrack) for detection heads;
 //! - [`train`]: training heads on a frozen backbone (losses, distillation, AdamW, the run).
 
 pub use vpipe_annotate as annotate;
@@ -23,4 +24,5 @@ pub use vpipe_io as io;
 pub use vpipe_media as media;
 pub use vpipe_pipeline as pipeline;
 pub use vpipe_preprocess as preprocess;
+pub use vpipe_track as track;
 pub use vpipe_train as train;

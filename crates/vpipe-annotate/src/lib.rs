@@ -53,6 +53,26 @@ pub fn class_color(class_id: usize) -> Rgb<u8> {
     Rgb(PALETTE[class_id % PALETTE.len()])
 }
 
+/// The colour of a track: stable for a given track id, and different for
+/// neighbouring ids.
+pub fn track_color(track_id: u64) -> Rgb<u8> {
+    Rgb(PALETTE[(track_id as usize).wrapping_mul(7) % PALETTE.len()])
+}
+
+/// A detection's colour: its track's when it has one, else its class's.
+fn detection_color(d: &Detection) -> Rgb<u8> {
+    d.track_id.map_or(class_color(d.class_id), track_color)
+}
+
+/// A track's recent path: box centres, oldest first, in pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trail {
+    /// The track.
+    pub track_id: u64,
+    /// Box centres `[x, y]`, oldest first.
+    pub points: Vec<[f32; 2]>,
+}
+
 /// The colour of a segmentation class: the PASCAL VOC palette.
 pub fn mask_color(class_id: usize) -> Rgb<u8> {
     Rgb(voc_color(class_id))
@@ -303,7 +323,10 @@ impl Annotator {
         let line = Self::line_px(width, height) as i32;
         for d in detections {
             let [x1, y1, _, y2] = box_pixels(d.bbox, width, height);
-            let text = format!("{} {:.0}%", d.label, d.score * 100.0);
+            let text = match d.track_id {
+                Some(id) => format!("#{id} {} {:.0}%", d.label, d.score * 100.0),
+                None => format!("{} {:.0}%", d.label, d.score * 100.0),
+            };
             let probe = self.tag_area(&text, x1, 0, scale, pad, w, h);
             let th = probe.h;
             let candidates = [y1 - th, y1 + line, y2 + 1, y2 - th - line];
@@ -316,7 +339,7 @@ impl Annotator {
                 layout.tags.push(Tag {
                     text,
                     area,
-                    bg: class_color(d.class_id),
+                    bg: detection_color(d),
                 });
             } else {
                 layout.hidden_tags += 1;
@@ -378,10 +401,32 @@ impl Annotator {
         );
     }
 
-    /// A box's outline, `line` pixels wide, in its class colour.
+    /// Each track's trail: its recent box centres joined by lines in the track's
+    /// colour, as wide as box outlines.
+    pub fn draw_trails(&self, img: &mut RgbImage, trails: &[Trail]) {
+        let line = Self::line_px(img.width(), img.height()) as i32;
+        for trail in trails {
+            let color = self.paint(track_color(trail.track_id));
+            for pair in trail.points.windows(2) {
+                for dy in -(line / 2)..=(line - 1) / 2 {
+                    for dx in -(line / 2)..=(line - 1) / 2 {
+                        let (ox, oy) = (dx as f32, dy as f32);
+                        imageproc::drawing::draw_line_segment_mut(
+                            img,
+                            (pair[0][0] + ox, pair[0][1] + oy),
+                            (pair[1][0] + ox, pair[1][1] + oy),
+                            color,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A box's outline, `line` pixels wide, in its track's or class's colour.
     fn draw_box(&self, img: &mut RgbImage, d: &Detection, line: u32) {
         let [x1, y1, x2, y2] = box_pixels(d.bbox, img.width(), img.height());
-        let color = self.paint(class_color(d.class_id));
+        let color = self.paint(detection_color(d));
         let (w, h) = ((x2 - x1).max(0) as u32 + 1, (y2 - y1).max(0) as u32 + 1);
         for t in 0..line as i32 {
             let (rw, rh) = (w as i32 - 2 * t, h as i32 - 2 * t);
@@ -550,6 +595,7 @@ mod tests {
             score: 0.87,
             class_id,
             label: "person".into(),
+            track_id: None,
         }
     }
 

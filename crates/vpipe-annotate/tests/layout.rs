@@ -59,6 +59,7 @@ fn scene(w: u32, h: u32) -> (RgbImage, Vec<HeadOutput>) {
             score,
             class_id,
             label: label.into(),
+            track_id: None,
         })
         .collect();
     let top_k = ["tabby", "tiger cat", "Egyptian cat", "lynx", "Persian cat"]

@@ -29,6 +29,10 @@ pub struct Detection {
     pub class_id: usize,
     /// Class name.
     pub label: String,
+    /// The id of the track it belongs to, when its head has a tracker
+    /// (`tracker:` in the pipeline file) and a track took it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<u64>,
 }
 
 /// Area of one class in a segmentation mask.

@@ -505,6 +505,7 @@ impl SsdHead {
                     score,
                     class_id: class,
                     label: self.labels.get(class).cloned().unwrap_or_default(),
+                    track_id: None,
                 }
             })
             .collect();

@@ -66,6 +66,14 @@ pub enum PipelineError {
         /// What went wrong.
         message: String,
     },
+    /// A head's tracker could not follow its results.
+    #[error("head '{head}': {message}")]
+    Tracking {
+        /// The head.
+        head: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A model failed to run.
     #[error(transparent)]
     Model(#[from] vpipe_backbone::BackboneError),

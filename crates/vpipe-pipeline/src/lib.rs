@@ -14,10 +14,11 @@ pub mod runner;
 pub mod sink;
 pub mod source;
 pub mod spec;
+mod tracking;
 
 pub use error::{ConfigError, PipelineError, Result, closest};
 pub use graph::{NamedOutput, Pipeline, default_preset};
 pub use runner::{RunOptions, RunSummary, StageTimes, run, run_with_sinks, suspend_progress};
 pub use sink::{FrameResults, OutputFolder, Sink, coco_category};
 pub use source::{Input, resolve_input};
-pub use spec::{PendingWeights, PipelineFile, PipelineSpec};
+pub use spec::{PendingWeights, PipelineFile, PipelineSpec, TrackerSpec};

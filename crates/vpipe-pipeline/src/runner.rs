@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use serde::Serialize;
-use vpipe_annotate::{Annotator, Style};
+use vpipe_annotate::{Annotator, Style, Trail};
 use vpipe_core::result::HeadOutput;
 use vpipe_media::{ChannelOrder, Frame, VideoInput, VideoReader, load_image};
 
@@ -33,6 +33,7 @@ use crate::sink::{
 };
 use crate::source::Input;
 use crate::spec::LivePolicy;
+use crate::tracking::Tracking;
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
@@ -317,8 +318,9 @@ pub fn run_with_sinks(
         });
         spawn_stage(scope, "vpipe-prepare", || run.prepare(spec.runner.batch));
         spawn_stage(scope, "vpipe-model", || run.infer());
+        let tracking = Tracking::new(spec, fps);
         spawn_stage(scope, "vpipe-post", || {
-            run.postprocess(&annotator, spec.output.annotated)
+            run.postprocess(&annotator, spec.output.annotated, tracking)
         });
         // The write stage runs on this thread.
         run.write(&mut sinks, &progress, &mut failed);
@@ -543,9 +545,9 @@ impl Stages<'_> {
         self.inferred.close();
     }
 
-    /// Stage 4: the heads' post-processing, and the drawing of every frame's results
-    /// when `annotated`.
-    fn postprocess(&self, annotator: &Annotator, annotated: bool) {
+    /// Stage 4: the heads' post-processing, the trackers (in frame order), and the
+    /// drawing of every frame's results when `annotated`.
+    fn postprocess(&self, annotator: &Annotator, annotated: bool, mut tracking: Tracking) {
         while let Some(m) = self.inferred.pop() {
             match m {
                 Msg::Item(inf) => {
@@ -553,12 +555,35 @@ impl Stages<'_> {
                         self.pipeline.postprocess(&inf.raw)
                     }) {
                         Ok(per_frame) => {
-                            for (mut item, outputs) in inf.items.into_iter().zip(per_frame) {
+                            for (mut item, mut outputs) in inf.items.into_iter().zip(per_frame) {
+                                let trails = if tracking.is_empty() {
+                                    Vec::new()
+                                } else {
+                                    let tracked = timed(&self.clocks.postprocess, || {
+                                        tracking.update(&mut outputs)
+                                    });
+                                    match tracked {
+                                        Ok(trails) => trails,
+                                        Err(e) => {
+                                            self.finished.push(Msg::Failed {
+                                                input: describe(&item),
+                                                error: e.to_string(),
+                                            });
+                                            continue;
+                                        }
+                                    }
+                                };
                                 // The sinks need only the frame's size: its pixels
                                 // become the annotated image.
                                 let annotated = annotated.then(|| {
                                     timed(&self.clocks.annotate, || {
-                                        draw(self.pipeline, annotator, &mut item.frame, &outputs)
+                                        draw(
+                                            self.pipeline,
+                                            annotator,
+                                            &mut item.frame,
+                                            &outputs,
+                                            &trails,
+                                        )
                                     })
                                 });
                                 self.finished.push(Msg::Item(Finished {
@@ -645,14 +670,16 @@ fn describe(d: &Decoded) -> String {
     }
 }
 
-/// The frame with every head's results drawn on it, in the annotator's channel
-/// order; the frame's pixels move into it (`frame.data` is left empty). Results of
-/// a head's own kind are drawn last, by the head ([`Pipeline::annotate_custom`]).
+/// The frame with every head's results and the tracks' `trails` drawn on it, in the
+/// annotator's channel order; the frame's pixels move into it (`frame.data` is left
+/// empty). Results of a head's own kind are drawn last, by the head
+/// ([`Pipeline::annotate_custom`]).
 fn draw(
     pipeline: &Pipeline,
     annotator: &Annotator,
     frame: &mut Frame,
     outputs: &[NamedOutput],
+    trails: &[Trail],
 ) -> Frame {
     let order = annotator.style().order;
     let taken = Frame {
@@ -664,6 +691,7 @@ fn draw(
     .into_order(order);
     let mut img = RgbImage::from_raw(taken.width as u32, taken.height as u32, taken.data)
         .unwrap_or_else(|| unreachable!("Frame::new checks the buffer size"));
+    annotator.draw_trails(&mut img, trails);
     let builtin: Vec<&HeadOutput> = outputs.iter().map(|o| &o.output).collect();
     annotator.draw_all(&mut img, &builtin);
     let custom = outputs

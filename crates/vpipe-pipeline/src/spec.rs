@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 
 use vpipe_backbone::Precision;
 use vpipe_core::device::{DeviceError, DeviceSpec};
+use vpipe_track::ByteTrackConfig;
 use vpipe_weights::{CacheConfig, Registry, WeightsError};
 
 use crate::error::{ConfigError, PipelineError, Result, closest};
@@ -116,6 +117,127 @@ pub struct HeadSpec {
     /// [`crate::Pipeline::compile`]).
     #[serde(default)]
     pub allow_backbone_mismatch: bool,
+    /// Follow the head's detections over the frames with ByteTrack (detection heads
+    /// only): `tracker: {}` for the defaults.
+    #[serde(default)]
+    pub tracker: Option<TrackerSpec>,
+}
+
+/// A detection head's tracker (`heads[i].tracker`): ByteTrack's settings, each
+/// optional (defaults: supervision's `ByteTrack`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerSpec {
+    /// The tracker: `bytetrack` (the only one).
+    #[serde(rename = "type", default = "bytetrack")]
+    pub kind: String,
+    /// Detections scoring above this take part in the first association, and a new
+    /// track starts from one scoring at least this + 0.1 (default 0.25).
+    #[serde(default)]
+    pub track_activation_threshold: Option<f32>,
+    /// Detections scoring above this (and not above the activation threshold) take
+    /// part in the second association only (default 0.1).
+    #[serde(default)]
+    pub low_score_threshold: Option<f32>,
+    /// Frames a lost track is kept, at 30 fps (default 30; scaled by the frame rate).
+    #[serde(default)]
+    pub lost_track_buffer: Option<usize>,
+    /// Largest cost `1 - IoU x score` of the first association (default 0.8).
+    #[serde(default)]
+    pub minimum_matching_threshold: Option<f64>,
+    /// Largest cost `1 - IoU` of the second association (default 0.5).
+    #[serde(default)]
+    pub second_matching_threshold: Option<f64>,
+    /// Largest cost `1 - IoU x score` that confirms a new track (default 0.7).
+    #[serde(default)]
+    pub unconfirmed_matching_threshold: Option<f64>,
+    /// Consecutive frames a track must be matched in before it gets an id (default 1).
+    #[serde(default)]
+    pub minimum_consecutive_frames: Option<usize>,
+    /// The frame rate the buffer is scaled by (default: the video's, else 30).
+    #[serde(default)]
+    pub frame_rate: Option<f64>,
+    /// Frames of each track's trail on the annotated output (0: none; default 30).
+    #[serde(default = "thirty")]
+    pub trail: usize,
+}
+
+fn bytetrack() -> String {
+    "bytetrack".into()
+}
+
+fn thirty() -> usize {
+    30
+}
+
+impl TrackerSpec {
+    /// ByteTrack's settings, for a video of `fps` frames per second (0: unknown).
+    pub fn config(&self, fps: f64) -> ByteTrackConfig {
+        let d = ByteTrackConfig::default();
+        ByteTrackConfig {
+            track_activation_threshold: self
+                .track_activation_threshold
+                .unwrap_or(d.track_activation_threshold),
+            low_score_threshold: self.low_score_threshold.unwrap_or(d.low_score_threshold),
+            lost_track_buffer: self.lost_track_buffer.unwrap_or(d.lost_track_buffer),
+            minimum_matching_threshold: self
+                .minimum_matching_threshold
+                .unwrap_or(d.minimum_matching_threshold),
+            second_matching_threshold: self
+                .second_matching_threshold
+                .unwrap_or(d.second_matching_threshold),
+            unconfirmed_matching_threshold: self
+                .unconfirmed_matching_threshold
+                .unwrap_or(d.unconfirmed_matching_threshold),
+            frame_rate: self
+                .frame_rate
+                .unwrap_or(if fps > 0.0 { fps } else { d.frame_rate }),
+            minimum_consecutive_frames: self
+                .minimum_consecutive_frames
+                .unwrap_or(d.minimum_consecutive_frames),
+        }
+    }
+
+    /// The first setting out of its range, as `(key, message)`.
+    fn invalid(&self) -> Option<(&'static str, String)> {
+        let unit = |v: Option<f64>| v.is_some_and(|v| !(0.0..=1.0).contains(&v));
+        if self.kind != "bytetrack" {
+            return Some((
+                "type",
+                format!("unknown tracker '{}' (expected 'bytetrack')", self.kind),
+            ));
+        }
+        for (key, v) in [
+            (
+                "track_activation_threshold",
+                self.track_activation_threshold.map(f64::from),
+            ),
+            (
+                "low_score_threshold",
+                self.low_score_threshold.map(f64::from),
+            ),
+            (
+                "minimum_matching_threshold",
+                self.minimum_matching_threshold,
+            ),
+            ("second_matching_threshold", self.second_matching_threshold),
+            (
+                "unconfirmed_matching_threshold",
+                self.unconfirmed_matching_threshold,
+            ),
+        ] {
+            if unit(v) {
+                return Some((key, "must be between 0 and 1".into()));
+            }
+        }
+        if self.minimum_consecutive_frames == Some(0) {
+            return Some(("minimum_consecutive_frames", "must be at least 1".into()));
+        }
+        if self.frame_rate.is_some_and(|f| !(f > 0.0 && f.is_finite())) {
+            return Some(("frame_rate", "must be a positive number".into()));
+        }
+        None
+    }
 }
 
 /// What a run writes.
@@ -547,6 +669,25 @@ impl PipelineFile {
                     .into());
             }
             self.backbone_of(i)?;
+            if let Some(t) = &h.tracker {
+                if matches!(h.kind.as_str(), "classification" | "deeplabv3") {
+                    return Err(self
+                        .error(
+                            &format!("heads[{i}].tracker"),
+                            format!(
+                                "a tracker follows detections, and a '{}' head gives none",
+                                h.kind
+                            ),
+                            Some("put the tracker on a detection head (`type: ssd`)".into()),
+                        )
+                        .into());
+                }
+                if let Some((key, message)) = t.invalid() {
+                    return Err(self
+                        .error(&format!("heads[{i}].tracker.{key}"), message, None)
+                        .into());
+                }
+            }
             if let Some(w) = &h.weights {
                 let found = self.locate_weights(&format!("heads[{i}].weights"), w, &mut pending)?;
                 weights.insert(w.clone(), found);

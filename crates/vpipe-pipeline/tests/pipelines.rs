@@ -329,6 +329,16 @@ fn validation_errors_name_the_place_and_suggest_a_fix() {
 }
 
 /// A short video of the test photo, shifted a little each frame.
+/// How many frames the video at `path` has, read to its end.
+fn frames_of(path: &Path) -> u64 {
+    let mut r = VideoReader::open(&VideoInput::File(path.to_path_buf())).unwrap();
+    let mut n = 0;
+    while r.next_frame().unwrap().is_some() {
+        n += 1;
+    }
+    n
+}
+
 fn make_video(path: &Path, frames: usize) {
     let photo = load_image(&root().join("tests/fixtures/image.png")).unwrap();
     let (w, h) = (photo.width, photo.height);
@@ -428,11 +438,7 @@ fn batched_runs_keep_every_frame_in_order() {
         })
         .collect();
     assert_eq!(frames, [0, 1, 2, 3, 4, 5]);
-    let mut r = VideoReader::open(&VideoInput::File(out.join("clip_annotated.mp4"))).unwrap();
-    let mut n = 0;
-    while r.next_frame().unwrap().is_some() {
-        n += 1;
-    }
+    let n = frames_of(&out.join("clip_annotated.mp4"));
     assert_eq!(n, 6);
 }
 
@@ -461,11 +467,7 @@ fn a_stopped_run_still_leaves_a_playable_video_of_the_frames_so_far() {
         "{} frames",
         summary.frames
     );
-    let mut r = VideoReader::open(&VideoInput::File(out.join("long_annotated.mp4"))).unwrap();
-    let mut n = 0;
-    while r.next_frame().unwrap().is_some() {
-        n += 1;
-    }
+    let n = frames_of(&out.join("long_annotated.mp4"));
     assert_eq!(n, summary.frames, "interrupted: {}", summary.interrupted);
     let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     assert_eq!(lines.lines().count() as u64, summary.frames);
@@ -941,4 +943,156 @@ fn a_multi_head_file_is_one_backbone_feeding_its_heads() {
     let e = config_error(compile(&p));
     assert_eq!(e.path, "heads[0].type");
     assert!(e.message.contains("is a deeplabv3 head"), "{e}");
+}
+
+/// A detection head of the test's own that reports two boxes crossing each other
+/// (frame by frame, counting its calls): one goes missing for three frames and one
+/// drops to a low score for one, as occluded objects do.
+#[derive(Debug, Default)]
+struct Crossing {
+    frame: std::sync::atomic::AtomicUsize,
+}
+
+impl vpipe_heads::Head for Crossing {
+    fn kind(&self) -> &str {
+        "crossing"
+    }
+
+    fn levels(&self) -> &[usize] {
+        &[5]
+    }
+
+    fn forward(
+        &self,
+        _: &vpipe_backbone::Features,
+        _: [usize; 2],
+    ) -> vpipe_heads::Result<Vec<vpipe_heads::RawTensor>> {
+        Ok(Vec::new())
+    }
+
+    fn postprocess(
+        &self,
+        _: &[vpipe_heads::RawTensor],
+        _: usize,
+        _: &vpipe_preprocess::InputTransform,
+    ) -> vpipe_heads::Result<vpipe_core::result::HeadOutput> {
+        let n = self.frame.fetch_add(1, Ordering::SeqCst) as f32;
+        let det = |x: f32, score: f32, class_id: usize| vpipe_core::result::Detection {
+            bbox: [x, 100.0, x + 60.0, 220.0],
+            score,
+            class_id,
+            label: String::new(),
+            track_id: None,
+        };
+        let mut detections = vec![det(20.0 + 8.0 * n, if n == 20.0 { 0.2 } else { 0.9 }, 0)];
+        if !(10.0..13.0).contains(&n) {
+            detections.push(det(340.0 - 8.0 * n, 0.8, 1));
+        }
+        Ok(vpipe_core::result::HeadOutput::Detection { detections })
+    }
+}
+
+/// `tracker:` on a detection head: each object keeps its id through a crossing, a
+/// three-frame gap and a low-score frame; the ids go into results.jsonl and the
+/// annotated video has every frame.
+#[test]
+fn a_tracker_keeps_ids_through_crossings_and_gaps() {
+    let dir_tmp = scratch("track");
+    let dir = dir_tmp.path();
+    let video = dir.join("clip.avi");
+    make_video(&video, 40);
+    let yaml = dir.join("p.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "backbones:\n  main:\n    weights: {}\nheads:\n  - name: objects\n    type: ssd\n  - name: walkers\n    type: crossing\n    tracker: {{lost_track_buffer: 10, trail: 8}}\n",
+            root().join("weights/reference/cvnets_ssd_mobilevit_xxs.pt").display()
+        ),
+    )
+    .unwrap();
+    let mut registry = HeadRegistry::with_builtins();
+    registry
+        .register("crossing", |_| Ok(Box::new(Crossing::default())))
+        .unwrap();
+    let p = Pipeline::compile(
+        PipelineFile::read(&yaml).unwrap(),
+        &registry,
+        &vpipe_core::device::default_device(),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let input = resolve_input(video.to_str().unwrap(), false).unwrap();
+    let summary = run(&p, &input, &options(&out)).unwrap();
+    assert_eq!(summary.frames, 40);
+    let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let mut ids_by_class: [Vec<Option<u64>>; 2] = Default::default();
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let heads = v["heads"].as_array().unwrap();
+        let walkers = heads.iter().find(|h| h["head"] == "walkers").unwrap();
+        for d in walkers["detections"].as_array().unwrap() {
+            let class = d["class_id"].as_u64().unwrap() as usize;
+            ids_by_class[class].push(d["track_id"].as_u64());
+        }
+        // The head without a tracker gives no track ids.
+        let objects = heads.iter().find(|h| h["head"] == "objects").unwrap();
+        assert!(
+            objects["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d.get("track_id").is_none())
+        );
+    }
+    assert_eq!(ids_by_class[0].len(), 40);
+    assert_eq!(ids_by_class[1].len(), 37);
+    assert!(
+        ids_by_class[0].iter().all(|&id| id == Some(1)),
+        "{ids_by_class:?}"
+    );
+    assert!(
+        ids_by_class[1].iter().all(|&id| id == Some(2)),
+        "{ids_by_class:?}"
+    );
+    let n = frames_of(&out.join("clip_annotated.mp4"));
+    assert_eq!(n, 40);
+}
+
+#[test]
+fn trackers_are_checked_where_written() {
+    let dir_tmp = scratch("tracker-config");
+    let cases = [
+        (
+            "  - {name: s, type: deeplabv3, tracker: {}}\n",
+            "heads[0].tracker",
+            "a 'deeplabv3' head gives none",
+        ),
+        (
+            "  - {name: d, type: ssd, tracker: {type: sort}}\n",
+            "heads[0].tracker.type",
+            "unknown tracker 'sort'",
+        ),
+        (
+            "  - {name: d, type: ssd, tracker: {minimum_matching_threshold: 1.5}}\n",
+            "heads[0].tracker.minimum_matching_threshold",
+            "between 0 and 1",
+        ),
+        (
+            "  - {name: d, type: ssd, tracker: {lost_buffer: 3}}\n",
+            "heads[0].tracker",
+            "lost_buffer",
+        ),
+    ];
+    for (head, path, message) in cases {
+        let text = format!(
+            "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n{head}"
+        );
+        let e = compile_text(dir_tmp.path(), &text).unwrap_err();
+        let PipelineError::Config(c) = &e else {
+            panic!("not a config error: {e}")
+        };
+        assert!(c.path.starts_with(path), "{path}: {e}");
+        assert!(c.message.contains(message), "{message}: {e}");
+        assert_eq!(c.line, 5, "{e}");
+    }
 }

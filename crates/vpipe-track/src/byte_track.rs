@@ -501,7 +501,8 @@ fn iou_f32(a: [f32; 4], b: [f32; 4]) -> f32 {
 /// [`iou`] in the arithmetic of `T`.
 fn iou_in<T>(a: [T; 4], b: [T; 4]) -> T
 where
-    T: Copy + PartialOrd + Default + std::ops::Sub<Output = T> + std::ops::Add<Output = T>,
+    T: Copy + PartialOrd + Default + Into<f64> + std::ops::Sub<Output = T>,
+    T: std::ops::Add<Output = T>,
     T: std::ops::Mul<Output = T> + std::ops::Div<Output = T>,
 {
     let zero = T::default();
@@ -510,9 +511,10 @@ where
     let inter = side(pick(a[0], b[0], true), pick(a[2], b[2], false))
         * side(pick(a[1], b[1], true), pick(a[3], b[3], false));
     let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+    // Zero for an empty union (NumPy's `where=union != 0`), and for boxes with NaN
+    // or infinite corners (its `nan_to_num`; NaN fails every comparison).
     let ratio = inter / union;
-    // Zero for an empty union, and for NaN (which compares false).
-    if union != zero && ratio == ratio && ratio - ratio == zero {
+    if union != zero && ratio.into().is_finite() {
         ratio
     } else {
         zero
