@@ -73,6 +73,20 @@ pub struct Trail {
     pub points: Vec<[f32; 2]>,
 }
 
+/// A zone or line to draw: its outline and what it counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    /// Corners (a zone, closed) or ends (a line), in pixels.
+    pub points: Vec<[f32; 2]>,
+    /// Whether the outline closes (a zone).
+    pub closed: bool,
+    /// Its name and counts, written at its first point.
+    pub text: String,
+}
+
+/// The colour of zones and lines: one that stands apart from the class palette.
+const REGION_COLOR: Rgb<u8> = Rgb([255, 255, 0]);
+
 /// The colour of a segmentation class: the PASCAL VOC palette.
 pub fn mask_color(class_id: usize) -> Rgb<u8> {
     Rgb(voc_color(class_id))
@@ -404,20 +418,53 @@ impl Annotator {
     /// Each track's trail: its recent box centres joined by lines in the track's
     /// colour, as wide as box outlines.
     pub fn draw_trails(&self, img: &mut RgbImage, trails: &[Trail]) {
-        let line = Self::line_px(img.width(), img.height()) as i32;
         for trail in trails {
             let color = self.paint(track_color(trail.track_id));
-            for pair in trail.points.windows(2) {
-                for dy in -(line / 2)..=(line - 1) / 2 {
-                    for dx in -(line / 2)..=(line - 1) / 2 {
-                        let (ox, oy) = (dx as f32, dy as f32);
-                        imageproc::drawing::draw_line_segment_mut(
-                            img,
-                            (pair[0][0] + ox, pair[0][1] + oy),
-                            (pair[1][0] + ox, pair[1][1] + oy),
-                            color,
-                        );
-                    }
+            self.polyline(img, &trail.points, false, color);
+        }
+    }
+
+    /// Zones and lines: their outlines, and a tag with their counts at their first
+    /// point.
+    pub fn draw_regions(&self, img: &mut RgbImage, regions: &[Region]) {
+        let color = self.paint(REGION_COLOR);
+        let scale = Self::text_px(img.width(), img.height());
+        let (w, h) = (img.width() as i32, img.height() as i32);
+        let pad = (scale * 0.2).ceil() as i32;
+        for r in regions {
+            self.polyline(img, &r.points, r.closed, color);
+            if let Some(first) = r.points.first() {
+                let area =
+                    self.tag_area(&r.text, first[0] as i32, first[1] as i32, scale, pad, w, h);
+                self.tag(
+                    img,
+                    &Tag {
+                        text: r.text.clone(),
+                        area,
+                        bg: REGION_COLOR,
+                    },
+                    scale,
+                );
+            }
+        }
+    }
+
+    /// `points` joined by lines as wide as box outlines (and the last to the first
+    /// when `closed`).
+    fn polyline(&self, img: &mut RgbImage, points: &[[f32; 2]], closed: bool, color: Rgb<u8>) {
+        let line = Self::line_px(img.width(), img.height()) as i32;
+        let closing = closed.then(|| [points[points.len() - 1], points[0]]);
+        let segments = points.windows(2).map(|p| [p[0], p[1]]).chain(closing);
+        for [a, b] in segments {
+            for dy in -(line / 2)..=(line - 1) / 2 {
+                for dx in -(line / 2)..=(line - 1) / 2 {
+                    let (ox, oy) = (dx as f32, dy as f32);
+                    imageproc::drawing::draw_line_segment_mut(
+                        img,
+                        (a[0] + ox, a[1] + oy),
+                        (b[0] + ox, b[1] + oy),
+                        color,
+                    );
                 }
             }
         }

@@ -3,6 +3,8 @@
 //! Every head turns its raw outputs into one [`HeadOutput`] per image, so that
 //! pipelines, annotation and result files handle all tasks the same way.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 /// One class with its score.
@@ -46,6 +48,40 @@ pub struct ClassArea {
     pub pixels: usize,
     /// Share of the image, 0 to 1.
     pub fraction: f32,
+}
+
+/// A region's counts on one frame (`zones` and `lines` of a detection head in the
+/// pipeline file), keyed by class name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RegionCount {
+    /// What a polygon zone holds on this frame.
+    Zone {
+        /// The head whose detections are counted.
+        head: String,
+        /// The zone.
+        name: String,
+        /// Detections inside, per class.
+        counts: BTreeMap<String, u64>,
+        /// Detections inside.
+        total: u64,
+    },
+    /// The crossings of a line since the run started, by tracks.
+    Line {
+        /// The head whose tracks are counted.
+        head: String,
+        /// The line.
+        name: String,
+        /// Crossings to the line's right (seen from its start towards its end), per class.
+        #[serde(rename = "in")]
+        ins: BTreeMap<String, u64>,
+        /// Crossings to its left, per class.
+        out: BTreeMap<String, u64>,
+        /// Crossings to its right.
+        in_total: u64,
+        /// Crossings to its left.
+        out_total: u64,
+    },
 }
 
 /// The post-processed output of one head for one image.

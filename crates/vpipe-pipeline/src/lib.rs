@@ -5,6 +5,7 @@
 //! the model and annotation into sinks ([`sink`]: annotated video or images,
 //! `results.jsonl`, COCO JSON, mask PNGs, and sinks of your own).
 
+mod analytics;
 mod cpu_time;
 pub mod error;
 pub mod graph;
@@ -14,7 +15,6 @@ pub mod runner;
 pub mod sink;
 pub mod source;
 pub mod spec;
-mod tracking;
 
 pub use error::{ConfigError, PipelineError, Result, closest};
 pub use graph::{NamedOutput, Pipeline, default_preset};

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use serde::Serialize;
-use vpipe_annotate::{Annotator, Style, Trail};
-use vpipe_core::result::HeadOutput;
+use vpipe_annotate::{Annotator, Style};
+use vpipe_core::result::{HeadOutput, RegionCount};
 use vpipe_media::{ChannelOrder, Frame, VideoInput, VideoReader, load_image};
 
+use crate::analytics::{Analytics, FrameAnalytics};
 use crate::cpu_time;
 use crate::error::{PipelineError, Result};
 use crate::graph::{NamedOutput, Pipeline, Prepared, RawOutputs};
@@ -33,7 +34,6 @@ use crate::sink::{
 };
 use crate::source::Input;
 use crate::spec::LivePolicy;
-use crate::tracking::Tracking;
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
@@ -150,6 +150,8 @@ struct Finished {
     item: Decoded,
     outputs: Vec<NamedOutput>,
     annotated: Option<Frame>,
+    /// The counts of the heads' zones and lines.
+    regions: Vec<RegionCount>,
 }
 
 /// Starts a pipeline stage on its own named thread (the name shows in `top -H`,
@@ -318,9 +320,9 @@ pub fn run_with_sinks(
         });
         spawn_stage(scope, "vpipe-prepare", || run.prepare(spec.runner.batch));
         spawn_stage(scope, "vpipe-model", || run.infer());
-        let tracking = Tracking::new(spec, fps);
+        let analytics = Analytics::new(spec, fps);
         spawn_stage(scope, "vpipe-post", || {
-            run.postprocess(&annotator, spec.output.annotated, tracking)
+            run.postprocess(&annotator, spec.output.annotated, analytics)
         });
         // The write stage runs on this thread.
         run.write(&mut sinks, &progress, &mut failed);
@@ -545,9 +547,9 @@ impl Stages<'_> {
         self.inferred.close();
     }
 
-    /// Stage 4: the heads' post-processing, the trackers (in frame order), and the
-    /// drawing of every frame's results when `annotated`.
-    fn postprocess(&self, annotator: &Annotator, annotated: bool, mut tracking: Tracking) {
+    /// Stage 4: the heads' post-processing, the trackers, zones and lines (in frame
+    /// order), and the drawing of every frame's results when `annotated`.
+    fn postprocess(&self, annotator: &Annotator, annotated: bool, mut analytics: Analytics) {
         while let Some(m) = self.inferred.pop() {
             match m {
                 Msg::Item(inf) => {
@@ -556,14 +558,14 @@ impl Stages<'_> {
                     }) {
                         Ok(per_frame) => {
                             for (mut item, mut outputs) in inf.items.into_iter().zip(per_frame) {
-                                let trails = if tracking.is_empty() {
-                                    Vec::new()
+                                let extra = if analytics.is_empty() {
+                                    FrameAnalytics::default()
                                 } else {
-                                    let tracked = timed(&self.clocks.postprocess, || {
-                                        tracking.update(&mut outputs)
+                                    let worked = timed(&self.clocks.postprocess, || {
+                                        analytics.update(&mut outputs)
                                     });
-                                    match tracked {
-                                        Ok(trails) => trails,
+                                    match worked {
+                                        Ok(extra) => extra,
                                         Err(e) => {
                                             self.finished.push(Msg::Failed {
                                                 input: describe(&item),
@@ -582,7 +584,7 @@ impl Stages<'_> {
                                             annotator,
                                             &mut item.frame,
                                             &outputs,
-                                            &trails,
+                                            &extra,
                                         )
                                     })
                                 });
@@ -590,6 +592,7 @@ impl Stages<'_> {
                                     item,
                                     outputs,
                                     annotated,
+                                    regions: extra.counts,
                                 }));
                             }
                         }
@@ -631,7 +634,7 @@ impl Stages<'_> {
                             f.item.timestamp_ms,
                             f.item.source.as_deref(),
                             f.item.frame,
-                            &f.outputs,
+                            (&f.outputs, &f.regions),
                             f.annotated,
                         )
                     });
@@ -670,16 +673,16 @@ fn describe(d: &Decoded) -> String {
     }
 }
 
-/// The frame with every head's results and the tracks' `trails` drawn on it, in the
-/// annotator's channel order; the frame's pixels move into it (`frame.data` is left
-/// empty). Results of a head's own kind are drawn last, by the head
-/// ([`Pipeline::annotate_custom`]).
+/// The frame with every head's results, and the tracks' trails and the zones and
+/// lines of `extra`, drawn on it, in the annotator's channel order; the frame's pixels
+/// move into it (`frame.data` is left empty). Results of a head's own kind are drawn
+/// last, by the head ([`Pipeline::annotate_custom`]).
 fn draw(
     pipeline: &Pipeline,
     annotator: &Annotator,
     frame: &mut Frame,
     outputs: &[NamedOutput],
-    trails: &[Trail],
+    extra: &FrameAnalytics,
 ) -> Frame {
     let order = annotator.style().order;
     let taken = Frame {
@@ -691,9 +694,10 @@ fn draw(
     .into_order(order);
     let mut img = RgbImage::from_raw(taken.width as u32, taken.height as u32, taken.data)
         .unwrap_or_else(|| unreachable!("Frame::new checks the buffer size"));
-    annotator.draw_trails(&mut img, trails);
+    annotator.draw_trails(&mut img, &extra.trails);
     let builtin: Vec<&HeadOutput> = outputs.iter().map(|o| &o.output).collect();
     annotator.draw_all(&mut img, &builtin);
+    annotator.draw_regions(&mut img, &extra.regions);
     let custom = outputs
         .iter()
         .any(|o| matches!(o.output, HeadOutput::Custom(_)));

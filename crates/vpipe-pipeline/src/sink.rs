@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
-use vpipe_core::result::HeadOutput;
+use vpipe_core::result::{HeadOutput, RegionCount};
 use vpipe_io::output::PartialFile;
 use vpipe_media::{ChannelOrder, Frame, FramePool, VideoWriter};
 
@@ -40,6 +40,8 @@ pub struct FrameResults<'a> {
     pub height: usize,
     /// Every head's results, in the pipeline file's order.
     pub outputs: &'a [NamedOutput],
+    /// The counts of the heads' zones and lines (`zones:` and `lines:`).
+    pub regions: &'a [RegionCount],
     /// The frame with the results drawn on it, when the pipeline annotates.
     pub annotated: Option<&'a Frame>,
     /// The annotated image's file name in the output folder, for still images
@@ -217,6 +219,9 @@ struct ResultLine<'a> {
     width: usize,
     height: usize,
     heads: Vec<serde_json::Value>,
+    /// The zones' and lines' counts.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    regions: &'a [RegionCount],
     #[serde(skip_serializing_if = "Option::is_none")]
     weights_note: Option<&'static str>,
 }
@@ -283,6 +288,7 @@ impl Sink for ResultsJsonl {
             width: frame.width,
             height: frame.height,
             heads,
+            regions: frame.regions,
             weights_note: self.weights_note,
         };
         serde_json::to_writer(&mut self.out, &line)
@@ -619,7 +625,7 @@ impl Sinks {
         timestamp_ms: Option<f64>,
         source: Option<&Path>,
         frame: Frame,
-        outputs: &[NamedOutput],
+        (outputs, regions): (&[NamedOutput], &[RegionCount]),
         annotated: Option<Frame>,
     ) -> bool {
         let annotated_name = match (&annotated, source, self.name_images) {
@@ -639,6 +645,7 @@ impl Sinks {
             width: frame.width,
             height: frame.height,
             outputs,
+            regions,
             annotated: annotated.as_ref(),
             annotated_name: annotated_name.as_deref(),
         };

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 
 use vpipe_backbone::Precision;
 use vpipe_core::device::{DeviceError, DeviceSpec};
-use vpipe_track::ByteTrackConfig;
+use vpipe_track::{Anchor, ByteTrackConfig, LineCounter, PolygonZone};
 use vpipe_weights::{CacheConfig, Registry, WeightsError};
 
 use crate::error::{ConfigError, PipelineError, Result, closest};
@@ -121,6 +121,45 @@ pub struct HeadSpec {
     /// only): `tracker: {}` for the defaults.
     #[serde(default)]
     pub tracker: Option<TrackerSpec>,
+    /// Polygon zones counting the head's detections on each frame (detection heads).
+    #[serde(default)]
+    pub zones: Vec<ZoneSpec>,
+    /// Lines counting the head's tracks that cross them (detection heads with a
+    /// tracker).
+    #[serde(default)]
+    pub lines: Vec<LineSpec>,
+}
+
+/// A polygon zone of a detection head (`heads[i].zones[j]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneSpec {
+    /// Name, in results.
+    pub name: String,
+    /// Corners `[x, y]` in frame pixels, in order (at least 3, not self-intersecting).
+    pub polygon: Vec<[f64; 2]>,
+    /// The point of each box that must be inside: `bottom_center` (default) or `center`.
+    #[serde(default = "bottom_center")]
+    pub anchor: String,
+}
+
+/// A counting line of a detection head with a tracker (`heads[i].lines[j]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineSpec {
+    /// Name, in results.
+    pub name: String,
+    /// One end `[x, y]`, in frame pixels.
+    pub start: [f64; 2],
+    /// The other end; crossings to the right of start → end count as `in`.
+    pub end: [f64; 2],
+    /// The point of each box that crosses: `bottom_center` (default) or `center`.
+    #[serde(default = "bottom_center")]
+    pub anchor: String,
+}
+
+fn bottom_center() -> String {
+    "bottom_center".into()
 }
 
 /// A detection head's tracker (`heads[i].tracker`): ByteTrack's settings, each
@@ -489,6 +528,62 @@ impl PipelineFile {
         self.device
     }
 
+    /// Checks head `i`'s zones and lines: on a detection head, lines with a tracker,
+    /// names unique, polygons that are simple, anchors known.
+    fn check_regions(&self, i: usize, h: &HeadSpec) -> Result<()> {
+        let fail = |key: String, message: String| -> Result<()> {
+            Err(self.error(&key, message, None).into())
+        };
+        if (!h.zones.is_empty() || !h.lines.is_empty())
+            && matches!(h.kind.as_str(), "classification" | "deeplabv3")
+        {
+            let key = if h.zones.is_empty() { "lines" } else { "zones" };
+            return fail(
+                format!("heads[{i}].{key}"),
+                format!(
+                    "zones and lines count detections, and a '{}' head gives none",
+                    h.kind
+                ),
+            );
+        }
+        if !h.lines.is_empty() && h.tracker.is_none() {
+            return fail(
+                format!("heads[{i}].lines"),
+                "lines count tracks crossing them: give the head a `tracker:` too".into(),
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let regions = h
+            .zones
+            .iter()
+            .map(|z| ("zones", &z.name, &z.anchor))
+            .chain(h.lines.iter().map(|l| ("lines", &l.name, &l.anchor)));
+        for (j, (key, name, anchor)) in regions.enumerate() {
+            let j = if key == "zones" { j } else { j - h.zones.len() };
+            let at = format!("heads[{i}].{key}[{j}]");
+            if !names.insert(name) {
+                return fail(
+                    format!("{at}.name"),
+                    format!("'{name}' names two zones or lines of this head"),
+                );
+            }
+            if let Err(e) = anchor.parse::<Anchor>() {
+                return fail(format!("{at}.anchor"), e);
+            }
+        }
+        for (j, z) in h.zones.iter().enumerate() {
+            if let Err(e) = PolygonZone::new(z.polygon.clone()) {
+                return fail(format!("heads[{i}].zones[{j}].polygon"), e);
+            }
+        }
+        for (j, l) in h.lines.iter().enumerate() {
+            if let Err(e) = LineCounter::new(l.start, l.end) {
+                return fail(format!("heads[{i}].lines[{j}]"), e);
+            }
+        }
+        Ok(())
+    }
+
     /// The `precision:` key (checked: known, and `bf16` only on the CPU).
     pub fn precision(&self) -> Precision {
         self.precision
@@ -688,6 +783,7 @@ impl PipelineFile {
                         .into());
                 }
             }
+            self.check_regions(i, h)?;
             if let Some(w) = &h.weights {
                 let found = self.locate_weights(&format!("heads[{i}].weights"), w, &mut pending)?;
                 weights.insert(w.clone(), found);

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde_json::json;
 use vpipe_core::device::DeviceSpec;
 use vpipe_heads::HeadRegistry;
 use vpipe_media::{Frame, VideoInput, VideoReader, VideoWriter, load_image};
@@ -1005,7 +1006,7 @@ fn a_tracker_keeps_ids_through_crossings_and_gaps() {
     std::fs::write(
         &yaml,
         format!(
-            "backbones:\n  main:\n    weights: {}\nheads:\n  - name: objects\n    type: ssd\n  - name: walkers\n    type: crossing\n    tracker: {{lost_track_buffer: 10, trail: 8}}\n",
+            "backbones:\n  main:\n    weights: {}\nheads:\n  - name: objects\n    type: ssd\n  - name: walkers\n    type: crossing\n    tracker: {{lost_track_buffer: 10, trail: 8}}\n    zones:\n      - {{name: west, polygon: [[0, 200], [150, 200], [150, 240], [0, 240]]}}\n    lines:\n      - {{name: gate, start: [200, 0], end: [200, 400]}}\n",
             root().join("weights/reference/cvnets_ssd_mobilevit_xxs.pt").display()
         ),
     )
@@ -1044,6 +1045,25 @@ fn a_tracker_keeps_ids_through_crossings_and_gaps() {
                 .all(|d| d.get("track_id").is_none())
         );
     }
+    // The zone holds walker 0 (moving east) until its anchor leaves at frame 12, and
+    // walker 1 (moving west) from frame 28; the line at x = 200 (drawn downwards, so
+    // its right is the west) sees walker 1 cross in and walker 0 cross out.
+    let line_of = |n: usize| -> serde_json::Value {
+        serde_json::from_str(lines.lines().nth(n).unwrap()).unwrap()
+    };
+    for (n, want) in [(5, json!({"0": 1})), (20, json!({})), (30, json!({"1": 1}))] {
+        let regions = &line_of(n)["regions"];
+        assert_eq!(regions[0]["kind"], "zone");
+        assert_eq!(regions[0]["counts"], want, "frame {n}");
+    }
+    let last = &line_of(39)["regions"][1];
+    assert_eq!(last["kind"], "line");
+    assert_eq!(
+        (&last["in"], &last["out"]),
+        (&json!({"1": 1}), &json!({"0": 1}))
+    );
+    assert_eq!(line_of(18)["regions"][1]["out_total"], 0);
+    assert_eq!(line_of(19)["regions"][1]["out_total"], 1);
     assert_eq!(ids_by_class[0].len(), 40);
     assert_eq!(ids_by_class[1].len(), 37);
     assert!(
@@ -1081,6 +1101,31 @@ fn trackers_are_checked_where_written() {
             "  - {name: d, type: ssd, tracker: {lost_buffer: 3}}\n",
             "heads[0].tracker",
             "lost_buffer",
+        ),
+        (
+            "  - {name: s, type: deeplabv3, zones: [{name: z, polygon: [[0, 0], [9, 0], [9, 9]]}]}\n",
+            "heads[0].zones",
+            "a 'deeplabv3' head gives none",
+        ),
+        (
+            "  - {name: d, type: ssd, lines: [{name: l, start: [0, 0], end: [9, 9]}]}\n",
+            "heads[0].lines",
+            "give the head a `tracker:`",
+        ),
+        (
+            "  - {name: d, type: ssd, zones: [{name: z, polygon: [[0, 0], [9, 9], [9, 0], [0, 9]]}]}\n",
+            "heads[0].zones[0].polygon",
+            "must not intersect itself",
+        ),
+        (
+            "  - {name: d, type: ssd, zones: [{name: z, polygon: [[0, 0], [9, 9]]}]}\n",
+            "heads[0].zones[0].polygon",
+            "at least 3 points",
+        ),
+        (
+            "  - {name: d, type: ssd, zones: [{name: z, polygon: [[0, 0], [9, 0], [9, 9]], anchor: top}]}\n",
+            "heads[0].zones[0].anchor",
+            "unknown anchor 'top'",
         ),
     ];
     for (head, path, message) in cases {
