@@ -425,13 +425,29 @@ impl Stages<'_> {
             }
             (Input::Video(v), Some(reader)) => {
                 let mut index = 0u64;
+                // A live source's frames are timed by its own clock, from its first frame
+                // (frames it dropped or that came late leave gaps); a file's by its frame
+                // rate. A frame without a later time than the one before (the decoder's
+                // last frames at the end of a stream) comes one frame after it.
+                let (mut start_ms, mut last_ms) = (None, None::<f64>);
                 while index < limit && !self.stopped() {
                     match timed(&self.clocks.decode, || reader.next_frame()) {
                         Ok(Some(frame)) => {
+                            let timestamp_ms = match reader.position_ms().filter(|_| v.is_live()) {
+                                Some(t) => {
+                                    let t = t - *start_ms.get_or_insert(t);
+                                    match last_ms {
+                                        Some(last) if t <= last => last + 1000.0 / fps,
+                                        _ => t,
+                                    }
+                                }
+                                None => index as f64 * 1000.0 / fps,
+                            };
+                            last_ms = Some(timestamp_ms);
                             send(Msg::Item(Decoded {
                                 index,
                                 source: None,
-                                timestamp_ms: Some(index as f64 * 1000.0 / fps),
+                                timestamp_ms: Some(timestamp_ms),
                                 frame,
                             }));
                             index += 1;
@@ -812,6 +828,7 @@ fn sinks_of_run(
                     format!("{stem}_annotated.mp4"),
                     out.video_codec.clone(),
                     reader.map_or(0.0, VideoReader::fps),
+                    v.is_live(),
                 )));
             }
             Input::Images(_) => sinks.push(Box::new(AnnotatedImages::new(Arc::clone(&folder)))),

@@ -112,18 +112,36 @@ pub struct AnnotatedVideo {
     codec: String,
     fps: f64,
     writer: Option<VideoWriter>,
+    /// Place frames by their timestamps (a live source), repeating the frame before
+    /// a gap, so that the video plays in real time.
+    paced: bool,
+    /// Frames written so far, repeats included.
+    written: u64,
+    /// The frame written last, to repeat (paced videos only).
+    last: Option<Frame>,
 }
 
 impl AnnotatedVideo {
     /// A video named `name` in `folder`, with the FourCC `codec` at `fps` frames per
-    /// second (25 when unknown).
-    pub fn new(folder: Arc<OutputFolder>, name: String, codec: String, fps: f64) -> Self {
+    /// second (25 when unknown). A `paced` video (of a live source, whose frames the
+    /// run may drop) puts each frame at its timestamp: the frame before a gap is
+    /// repeated until the next one's time, so the video keeps the source's time.
+    pub fn new(
+        folder: Arc<OutputFolder>,
+        name: String,
+        codec: String,
+        fps: f64,
+        paced: bool,
+    ) -> Self {
         Self {
             folder,
             name,
             codec,
             fps: if fps > 0.0 { fps } else { 25.0 },
             writer: None,
+            paced,
+            written: 0,
+            last: None,
         }
     }
 }
@@ -147,9 +165,24 @@ impl Sink for AnnotatedVideo {
                 frame.height,
             )?);
         }
-        if let Some(w) = self.writer.as_mut() {
-            w.write(img)?;
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(Vec::new());
+        };
+        if self.paced {
+            // The frame's place in the video; the one before fills the gap up to it.
+            let slot = frame.timestamp_ms.map_or(self.written, |t| {
+                (t * self.fps / 1000.0).round().max(0.0) as u64
+            });
+            if let Some(last) = &self.last {
+                while self.written < slot {
+                    w.write(last)?;
+                    self.written += 1;
+                }
+            }
+            self.last = Some(img.clone());
         }
+        w.write(img)?;
+        self.written += 1;
         Ok(Vec::new())
     }
 

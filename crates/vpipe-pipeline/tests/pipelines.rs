@@ -1141,3 +1141,72 @@ fn trackers_are_checked_where_written() {
         assert_eq!(c.line, 5, "{e}");
     }
 }
+
+/// A live stream served on loopback by FFmpeg (`-re`: at its own pace, 29.97 fps for
+/// 6 s), run by a pipeline slower than the stream, which drops frames: the annotated
+/// video still lasts as long as the stream (the frame before each gap is repeated),
+/// and the results carry the stream's own timestamps.
+#[test]
+fn a_live_stream_keeps_its_time_when_frames_are_dropped() {
+    let dir_tmp = scratch("live");
+    let dir = dir_tmp.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/live.ts");
+    let mut server = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-re", "-f", "lavfi"])
+        .args(["-i", "testsrc=size=320x240:rate=30000/1001", "-t", "6"])
+        .args([
+            "-c:v",
+            "mpeg2video",
+            "-q:v",
+            "4",
+            "-f",
+            "mpegts",
+            "-listen",
+            "1",
+            &url,
+        ])
+        .spawn()
+        .expect("ffmpeg (scripts/setup.sh installs it) serves the live stream");
+    // The server listens once it has started.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let p = compile(&root().join("pipelines/multitask.yaml")).unwrap();
+    let out = dir.join("out");
+    let input = resolve_input(&url, false).unwrap();
+    let summary = run(&p, &input, &options(&out)).unwrap();
+    let _ = server.wait();
+    assert!(
+        summary.dropped_frames > 0,
+        "the pipeline kept up: nothing was dropped"
+    );
+    let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let times: Vec<f64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["timestamp_ms"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(times.windows(2).all(|w| w[1] > w[0]), "{times:?}");
+    // Every kept frame is at its place in the stream (a multiple of 1001/30 ms).
+    let period = 1001.0 / 30.0;
+    assert!(
+        times
+            .iter()
+            .all(|t| ((t / period) - (t / period).round()).abs() < 0.05),
+        "{times:?}"
+    );
+    let last = times.last().copied().unwrap();
+    assert!((5400.0..6000.0).contains(&last), "last frame at {last} ms");
+    // The video plays in real time: 6 s at the stream's rate.
+    let frames = frames_of(&out.join("stream_annotated.mp4"));
+    let seconds = frames as f64 * period / 1000.0;
+    assert!(
+        (5.5..=6.1).contains(&seconds),
+        "{frames} frames: {seconds} s"
+    );
+}

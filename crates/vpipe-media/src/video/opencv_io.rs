@@ -167,6 +167,16 @@ impl VideoReader {
         self.skipped
     }
 
+    /// The time of the frame read last, in ms, by the source's own clock (its
+    /// presentation timestamps, counted from the start of the stream), when the source
+    /// gives one.
+    pub fn position_ms(&self) -> Option<f64> {
+        self.cap
+            .get(videoio::CAP_PROP_POS_MSEC)
+            .ok()
+            .filter(|t| t.is_finite() && *t >= 0.0)
+    }
+
     /// The next frame, or `None` at the end. Frames that fail to decode are skipped
     /// with a warning and counted ([`VideoReader::skipped`]); failed reads at the end
     /// of the input (a live stream that stopped) are not frames and count for

@@ -57,6 +57,11 @@ impl VideoReader {
         match self.never {}
     }
 
+    /// The time of the frame read last, by the source's clock.
+    pub fn position_ms(&self) -> Option<f64> {
+        match self.never {}
+    }
+
     /// The next frame.
     pub fn next_frame(&mut self) -> Result<Option<Frame>> {
         match self.never {}
