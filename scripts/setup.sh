@@ -9,8 +9,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need=()
 # OpenCV (video files, streams, cameras) and clang for its Rust bindings; SQLite for
 # the database sink of examples/custom-head; FFmpeg's command line, which serves the
-# live stream the live-source test reads on loopback.
-for pkg in pkg-config build-essential libopencv-dev clang libclang-dev libsqlite3-dev ffmpeg; do
+# live stream the live-source test reads on loopback; the NATS server the NATS tests
+# start on loopback.
+for pkg in pkg-config build-essential libopencv-dev clang libclang-dev libsqlite3-dev ffmpeg nats-server; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -19,6 +19,6 @@ pub mod spec;
 pub use error::{ConfigError, PipelineError, Result, closest};
 pub use graph::{NamedOutput, Pipeline, default_preset};
 pub use runner::{RunOptions, RunSummary, StageTimes, run, run_with_sinks, suspend_progress};
-pub use sink::{FrameResults, OutputFolder, Sink, coco_category};
+pub use sink::{FrameResults, NatsResults, OutputFolder, Sink, coco_category};
 pub use source::{Input, resolve_input};
-pub use spec::{PendingWeights, PipelineFile, PipelineSpec, TrackerSpec};
+pub use spec::{NatsSpec, PendingWeights, PipelineFile, PipelineSpec, TrackerSpec};

@@ -29,8 +29,8 @@ use crate::error::{PipelineError, Result};
 use crate::graph::{NamedOutput, Pipeline, Prepared, RawOutputs};
 use crate::queue::BoundedQueue;
 use crate::sink::{
-    AnnotatedImages, AnnotatedVideo, CocoJson, MaskPngs, OutputFolder, ResultsJsonl, Sink, Sinks,
-    clear_earlier_outputs,
+    AnnotatedImages, AnnotatedVideo, CocoJson, MaskPngs, NatsResults, OutputFolder, ResultsJsonl,
+    Sink, Sinks, clear_earlier_outputs,
 };
 use crate::source::Input;
 use crate::spec::LivePolicy;
@@ -836,6 +836,19 @@ fn sinks_of_run(
     }
     if out.masks {
         sinks.push(Box::new(MaskPngs::new(Arc::clone(&folder))));
+    }
+    if let Some(nats) = &out.nats {
+        let source = match input {
+            Input::Video(v) => Some(v.to_string()),
+            Input::Images(_) => None,
+        };
+        sinks.push(Box::new(NatsResults::new(
+            nats,
+            &pipeline.name,
+            source,
+            out.masks,
+            pipeline.weights_note,
+        )?));
     }
     if out.results {
         sinks.push(Box::new(ResultsJsonl::new(

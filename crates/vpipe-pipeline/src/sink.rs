@@ -24,6 +24,7 @@ use vpipe_media::{ChannelOrder, Frame, FramePool, VideoWriter};
 use crate::error::{PipelineError, Result};
 use crate::graph::NamedOutput;
 use crate::source::some_names;
+use crate::spec::NatsSpec;
 
 /// One frame's results, as every sink sees them.
 #[derive(Debug)]
@@ -102,6 +103,88 @@ impl OutputFolder {
             });
         }
         Ok(target)
+    }
+}
+
+/// Each frame's results line, published to NATS JetStream (`output.nats`) on
+/// `<subject>.<pipeline>.<source>`, with the de-duplication id `<source>:<frame>`:
+/// a frame published twice (a retry, a run again) is stored once.
+pub struct NatsResults {
+    publisher: vpipe_nats::Publisher,
+    /// `<subject>.<pipeline>.` (the source's token follows).
+    prefix: String,
+    /// The run's input (a video file, stream or camera), for a video run; each
+    /// frame's image file otherwise.
+    source: Option<String>,
+    masks: bool,
+    weights_note: Option<&'static str>,
+    sent: u64,
+    undelivered: u64,
+}
+
+impl NatsResults {
+    /// Connects to the server of `spec` (an error naming its URL when it cannot) and
+    /// makes sure its stream exists; `pipeline` names the subjects, `source` is the
+    /// run's video input (`None` for images: each frame's file names it).
+    pub fn new(
+        spec: &NatsSpec,
+        pipeline: &str,
+        source: Option<String>,
+        masks: bool,
+        weights_note: Option<&'static str>,
+    ) -> Result<Self> {
+        let publisher =
+            vpipe_nats::Publisher::connect(&spec.url, &spec.stream, &format!("{}.>", spec.subject))
+                .map_err(|e| PipelineError::Output {
+                    output: PathBuf::from(&spec.url),
+                    message: e.to_string(),
+                })?;
+        Ok(Self {
+            publisher,
+            prefix: format!("{}.{}.", spec.subject, vpipe_nats::subject_token(pipeline)),
+            source,
+            masks,
+            weights_note,
+            sent: 0,
+            undelivered: 0,
+        })
+    }
+}
+
+impl Sink for NatsResults {
+    fn name(&self) -> String {
+        format!("NATS results ({})", self.publisher.url())
+    }
+
+    fn write(&mut self, frame: &FrameResults<'_>) -> Result<Vec<PathBuf>> {
+        let source = match (&self.source, frame.source) {
+            (Some(s), _) => s.clone(),
+            (None, Some(p)) => p.display().to_string(),
+            (None, None) => "input".into(),
+        };
+        let line = ResultLine::of(frame, self.masks, self.weights_note);
+        let payload = serde_json::to_vec(&line).unwrap_or_default();
+        let subject = format!("{}{}", self.prefix, vpipe_nats::subject_token(&source));
+        let id = format!("{source}:{}", frame.index);
+        self.sent += 1;
+        if let Err(e) = self.publisher.publish(&subject, &id, payload) {
+            tracing::debug!(error = %e, frame = frame.index, "result not delivered");
+            self.undelivered += 1;
+        }
+        Ok(Vec::new())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<PathBuf>> {
+        if self.undelivered > 0 {
+            return Err(PipelineError::Output {
+                output: PathBuf::from(self.publisher.url()),
+                message: format!(
+                    "{} of {} frames' results could not be delivered to NATS (the server did not acknowledge them)",
+                    self.undelivered, self.sent
+                ),
+            });
+        }
+        Ok(Vec::new())
     }
 }
 
@@ -296,24 +379,22 @@ impl ResultsJsonl {
     }
 }
 
-impl Sink for ResultsJsonl {
-    fn name(&self) -> String {
-        "results.jsonl".into()
-    }
-
-    fn write(&mut self, frame: &FrameResults<'_>) -> Result<Vec<PathBuf>> {
+impl<'a> ResultLine<'a> {
+    /// The line of `frame`; `masks` says whether its masks are written as PNGs (the
+    /// line names them then).
+    fn of(frame: &FrameResults<'a>, masks: bool, weights_note: Option<&'static str>) -> Self {
         let heads = frame
             .outputs
             .iter()
             .map(|o| {
                 let mut value = serde_json::to_value(o).unwrap_or_else(|_| json!({}));
-                if self.masks && matches!(o.output, HeadOutput::Segmentation { .. }) {
+                if masks && matches!(o.output, HeadOutput::Segmentation { .. }) {
                     value["mask"] = json!(mask_file(frame.index, &o.head));
                 }
                 value
             })
             .collect();
-        let line = ResultLine {
+        ResultLine {
             frame: frame.index,
             timestamp_ms: frame.timestamp_ms,
             source: frame.source.map(|p| p.display().to_string()),
@@ -322,8 +403,18 @@ impl Sink for ResultsJsonl {
             height: frame.height,
             heads,
             regions: frame.regions,
-            weights_note: self.weights_note,
-        };
+            weights_note,
+        }
+    }
+}
+
+impl Sink for ResultsJsonl {
+    fn name(&self) -> String {
+        "results.jsonl".into()
+    }
+
+    fn write(&mut self, frame: &FrameResults<'_>) -> Result<Vec<PathBuf>> {
+        let line = ResultLine::of(frame, self.masks, self.weights_note);
         serde_json::to_writer(&mut self.out, &line)
             .map_err(std::io::Error::other)
             .and_then(|_| self.out.write_all(b"\n"))

@@ -303,6 +303,33 @@ pub struct OutputSpec {
     /// FourCC of the annotated video (`mp4v` or `avc1`).
     #[serde(default = "default_codec")]
     pub video_codec: String,
+    /// Publish each frame's results to NATS JetStream.
+    #[serde(default)]
+    pub nats: Option<NatsSpec>,
+}
+
+/// Where `output.nats` publishes: each frame's results line, as JSON, on
+/// `<subject>.<pipeline>.<source>`, into a JetStream stream (made when missing).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSpec {
+    /// The server, for example `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// The JetStream stream (default `VPIPE_RESULTS`).
+    #[serde(default = "results_stream")]
+    pub stream: String,
+    /// The subjects' first tokens (default `vpipe.results`); the stream takes
+    /// `<subject>.>`.
+    #[serde(default = "results_subject")]
+    pub subject: String,
+}
+
+fn results_stream() -> String {
+    "VPIPE_RESULTS".into()
+}
+
+fn results_subject() -> String {
+    "vpipe.results".into()
 }
 
 fn yes() -> bool {
@@ -326,6 +353,7 @@ impl Default for OutputSpec {
             masks: false,
             mask_alpha: default_alpha(),
             video_codec: default_codec(),
+            nats: None,
         }
     }
 }

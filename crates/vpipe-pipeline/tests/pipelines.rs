@@ -1210,3 +1210,161 @@ fn a_live_stream_keeps_its_time_when_frames_are_dropped() {
         "{frames} frames: {seconds} s"
     );
 }
+
+/// A `nats-server` with JetStream on a free loopback port (scripts/setup.sh installs
+/// it), stopped when dropped.
+struct NatsServer {
+    child: std::process::Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let store = scratch("nats-store");
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (scripts/setup.sh installs it)");
+        let url = format!("nats://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url,
+            _store: store,
+        }
+    }
+
+    /// The messages of `stream`, as (subject, de-duplication id, JSON).
+    fn messages(&self, stream: &str) -> Vec<(String, String, serde_json::Value)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let js = async_nats::jetstream::new(async_nats::connect(&self.url).await.unwrap());
+            let mut s = js.get_stream(stream).await.unwrap();
+            let n = s.info().await.unwrap().state.last_sequence;
+            let mut out = Vec::new();
+            for seq in 1..=n {
+                let m = s.get_raw_message(seq).await.unwrap();
+                let id = m
+                    .headers
+                    .get("Nats-Msg-Id")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                out.push((
+                    m.subject.to_string(),
+                    id,
+                    serde_json::from_slice(&m.payload).unwrap(),
+                ));
+            }
+            out
+        })
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pipeline with `output.nats` publishes each frame's results to JetStream once:
+/// on a subject per pipeline and source, with a de-duplication id per source and
+/// frame, so running the same input again stores nothing twice.
+#[test]
+fn results_go_to_nats_jetstream_once_per_frame() {
+    let server = NatsServer::start();
+    let dir_tmp = scratch("nats");
+    let dir = dir_tmp.path();
+    let video = dir.join("cam 1.avi");
+    make_video(&video, 6);
+    let text = format!(
+        "name: lobby\nbackbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - {{name: objects, type: ssd}}\noutput:\n  annotated: false\n  nats: {{url: \"{}\"}}\n",
+        server.url
+    );
+    let p = compile_text(dir, &text).unwrap();
+    let input = resolve_input(video.to_str().unwrap(), false).unwrap();
+    for round in 0..2 {
+        let out = dir.join(format!("out{round}"));
+        let summary = run(&p, &input, &options(&out)).unwrap();
+        assert_eq!(summary.frames, 6);
+    }
+    let messages = server.messages("VPIPE_RESULTS");
+    assert_eq!(messages.len(), 6, "the second run's results are duplicates");
+    let source = video.display().to_string();
+    let token: String = source
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    for (i, (subject, id, body)) in messages.iter().enumerate() {
+        assert_eq!(subject, &format!("vpipe.results.lobby.{token}"));
+        assert_eq!(id, &format!("{source}:{i}"));
+        assert_eq!(body["frame"], i);
+        assert_eq!(body["heads"][0]["head"], "objects");
+    }
+}
+
+/// The server going away mid-run: the run does not hang, the other outputs are
+/// complete, and the frames that could not be delivered are reported.
+#[test]
+fn a_nats_server_that_goes_away_is_reported_not_waited_for() {
+    let mut server = NatsServer::start();
+    let dir_tmp = scratch("nats-away");
+    let dir = dir_tmp.path();
+    let video = dir.join("long.avi");
+    make_video(&video, 60);
+    let text = format!(
+        "backbones:\n  main:\n    weights: $W/cvnets_ssd_mobilevit_xxs.pt\nheads:\n  - {{name: objects, type: ssd}}\noutput:\n  annotated: false\n  nats: {{url: \"{}\"}}\n",
+        server.url
+    );
+    let p = compile_text(dir, &text).unwrap();
+    let input = resolve_input(video.to_str().unwrap(), false).unwrap();
+    let out = dir.join("out");
+    let killer = {
+        let pid = server.child.id();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        })
+    };
+    let e = run(&p, &input, &options(&out)).unwrap_err().to_string();
+    killer.join().unwrap();
+    let _ = server.child.wait();
+    assert!(
+        e.contains("could not be delivered to NATS") && e.contains(&server.url),
+        "{e}"
+    );
+    let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 60, "results.jsonl is complete");
+    // An unreachable server is an error before the run, naming it.
+    let e = run(&p, &input, &options(&dir.join("out2")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot connect to the NATS server") && e.contains(&server.url),
+        "{e}"
+    );
+}
