@@ -20,5 +20,6 @@ pub mod preset;
 pub mod result;
 pub mod suggest;
 pub mod tensor;
+pub mod token;
 
 pub use tensor::HostTensor;

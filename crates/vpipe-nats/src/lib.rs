@@ -184,32 +184,9 @@ impl Publisher {
     }
 }
 
-/// `text` as one token of a NATS subject: letters, digits, `-` and `_` kept, anything
-/// else (`.`, `/`, `:`, spaces, wildcards) made `_`.
-pub fn subject_token(text: &str) -> String {
-    let t: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if t.is_empty() { "_".into() } else { t }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subject_tokens_hold_no_separator_or_wildcard() {
-        assert_eq!(subject_token("videos/cam 1.mp4"), "videos_cam_1_mp4");
-        assert_eq!(subject_token("rtsp://h:554/a*b>"), "rtsp___h_554_a_b_");
-        assert_eq!(subject_token(""), "_");
-    }
 
     #[test]
     fn an_unreachable_server_is_a_clear_error() {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 use vpipe_core::result::{HeadOutput, RegionCount};
+use vpipe_core::token::safe_token;
 use vpipe_io::output::PartialFile;
 use vpipe_media::{ChannelOrder, Frame, FramePool, VideoWriter};
 
@@ -141,7 +142,7 @@ impl NatsResults {
                 })?;
         Ok(Self {
             publisher,
-            prefix: format!("{}.{}.", spec.subject, vpipe_nats::subject_token(pipeline)),
+            prefix: format!("{}.{}.", spec.subject, safe_token(pipeline)),
             source,
             masks,
             weights_note,
@@ -164,7 +165,7 @@ impl Sink for NatsResults {
         };
         let line = ResultLine::of(frame, self.masks, self.weights_note);
         let payload = serde_json::to_vec(&line).unwrap_or_default();
-        let subject = format!("{}{}", self.prefix, vpipe_nats::subject_token(&source));
+        let subject = format!("{}{}", self.prefix, safe_token(&source));
         let id = format!("{source}:{}", frame.index);
         self.sent += 1;
         if let Err(e) = self.publisher.publish(&subject, &id, payload) {
@@ -445,17 +446,7 @@ impl Sink for ResultsJsonl {
 
 /// The path of a frame's mask in the output folder.
 fn mask_file(index: u64, head: &str) -> String {
-    let head: String = head
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("masks/{index:06}_{head}.png")
+    format!("masks/{index:06}_{}.png", safe_token(head))
 }
 
 /// Each segmentation mask as a PNG of class indices, `masks/<frame>_<head>.png`.

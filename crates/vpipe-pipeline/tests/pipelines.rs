@@ -1307,16 +1307,7 @@ fn results_go_to_nats_jetstream_once_per_frame() {
     let messages = server.messages("VPIPE_RESULTS");
     assert_eq!(messages.len(), 6, "the second run's results are duplicates");
     let source = video.display().to_string();
-    let token: String = source
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let token = vpipe_core::token::safe_token(&source);
     for (i, (subject, id, body)) in messages.iter().enumerate() {
         assert_eq!(subject, &format!("vpipe.results.lobby.{token}"));
         assert_eq!(id, &format!("{source}:{i}"));
