@@ -14,6 +14,7 @@ mod eval;
 mod eval_agreement;
 mod eval_run;
 mod infer;
+mod jobs;
 mod pipeline;
 mod preprocess;
 mod train;
@@ -70,6 +71,11 @@ enum Command {
     /// Train heads on a frozen backbone (from labels, or distilled from teachers)
     /// into one multi-head model.
     Train(train::TrainArgs),
+    /// Put jobs (one per input) on a NATS JetStream work queue for `vpipe worker`.
+    Submit(jobs::SubmitArgs),
+    /// Take jobs from a NATS JetStream work queue, run a pipeline on each, publish the
+    /// results and acknowledge each job once its outputs are complete.
+    Worker(jobs::WorkerArgs),
 }
 
 /// Log lines to stderr, with a run's progress bar cleared while they print.
@@ -184,6 +190,8 @@ pub fn main_with(registry: HeadRegistry) -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Weights(a) => weights::run(a),
         Command::Train(a) => train::run(a, &registry),
+        Command::Submit(a) => jobs::submit(a),
+        Command::Worker(a) => jobs::worker(a, &registry),
     }));
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

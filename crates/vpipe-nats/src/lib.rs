@@ -184,6 +184,213 @@ impl Publisher {
     }
 }
 
+/// Jobs on a JetStream work queue: a stream with work-queue retention on
+/// `vpipe.jobs.<queue>`, and one durable pull consumer that every worker shares. A job
+/// is removed when a worker acknowledges it; one that is not acknowledged within the
+/// consumer's ack wait (its worker died) is delivered again, to any worker.
+pub struct JobQueue {
+    runtime: tokio::runtime::Runtime,
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    /// The workers' consumer (`None` for a queue opened to submit jobs).
+    consumer: Option<jetstream::consumer::PullConsumer>,
+    queue: String,
+    url: String,
+}
+
+/// A job taken from a [`JobQueue`], to acknowledge once its outputs are complete.
+pub struct Job {
+    message: jetstream::Message,
+    /// The job's message body.
+    pub payload: Vec<u8>,
+    /// How many times it has been delivered (2 or more: a worker before this one did
+    /// not finish it).
+    pub deliveries: i64,
+}
+
+impl std::fmt::Debug for JobQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobQueue")
+            .field("url", &self.url)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl JobQueue {
+    /// Connects to `url` and makes sure the queue `queue` exists: its stream, and with
+    /// `ack_wait` (to take jobs) the workers' consumer, which redelivers a job not
+    /// acknowledged within it (the worker that makes the consumer sets it).
+    pub fn open(url: &str, queue: &str, ack_wait: Option<Duration>) -> Result<Self, NatsError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| NatsError::Connect {
+                url: url.into(),
+                message: e.to_string(),
+            })?;
+        let client =
+            runtime
+                .block_on(async_nats::connect(url))
+                .map_err(|e| NatsError::Connect {
+                    url: url.into(),
+                    message: e.to_string(),
+                })?;
+        let jetstream = {
+            let _entered = runtime.enter();
+            jetstream::new(client.clone())
+        };
+        let stream_err = |message: String| NatsError::Stream {
+            url: url.into(),
+            stream: queue.into(),
+            message,
+        };
+        let consumer = runtime.block_on(async {
+            let stream = jetstream
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: queue.into(),
+                    subjects: vec![Self::subject_of(queue)],
+                    retention: jetstream::stream::RetentionPolicy::WorkQueue,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| stream_err(e.to_string()))?;
+            let Some(ack_wait) = ack_wait else {
+                return Ok(None);
+            };
+            stream
+                .get_or_create_consumer(
+                    "vpipe-workers",
+                    jetstream::consumer::pull::Config {
+                        durable_name: Some("vpipe-workers".into()),
+                        ack_wait,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map(Some)
+                .map_err(|e| stream_err(e.to_string()))
+        })?;
+        Ok(Self {
+            runtime,
+            client,
+            jetstream,
+            consumer,
+            queue: queue.into(),
+            url: url.into(),
+        })
+    }
+
+    /// The subject of queue `queue`'s jobs.
+    fn subject_of(queue: &str) -> String {
+        format!("vpipe.jobs.{queue}")
+    }
+
+    /// Enqueues a job with de-duplication id `id`.
+    pub fn submit(&self, id: &str, payload: Vec<u8>) -> Result<(), NatsError> {
+        let subject = Self::subject_of(&self.queue);
+        let message = PublishMessage::build()
+            .message_id(id)
+            .payload(payload.into());
+        self.runtime
+            .block_on(async {
+                let ack = self
+                    .jetstream
+                    .send_publish(subject.clone(), message)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::time::timeout(ATTEMPT_TIMEOUT * 4, ack)
+                    .await
+                    .map_err(|_| "no acknowledgement".to_string())?
+                    .map_err(|e| e.to_string())
+            })
+            .map(|_| ())
+            .map_err(|message| NatsError::Publish {
+                url: self.url.clone(),
+                subject,
+                message,
+            })
+    }
+
+    /// The next job, waiting at most `wait` for one.
+    pub fn next(&self, wait: Duration) -> Result<Option<Job>, NatsError> {
+        use futures::StreamExt;
+        let err = |message: String| NatsError::Publish {
+            url: self.url.clone(),
+            subject: Self::subject_of(&self.queue),
+            message,
+        };
+        let Some(consumer) = &self.consumer else {
+            return Err(err(
+                "the queue was opened to submit jobs, not to take them".into()
+            ));
+        };
+        self.runtime.block_on(async {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            match batch.next().await {
+                Some(Ok(message)) => {
+                    let deliveries = message.info().map_or(1, |i| i.delivered);
+                    Ok(Some(Job {
+                        payload: message.payload.to_vec(),
+                        message,
+                        deliveries,
+                    }))
+                }
+                Some(Err(e)) => Err(err(e.to_string())),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Acknowledges a job whose outputs are complete: it leaves the queue.
+    pub fn done(&self, job: Job) -> Result<(), NatsError> {
+        self.reply(job, jetstream::AckKind::Ack)
+    }
+
+    /// Gives a job back for another try (now, to any worker).
+    pub fn retry(&self, job: Job) -> Result<(), NatsError> {
+        self.reply(job, jetstream::AckKind::Nak(None))
+    }
+
+    /// Acknowledges a job that cannot be done (a malformed message, an input that
+    /// cannot be read) so that it is not delivered again, and publishes why on
+    /// `vpipe.jobs.<queue>.failed`.
+    pub fn fail(&self, job: Job, reason: &str) -> Result<(), NatsError> {
+        let subject = format!("{}.failed", Self::subject_of(&self.queue));
+        let body = job.payload.clone();
+        let note = format!("{reason}\n{}", String::from_utf8_lossy(&body));
+        self.runtime
+            .block_on(async {
+                self.client.publish(subject.clone(), note.into()).await?;
+                self.client.flush().await.map_err(|e| e.to_string().into())
+            })
+            .map_err(
+                |e: Box<dyn std::error::Error + Send + Sync>| NatsError::Publish {
+                    url: self.url.clone(),
+                    subject,
+                    message: e.to_string(),
+                },
+            )?;
+        self.reply(job, jetstream::AckKind::Term)
+    }
+
+    fn reply(&self, job: Job, kind: jetstream::AckKind) -> Result<(), NatsError> {
+        self.runtime
+            .block_on(job.message.ack_with(kind))
+            .map_err(|e| NatsError::Publish {
+                url: self.url.clone(),
+                subject: Self::subject_of(&self.queue),
+                message: e.to_string(),
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
