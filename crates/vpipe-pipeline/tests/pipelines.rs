@@ -1171,12 +1171,21 @@ fn a_live_stream_keeps_its_time_when_frames_are_dropped() {
         ])
         .spawn()
         .expect("ffmpeg (scripts/setup.sh installs it) serves the live stream");
-    // The server listens once it has started.
-    std::thread::sleep(std::time::Duration::from_millis(700));
     let p = compile(&root().join("pipelines/multitask.yaml")).unwrap();
     let out = dir.join("out");
     let input = resolve_input(&url, false).unwrap();
-    let summary = run(&p, &input, &options(&out)).unwrap();
+    // The server listens once it has started (a refused connection takes nothing from
+    // it: it serves one client, the one that gets through).
+    let mut tries = 0;
+    let summary = loop {
+        match run(&p, &input, &options(&out)) {
+            Err(e) if e.to_string().contains("cannot open") && tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let _ = server.wait();
     assert!(
         summary.dropped_frames > 0,
@@ -1245,6 +1254,24 @@ impl NatsServer {
             url,
             _store: store,
         }
+    }
+
+    /// How many messages `stream` holds (0 while it does not exist).
+    fn stored(url: &str, stream: &str) -> u64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let Ok(client) = async_nats::connect(url).await else {
+                return 0;
+            };
+            let js = async_nats::jetstream::new(client);
+            match js.get_stream(stream).await {
+                Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
+                Err(_) => 0,
+            }
+        })
     }
 
     /// The messages of `stream`, as (subject, de-duplication id, JSON).
@@ -1333,10 +1360,17 @@ fn a_nats_server_that_goes_away_is_reported_not_waited_for() {
     let p = compile_text(dir, &text).unwrap();
     let input = resolve_input(video.to_str().unwrap(), false).unwrap();
     let out = dir.join("out");
+    // The server is killed once it has stored the first results (so the run has
+    // connected and published, however loaded the machine is).
     let killer = {
-        let pid = server.child.id();
+        let (pid, url) = (server.child.id(), server.url.clone());
         std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while NatsServer::stored(&url, "VPIPE_RESULTS") < 3
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let _ = std::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])
                 .status();
