@@ -55,38 +55,26 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A connection to a NATS server's JetStream, publishing into one stream.
-pub struct Publisher {
+/// A client connected to a NATS server, with the runtime that drives it and its
+/// JetStream context: what [`Publisher`] and [`JobQueue`] both stand on.
+struct Connection {
     runtime: tokio::runtime::Runtime,
+    client: async_nats::Client,
     jetstream: jetstream::Context,
     url: String,
-    /// Since when the server has not acknowledged anything (after a message's
-    /// retries ran out), and when it was last probed.
-    away: Option<Instant>,
 }
 
-impl std::fmt::Debug for Publisher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher").field("url", &self.url).finish()
-    }
-}
-
-impl Publisher {
-    /// Connects to `url` and makes sure the JetStream stream `stream` exists, taking
-    /// `subjects` (for example `vpipe.results.>`), with its server-side
-    /// de-duplication window.
-    pub fn connect(url: &str, stream: &str, subjects: &str) -> Result<Self, NatsError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| NatsError::Connect {
-                url: url.into(),
-                message: format!("cannot start the client's runtime: {e}"),
-            })?;
+impl Connection {
+    /// Connects to `url` (waiting at most [`CONNECT_TIMEOUT`]).
+    fn open(url: &str) -> Result<Self, NatsError> {
         let connect_err = |message: String| NatsError::Connect {
             url: url.into(),
             message,
         };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| connect_err(format!("cannot start the client's runtime: {e}")))?;
         let client = runtime.block_on(async {
             let options = async_nats::ConnectOptions::new()
                 .connection_timeout(CONNECT_TIMEOUT)
@@ -99,30 +87,85 @@ impl Publisher {
         // The context spawns a task of its own on the runtime.
         let jetstream = {
             let _entered = runtime.enter();
-            jetstream::new(client)
+            jetstream::new(client.clone())
         };
-        runtime
-            .block_on(jetstream.get_or_create_stream(jetstream::stream::Config {
-                name: stream.into(),
-                subjects: vec![subjects.into()],
-                ..Default::default()
-            }))
+        Ok(Self {
+            runtime,
+            client,
+            jetstream,
+            url: url.into(),
+        })
+    }
+
+    /// Publishes `payload` on `subject` with the de-duplication id `id` and waits at
+    /// most `wait` for JetStream's acknowledgement.
+    fn publish_acked(
+        &self,
+        subject: &str,
+        id: &str,
+        payload: Vec<u8>,
+        wait: Duration,
+    ) -> Result<(), String> {
+        let message = PublishMessage::build()
+            .message_id(id)
+            .payload(payload.into());
+        self.runtime.block_on(async {
+            let ack = self
+                .jetstream
+                .send_publish(subject.to_string(), message)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::timeout(wait, ack)
+                .await
+                .map_err(|_| "no acknowledgement".to_string())?
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// A connection to a NATS server's JetStream, publishing into one stream.
+pub struct Publisher {
+    conn: Connection,
+    /// Since when the server has not acknowledged anything (after a message's
+    /// retries ran out), and when it was last probed.
+    away: Option<Instant>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("url", &self.conn.url)
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// Connects to `url` and makes sure the JetStream stream `stream` exists, taking
+    /// `subjects` (for example `vpipe.results.>`), with its server-side
+    /// de-duplication window.
+    pub fn connect(url: &str, stream: &str, subjects: &str) -> Result<Self, NatsError> {
+        let conn = Connection::open(url)?;
+        conn.runtime
+            .block_on(
+                conn.jetstream
+                    .get_or_create_stream(jetstream::stream::Config {
+                        name: stream.into(),
+                        subjects: vec![subjects.into()],
+                        ..Default::default()
+                    }),
+            )
             .map_err(|e| NatsError::Stream {
                 url: url.into(),
                 stream: stream.into(),
                 message: e.to_string(),
             })?;
-        Ok(Self {
-            runtime,
-            jetstream,
-            url: url.into(),
-            away: None,
-        })
+        Ok(Self { conn, away: None })
     }
 
     /// The server's URL.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.conn.url
     }
 
     /// Publishes `payload` on `subject` with the de-duplication id `id`, waiting for
@@ -144,24 +187,13 @@ impl Publisher {
                 std::thread::sleep(backoff);
                 backoff *= 2;
             }
-            let message = PublishMessage::build()
-                .message_id(id)
-                .payload(payload.clone().into());
-            let js = &self.jetstream;
-            let result = self.runtime.block_on(async {
-                let ack = js
-                    .send_publish(subject.to_string(), message)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokio::time::timeout(ATTEMPT_TIMEOUT, ack)
-                    .await
-                    .map_err(|_| "no acknowledgement".to_string())?
-                    .map_err(|e| e.to_string())
-            });
+            let result = self
+                .conn
+                .publish_acked(subject, id, payload.clone(), ATTEMPT_TIMEOUT);
             match result {
                 Ok(_) => {
                     if self.away.take().is_some() {
-                        tracing::info!(url = %self.url, "NATS server back: publishing again");
+                        tracing::info!(url = %self.conn.url, "NATS server back: publishing again");
                     }
                     return Ok(());
                 }
@@ -169,7 +201,7 @@ impl Publisher {
             }
         }
         if self.away.is_none() {
-            tracing::warn!(url = %self.url, error = %last, "NATS server not acknowledging: results are counted as undelivered while it is away");
+            tracing::warn!(url = %self.conn.url, error = %last, "NATS server not acknowledging: results are counted as undelivered while it is away");
         }
         self.away = Some(Instant::now());
         Err(self.failure(subject, &last))
@@ -177,7 +209,7 @@ impl Publisher {
 
     fn failure(&self, subject: &str, message: &str) -> NatsError {
         NatsError::Publish {
-            url: self.url.clone(),
+            url: self.conn.url.clone(),
             subject: subject.into(),
             message: message.into(),
         }
@@ -189,13 +221,10 @@ impl Publisher {
 /// is removed when a worker acknowledges it; one that is not acknowledged within the
 /// consumer's ack wait (its worker died) is delivered again, to any worker.
 pub struct JobQueue {
-    runtime: tokio::runtime::Runtime,
-    client: async_nats::Client,
-    jetstream: jetstream::Context,
+    conn: Connection,
     /// The workers' consumer (`None` for a queue opened to submit jobs).
     consumer: Option<jetstream::consumer::PullConsumer>,
     queue: String,
-    url: String,
 }
 
 /// A job taken from a [`JobQueue`], to acknowledge once its outputs are complete.
@@ -211,7 +240,7 @@ pub struct Job {
 impl std::fmt::Debug for JobQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobQueue")
-            .field("url", &self.url)
+            .field("url", &self.conn.url)
             .field("queue", &self.queue)
             .finish()
     }
@@ -222,31 +251,15 @@ impl JobQueue {
     /// `ack_wait` (to take jobs) the workers' consumer, which redelivers a job not
     /// acknowledged within it (the worker that makes the consumer sets it).
     pub fn open(url: &str, queue: &str, ack_wait: Option<Duration>) -> Result<Self, NatsError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| NatsError::Connect {
-                url: url.into(),
-                message: e.to_string(),
-            })?;
-        let client =
-            runtime
-                .block_on(async_nats::connect(url))
-                .map_err(|e| NatsError::Connect {
-                    url: url.into(),
-                    message: e.to_string(),
-                })?;
-        let jetstream = {
-            let _entered = runtime.enter();
-            jetstream::new(client.clone())
-        };
+        let conn = Connection::open(url)?;
         let stream_err = |message: String| NatsError::Stream {
             url: url.into(),
             stream: queue.into(),
             message,
         };
-        let consumer = runtime.block_on(async {
-            let stream = jetstream
+        let consumer = conn.runtime.block_on(async {
+            let stream = conn
+                .jetstream
                 .get_or_create_stream(jetstream::stream::Config {
                     name: queue.into(),
                     subjects: vec![Self::subject_of(queue)],
@@ -272,12 +285,9 @@ impl JobQueue {
                 .map_err(|e| stream_err(e.to_string()))
         })?;
         Ok(Self {
-            runtime,
-            client,
-            jetstream,
+            conn,
             consumer,
             queue: queue.into(),
-            url: url.into(),
         })
     }
 
@@ -289,24 +299,10 @@ impl JobQueue {
     /// Enqueues a job with de-duplication id `id`.
     pub fn submit(&self, id: &str, payload: Vec<u8>) -> Result<(), NatsError> {
         let subject = Self::subject_of(&self.queue);
-        let message = PublishMessage::build()
-            .message_id(id)
-            .payload(payload.into());
-        self.runtime
-            .block_on(async {
-                let ack = self
-                    .jetstream
-                    .send_publish(subject.clone(), message)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokio::time::timeout(ATTEMPT_TIMEOUT * 4, ack)
-                    .await
-                    .map_err(|_| "no acknowledgement".to_string())?
-                    .map_err(|e| e.to_string())
-            })
-            .map(|_| ())
+        self.conn
+            .publish_acked(&subject, id, payload, ATTEMPT_TIMEOUT * 4)
             .map_err(|message| NatsError::Publish {
-                url: self.url.clone(),
+                url: self.conn.url.clone(),
                 subject,
                 message,
             })
@@ -316,7 +312,7 @@ impl JobQueue {
     pub fn next(&self, wait: Duration) -> Result<Option<Job>, NatsError> {
         use futures::StreamExt;
         let err = |message: String| NatsError::Publish {
-            url: self.url.clone(),
+            url: self.conn.url.clone(),
             subject: Self::subject_of(&self.queue),
             message,
         };
@@ -325,7 +321,7 @@ impl JobQueue {
                 "the queue was opened to submit jobs, not to take them".into()
             ));
         };
-        self.runtime.block_on(async {
+        self.conn.runtime.block_on(async {
             let mut batch = consumer
                 .fetch()
                 .max_messages(1)
@@ -365,14 +361,22 @@ impl JobQueue {
         let subject = format!("{}.failed", Self::subject_of(&self.queue));
         let body = job.payload.clone();
         let note = format!("{reason}\n{}", String::from_utf8_lossy(&body));
-        self.runtime
+        self.conn
+            .runtime
             .block_on(async {
-                self.client.publish(subject.clone(), note.into()).await?;
-                self.client.flush().await.map_err(|e| e.to_string().into())
+                self.conn
+                    .client
+                    .publish(subject.clone(), note.into())
+                    .await?;
+                self.conn
+                    .client
+                    .flush()
+                    .await
+                    .map_err(|e| e.to_string().into())
             })
             .map_err(
                 |e: Box<dyn std::error::Error + Send + Sync>| NatsError::Publish {
-                    url: self.url.clone(),
+                    url: self.conn.url.clone(),
                     subject,
                     message: e.to_string(),
                 },
@@ -381,10 +385,11 @@ impl JobQueue {
     }
 
     fn reply(&self, job: Job, kind: jetstream::AckKind) -> Result<(), NatsError> {
-        self.runtime
+        self.conn
+            .runtime
             .block_on(job.message.ack_with(kind))
             .map_err(|e| NatsError::Publish {
-                url: self.url.clone(),
+                url: self.conn.url.clone(),
                 subject: Self::subject_of(&self.queue),
                 message: e.to_string(),
             })
