@@ -165,7 +165,9 @@ impl HeadAnalytics {
     /// Trails, zone counts and line crossings of one frame's (tracked) detections.
     fn follow(&mut self, detections: &[Detection], head: &str, frame: &mut FrameAnalytics) {
         let now = self.frame;
-        for d in detections {
+        // Each detection's class name, for the zones' and lines' counts.
+        let names: Vec<String> = detections.iter().map(class_name).collect();
+        for (d, name) in detections.iter().zip(&names) {
             let Some(id) = d.track_id else { continue };
             if self.trail > 0 {
                 let b = d.bbox;
@@ -177,8 +179,7 @@ impl HeadAnalytics {
                 *seen = now;
             }
             for line in &mut self.lines {
-                line.counter
-                    .update(id, &class_name(d), line.anchor.of(d.bbox));
+                line.counter.update(id, name, line.anchor.of(d.bbox));
             }
         }
         // Trails of tracks not seen for a trail's length are dropped.
@@ -192,7 +193,6 @@ impl HeadAnalytics {
             }));
         let as_f32 = |p: &[[f64; 2]]| p.iter().map(|q| [q[0] as f32, q[1] as f32]).collect();
         for z in &self.zones {
-            let names: Vec<String> = detections.iter().map(class_name).collect();
             let counts = z.zone.count(
                 names
                     .iter()
