@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
 use crate::activation::exp_avx512_coarse;
-use crate::cpu::{Bias, Epilogue, MatPtr, OutPtr};
+use crate::cpu::{Bias, Epilogue, MatPtr, OutPtr, reuse};
 use crate::layers::Activation;
 
 /// Rows of the left operand per micro-kernel call.
@@ -448,15 +448,6 @@ unsafe fn pack_panels(dst: &mut Vec<u32>, b: MatPtr, k: usize, (c0, c1): (usize,
             }
         }
     }
-}
-
-/// The first `len` elements of `buf`, grown when shorter, with whatever they held
-/// (the packing routines write every element).
-fn reuse(buf: &mut Vec<u32>, len: usize) -> &mut [u32] {
-    if buf.len() < len {
-        buf.resize(len, 0);
-    }
-    &mut buf[..len]
 }
 
 /// Packs columns `c0..c1` of the matrix whose transpose is `bt` (`[cols, k]`, unit
