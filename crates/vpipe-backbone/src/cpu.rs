@@ -11,8 +11,10 @@
 //!   in cache (one sweep instead of three),
 //! - run depthwise convolutions and attention directly on NCHW / token-major data.
 //!
-//! The matrix products themselves are the `gemm` crate's, as in burn's own CPU
-//! backend. Other devices use burn's tensor operations (see [`crate::layers`]).
+//! The convolutions' and attention's matrix products are the `gemm` crate's, as in
+//! burn's own CPU backend; the linear layers' run against weights packed at load
+//! ([`crate::panels`]). Other devices use burn's tensor operations (see
+//! [`crate::layers`]).
 
 use burn::tensor::{Device, Tensor, TensorData};
 use std::mem::MaybeUninit;
@@ -24,6 +26,7 @@ use crate::activation::{exp_approx, silu_slice};
 use crate::activation::{exp_avx512_unfused, silu_vector};
 use crate::bf16::{self, Bf16Panels, Bf16Rows};
 use crate::layers::Activation;
+use crate::panels::{self, F32Panels};
 use crate::precision::Precision;
 
 /// Products smaller than this many multiply-adds run as one task.
@@ -210,11 +213,53 @@ impl<'a> Epilogue<'a> {
 
     /// Adds the bias of output row `r`, columns `c0..`, to `row`, then applies
     /// the activation and residual.
-    fn finish(&self, row: &mut [f32], r: usize, c0: usize, res: Option<&[f32]>) {
+    pub(crate) fn finish(&self, row: &mut [f32], r: usize, c0: usize, res: Option<&[f32]>) {
         if let Bias::Cols(b) = self.bias {
             add_offset(row, 0.0, Some(&b[c0..c0 + row.len()]));
         }
         self.apply(row, self.row_offset(r), res);
+    }
+
+    /// [`Epilogue::finish`] of the 16 outputs at row `r`, columns `c..c + 16`, in
+    /// a register, rounded lane for lane as `finish` rounds them on a whole vector
+    /// (its AVX-512 path); the residual, if any, has row stride `ldc`.
+    ///
+    /// # Safety
+    /// AVX-512F; columns `c..c + 16` of row `r` must lie inside the bias and residual.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn finish_vector(
+        &self,
+        v: std::arch::x86_64::__m512,
+        r: usize,
+        c: usize,
+        ldc: usize,
+    ) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let (add, zero) = (_mm512_add_ps, _mm512_setzero_ps());
+        // SAFETY (loads): inside the bias and residual (caller's contract).
+        let mut v = match self.bias {
+            Bias::Cols(b) => add(add(v, zero), unsafe { _mm512_loadu_ps(b.as_ptr().add(c)) }),
+            Bias::None | Bias::Rows(_) => v,
+        };
+        let offset = self.row_offset(r);
+        let res = self
+            .residual
+            .map(|x| unsafe { _mm512_loadu_ps(x.as_ptr().add(r * ldc + c)) });
+        let splat = _mm512_set1_ps(offset);
+        match self.act {
+            Activation::Identity => match res {
+                Some(o) => v = add(add(v, splat), o),
+                None if offset != 0.0 => v = add(v, splat),
+                None => {}
+            },
+            Activation::Relu => v = _mm512_max_ps(add(v, splat), zero),
+            Activation::Silu => v = silu_vector(add(v, splat)),
+        }
+        if let (Some(o), Activation::Relu | Activation::Silu) = (res, self.act) {
+            v = add(add(v, zero), o);
+        }
+        v
     }
 }
 
@@ -384,6 +429,23 @@ fn for_each_tile(
     }
 }
 
+/// Splits the rows of an `m x n` product (inner dimension `k`) into bands whose
+/// starts are multiples of `align`, run in parallel as `run(rows)`; one band when
+/// the product is small.
+fn for_each_row_band([m, n, k]: [usize; 3], align: usize, run: impl Fn((usize, usize)) + Sync) {
+    let tasks = if m * n * k < SERIAL_WORK {
+        1
+    } else {
+        vpipe_core::device::cpu_threads()
+    };
+    let bands = split(m, tasks, align);
+    if bands.len() == 1 {
+        run(bands[0]);
+    } else {
+        for_each(bands.len(), |i| run(bands[i]));
+    }
+}
+
 /// `c[m x n] = a · b` followed by `ep`, where `c` is row-major with row stride `ldc`
 /// and the residual (if any) is laid out like `c`: in `f32` when both operands are,
 /// otherwise in bf16 ([`bf16`]). The output is split into tiles that run in parallel.
@@ -428,30 +490,35 @@ pub enum DenseWeight<P> {
     Bf16(P),
 }
 
+/// A linear layer's weight `[d_in, d_out]`, in the form its products read.
+#[derive(Debug, Clone)]
+pub enum LinearWeight {
+    /// `f32`, in column panels ([`crate::panels`]).
+    F32(F32Panels),
+    /// Rounded to bf16 and packed ([`Precision::Bf16`]).
+    Bf16(Bf16Panels),
+}
+
 /// A linear layer over the rows of `x` `[rows, d_in]`: `act(x · w + b) + residual`,
-/// with `w` `[d_in, d_out]` (the transpose of PyTorch's weight, which lets the
-/// product read it as it is instead of repacking it at every call).
+/// with `w` `[d_in, d_out]` (the transpose of PyTorch's weight), packed when the
+/// model is loaded.
 pub fn linear(
     x: &[f32],
     rows: usize,
-    w: &DenseWeight<Bf16Panels>,
+    w: &LinearWeight,
     bias: &[f32],
     act: Activation,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let d_out = bias.len();
-    let (d_in, right) = match w {
-        DenseWeight::F32(w) => (
-            w.len() / d_out,
-            bf16::Right::F32(MatPtr {
-                ptr: w.as_ptr(),
-                rs: d_out as isize,
-                cs: 1,
-            }),
-        ),
-        DenseWeight::Bf16(p) => {
+    let d_in = match w {
+        LinearWeight::F32(p) => {
             assert_eq!(p.cols(), d_out, "linear: weight is not [d_in, {d_out}]");
-            (p.rows(), bf16::Right::Packed(p))
+            p.rows()
+        }
+        LinearWeight::Bf16(p) => {
+            assert_eq!(p.cols(), d_out, "linear: weight is not [d_in, {d_out}]");
+            p.rows()
         }
     };
     assert_eq!(x.len(), rows * d_in, "linear: input is not [rows, {d_in}]");
@@ -460,24 +527,33 @@ pub fn linear(
     if let Some(r) = residual {
         ep = ep.with_residual(r);
     }
-    let left = bf16::Left::F32(MatPtr {
+    let left = MatPtr {
         ptr: x.as_ptr(),
         rs: d_in as isize,
         cs: 1,
-    });
-    // SAFETY: x is [rows, d_in], w is [d_in, d_out], out is [rows, d_out].
-    unsafe {
-        matmul_raw(
-            [rows, d_out, d_in],
-            left,
-            right,
-            OutPtr(out.as_mut_ptr().cast()),
-            d_out,
-            &ep,
-        );
-        // SAFETY: the tiles of matmul_raw cover the whole output.
-        assume_init(out)
+    };
+    let c = OutPtr(out.as_mut_ptr().cast());
+    let dims = [rows, d_out, d_in];
+    match w {
+        LinearWeight::F32(p) => for_each_row_band(dims, panels::MR, |rows| {
+            // SAFETY: x is [rows, d_in], the panels [d_in, d_out], out [rows, d_out];
+            // the bands are disjoint.
+            unsafe { panels::tile(left, p, c, d_out, rows, &ep) }
+        }),
+        // SAFETY: as above.
+        LinearWeight::Bf16(p) => unsafe {
+            matmul_raw(
+                dims,
+                bf16::Left::F32(left),
+                bf16::Right::Packed(p),
+                c,
+                d_out,
+                &ep,
+            );
+        },
     }
+    // SAFETY: the tiles cover the whole output.
+    unsafe { assume_init(out) }
 }
 
 /// Geometry of a 2-D convolution with square kernel, stride, dilation and padding.
@@ -1430,6 +1506,72 @@ mod tests {
         }
     }
 
+    /// The linear layers' panel kernel gives `gemm`'s outputs to the bit (inner
+    /// dimensions up to 512, which `gemm` sums in one block), with every epilogue,
+    /// partial row blocks, panels and vectors, and split tiles.
+    #[test]
+    fn panel_products_match_gemm_to_the_bit() {
+        let shapes = [
+            (37, 20, 50),
+            (64, 144, 432),
+            (100, 96, 40),
+            (9, 480, 130),
+            (2, 64, 17),
+            (50, 64, 64),
+            (33, 80, 160),
+        ];
+        for (case, &(rows, d_in, d_out)) in shapes.iter().enumerate() {
+            let seed = 10 * case as u32;
+            let x = pseudo_random(rows * d_in, seed);
+            let wt = pseudo_random(d_in * d_out, seed + 1);
+            let b = pseudo_random(d_out, seed + 2);
+            let res = pseudo_random(rows * d_out, seed + 3);
+            let panels = LinearWeight::F32(F32Panels::new(&wt, d_in, d_out));
+            for (act, residual) in [
+                (Activation::Identity, None),
+                (Activation::Identity, Some(&res[..])),
+                (Activation::Silu, None),
+                (Activation::Silu, Some(&res[..])),
+                (Activation::Relu, Some(&res[..])),
+            ] {
+                let got = linear(&x, rows, &panels, &b, act, residual);
+                let mut ep = Epilogue::cols(&b, act);
+                if let Some(r) = residual {
+                    ep = ep.with_residual(r);
+                }
+                let mut want = vec![0.0f32; rows * d_out];
+                // SAFETY: x is [rows, d_in], wt [d_in, d_out], want [rows, d_out].
+                unsafe {
+                    matmul_raw(
+                        [rows, d_out, d_in],
+                        bf16::Left::F32(MatPtr {
+                            ptr: x.as_ptr(),
+                            rs: d_in as isize,
+                            cs: 1,
+                        }),
+                        bf16::Right::F32(MatPtr {
+                            ptr: wt.as_ptr(),
+                            rs: d_out as isize,
+                            cs: 1,
+                        }),
+                        OutPtr(want.as_mut_ptr()),
+                        d_out,
+                        &ep,
+                    );
+                }
+                let differ = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(g, w)| g.to_bits() != w.to_bits())
+                    .count();
+                assert_eq!(
+                    differ, 0,
+                    "{rows}x{d_in}x{d_out} {act:?}: {differ} outputs differ"
+                );
+            }
+        }
+    }
+
     #[test]
     fn epilogue_and_linear() {
         let x = pseudo_random(37 * 20, 1);
@@ -1439,7 +1581,7 @@ mod tests {
         let got = linear(
             &x,
             37,
-            &DenseWeight::F32(transpose(&w, 50, 20)),
+            &LinearWeight::F32(F32Panels::new(&transpose(&w, 50, 20), 20, 50)),
             &b,
             Activation::Silu,
             Some(&res),
@@ -1510,10 +1652,9 @@ mod tests {
         let wt = to_bf16(&pseudo_random(d_in * d_out, 8));
         let b = pseudo_random(d_out, 9);
         let res = pseudo_random(rows * d_out, 10);
-        let run =
-            |w: &DenseWeight<Bf16Panels>| linear(&x, rows, w, &b, Activation::Relu, Some(&res));
-        let want = run(&DenseWeight::F32(wt.clone()));
-        let got = run(&DenseWeight::Bf16(Bf16Panels::new(&wt, d_in, d_out)));
+        let run = |w: &LinearWeight| linear(&x, rows, w, &b, Activation::Relu, Some(&res));
+        let want = run(&LinearWeight::F32(F32Panels::new(&wt, d_in, d_out)));
+        let got = run(&LinearWeight::Bf16(Bf16Panels::new(&wt, d_in, d_out)));
         close(&got, &want, 2e-5);
     }
 

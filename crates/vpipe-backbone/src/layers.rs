@@ -13,9 +13,10 @@ use burn::tensor::{Device, Tensor};
 
 use crate::activation::silu;
 use crate::bf16::{Bf16Panels, Bf16Rows};
-use crate::cpu::{self, ConvGeometry, DenseWeight, Epilogue, HostArray};
+use crate::cpu::{self, ConvGeometry, DenseWeight, Epilogue, HostArray, LinearWeight};
 use crate::error::Result;
 use crate::kernels::{self, Act, Kernels};
+use crate::panels::F32Panels;
 use crate::params::Params;
 use crate::precision::Precision;
 use crate::trainable::{Param, TrainableConv, TrainableLinear};
@@ -326,7 +327,7 @@ pub struct Linear {
 enum LinearWeights {
     /// `[in, out]` and `[out]`.
     Fused {
-        weight: DenseWeight<Bf16Panels>,
+        weight: LinearWeight,
         bias: Vec<f32>,
     },
     /// `[in, out]` (transposed for burn's `linear`) and `[out]`.
@@ -354,8 +355,8 @@ impl Linear {
                 weight: {
                     let t = cpu::transpose(&w.data, d_out, d_in);
                     match params.precision() {
-                        Precision::Bf16 => DenseWeight::Bf16(Bf16Panels::new(&t, d_in, d_out)),
-                        Precision::Fp32 => DenseWeight::F32(t),
+                        Precision::Bf16 => LinearWeight::Bf16(Bf16Panels::new(&t, d_in, d_out)),
+                        Precision::Fp32 => LinearWeight::F32(F32Panels::new(&t, d_in, d_out)),
                     }
                 },
                 bias: b.data,

@@ -6,6 +6,7 @@
 //! - [`params`]: hands named tensors to the layers, checking every shape.
 //! - [`kernels`]: the operations the layers are written in, with two
 //!   implementations (vpipe's fused CPU kernels, burn's generic ops).
+//! - [`panels`]: the linear layers' `f32` products, against weights packed at load.
 //! - [`precision`] and [`bf16`]: the opt-in bf16 matrix products of those kernels.
 //! - [`layers`]: the building blocks (convolution with folded batch norm,
 //!   inverted residual, transformer layer, MobileViT block).
@@ -23,6 +24,7 @@ pub mod kernels;
 pub mod layers;
 pub mod layout;
 pub mod mobilevit;
+pub mod panels;
 pub mod params;
 pub mod precision;
 pub mod trainable;
