@@ -6,7 +6,8 @@
 //! - [`params`]: hands named tensors to the layers, checking every shape.
 //! - [`kernels`]: the operations the layers are written in, with two
 //!   implementations (vpipe's fused CPU kernels, burn's generic ops).
-//! - [`panels`]: the linear layers' `f32` products, against weights packed at load.
+//! - [`panels`]: the linear layers' `f32` products, against weights packed at load;
+//!   [`weighted_sum`]: the second product of `f32` attention.
 //! - [`precision`] and [`bf16`]: the opt-in bf16 matrix products of those kernels.
 //! - [`layers`]: the building blocks (convolution with folded batch norm,
 //!   inverted residual, transformer layer, MobileViT block).
@@ -28,6 +29,7 @@ pub mod panels;
 pub mod params;
 pub mod precision;
 pub mod trainable;
+pub mod weighted_sum;
 
 pub use config::{
     MobileVitConfig, MobileVitSize, OUTPUT_STRIDES, check_output_stride, default_output_stride,
