@@ -1,4 +1,4 @@
-//! Matrix products in bf16, for [`Precision::Bf16`](crate::Precision::Bf16).
+//! Matrix products in bf16, for [`Precision::Bf16`].
 //!
 //! Both operands are rounded to bf16 (round to nearest even) and multiplied with
 //! AVX512_BF16's `vdpbf16ps`, which adds the products of two bf16 pairs into each
@@ -21,6 +21,7 @@ use std::arch::x86_64::*;
 use crate::activation::exp_avx512_coarse;
 use crate::cpu::{Bias, Epilogue, MatPtr, OutPtr, reuse};
 use crate::layers::Activation;
+use crate::precision::Precision;
 
 /// Rows of the left operand per micro-kernel call.
 pub const MR: usize = 12;
@@ -279,6 +280,7 @@ pub(crate) unsafe fn attention_head(
         bias: Bias::None,
         act: Activation::Identity,
         residual: None,
+        precision: Precision::Bf16,
     };
     let all = (0, tokens);
     scores.resize(tokens * tokens, 0.0);

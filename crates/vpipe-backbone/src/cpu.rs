@@ -21,9 +21,9 @@ use std::mem::MaybeUninit;
 
 use vpipe_core::parallel::{for_each, for_each_chunk_mut};
 
-use crate::activation::{exp_approx, silu_slice};
+use crate::activation::{exp_approx, silu_slice, silu_slice_coarse};
 #[cfg(target_arch = "x86_64")]
-use crate::activation::{exp_avx512_unfused, silu_vector};
+use crate::activation::{exp_avx512_unfused, silu_vector, silu_vector_coarse};
 use crate::bf16::{self, Bf16Panels, Bf16Rows};
 use crate::layers::Activation;
 use crate::panels::{self, F32Panels};
@@ -143,6 +143,9 @@ pub struct Epilogue<'a> {
     pub act: Activation,
     /// A tensor laid out like the output, added last.
     pub residual: Option<&'a [f32]>,
+    /// The model's precision: with [`Precision::Bf16`] the SiLU is computed to
+    /// about 1e-4 ([`silu_slice_coarse`]) and depthwise taps are fused.
+    pub precision: Precision,
 }
 
 impl<'a> Epilogue<'a> {
@@ -152,6 +155,7 @@ impl<'a> Epilogue<'a> {
             bias: Bias::Rows(bias),
             act,
             residual: None,
+            precision: Precision::Fp32,
         }
     }
 
@@ -161,12 +165,19 @@ impl<'a> Epilogue<'a> {
             bias: Bias::Cols(bias),
             act,
             residual: None,
+            precision: Precision::Fp32,
         }
     }
 
     /// Adds a residual after the activation.
     pub fn with_residual(mut self, residual: &'a [f32]) -> Self {
         self.residual = Some(residual);
+        self
+    }
+
+    /// For a model in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
         self
     }
 
@@ -184,7 +195,10 @@ impl<'a> Epilogue<'a> {
         match self.act {
             Activation::Identity => add_offset(row, offset, res),
             Activation::Relu => relu_slice(row, offset),
-            Activation::Silu => silu_slice(row, offset),
+            Activation::Silu => match self.precision {
+                Precision::Fp32 => silu_slice(row, offset),
+                Precision::Bf16 => silu_slice_coarse(row, offset),
+            },
         }
         if let (Some(_), Activation::Relu | Activation::Silu) = (res, self.act) {
             add_offset(row, 0.0, res);
@@ -255,7 +269,10 @@ impl<'a> Epilogue<'a> {
                 None => {}
             },
             Activation::Relu => v = _mm512_max_ps(add(v, splat), zero),
-            Activation::Silu => v = silu_vector(add(v, splat)),
+            Activation::Silu => match self.precision {
+                Precision::Fp32 => v = silu_vector(add(v, splat)),
+                Precision::Bf16 => v = silu_vector_coarse(add(v, splat)),
+            },
         }
         if let (Some(o), Activation::Relu | Activation::Silu) = (res, self.act) {
             v = add(add(v, zero), o);
@@ -527,6 +544,9 @@ pub fn linear(
     let mut ep = Epilogue::cols(bias, act);
     if let Some(r) = residual {
         ep = ep.with_residual(r);
+    }
+    if let LinearWeight::Bf16(_) = w {
+        ep = ep.with_precision(Precision::Bf16);
     }
     let left = MatPtr {
         ptr: x.as_ptr(),
@@ -871,7 +891,10 @@ fn depthwise_plane(
     ) {
         // SAFETY: AVX-512F is present (checked by `level`); every read stays in `buf`
         // and every write in `dst` (asserted above).
-        unsafe { depthwise3x3_avx512(&buf, offsets, taps, dst, ow, row_step, bias, ep.act) };
+        unsafe {
+            let shape = [ow, row_step];
+            depthwise3x3_avx512(&buf, offsets, taps, dst, shape, bias, ep.act, ep.precision);
+        }
         true
     } else {
         false
@@ -945,7 +968,8 @@ fn accumulate_taps(
 /// there, and are stored once (rather than loaded and stored per tap, and again
 /// for the bias and the activation). Each tap is a multiply then an add, rounded twice
 /// like [`accumulate_taps`]: a fused multiply-add is faster but moved the DeepLabv3
-/// parity test's logits enough to flip one near-tie mask pixel.
+/// parity test's logits enough to flip one near-tie mask pixel. Models in
+/// [`Precision::Bf16`] take the fused multiply-adds and the coarse SiLU.
 ///
 /// # Safety
 /// The processor must have AVX-512F; for every output row `oy` and tap `t`,
@@ -959,8 +983,32 @@ unsafe fn depthwise3x3_avx512(
     offsets: &[usize; 9],
     taps: &[f32; 9],
     dst: &mut [MaybeUninit<f32>],
-    ow: usize,
-    row_step: usize,
+    shape: [usize; 2],
+    bias: f32,
+    act: Activation,
+    precision: Precision,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match precision {
+            Precision::Fp32 => depthwise3x3::<false>(buf, offsets, taps, dst, shape, bias, act),
+            Precision::Bf16 => depthwise3x3::<true>(buf, offsets, taps, dst, shape, bias, act),
+        }
+    }
+}
+
+/// [`depthwise3x3_avx512`], with fused multiply-adds and the coarse SiLU when `BF16`.
+///
+/// # Safety
+/// As [`depthwise3x3_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn depthwise3x3<const BF16: bool>(
+    buf: &[f32],
+    offsets: &[usize; 9],
+    taps: &[f32; 9],
+    dst: &mut [MaybeUninit<f32>],
+    [ow, row_step]: [usize; 2],
     bias: f32,
     act: Activation,
 ) {
@@ -969,7 +1017,15 @@ unsafe fn depthwise3x3_avx512(
     let act = |v: __m512| match act {
         Activation::Identity => v,
         Activation::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
+        Activation::Silu if BF16 => silu_vector_coarse(v),
         Activation::Silu => silu_vector(v),
+    };
+    let tap = |t: __m512, v: __m512, a: __m512| {
+        if BF16 {
+            _mm512_fmadd_ps(t, v, a)
+        } else {
+            _mm512_add_ps(_mm512_mul_ps(t, v), a)
+        }
     };
     let oh = dst.len() / ow;
     for oy in 0..oh {
@@ -981,10 +1037,10 @@ unsafe fn depthwise3x3_avx512(
             let mut x = 0;
             while x + 64 <= ow {
                 let mut acc = [_mm512_set1_ps(bias); 4];
-                for (tap, &offset) in t.iter().zip(offsets) {
+                for (t_k, &offset) in t.iter().zip(offsets) {
                     let p = inp.add(offset + x);
                     for (j, a) in acc.iter_mut().enumerate() {
-                        *a = _mm512_add_ps(_mm512_mul_ps(*tap, _mm512_loadu_ps(p.add(16 * j))), *a);
+                        *a = tap(*t_k, _mm512_loadu_ps(p.add(16 * j)), *a);
                     }
                 }
                 for (j, a) in acc.iter().enumerate() {
@@ -996,9 +1052,9 @@ unsafe fn depthwise3x3_avx512(
                 let n = (ow - x).min(16);
                 let mask = ((1u32 << n) - 1) as __mmask16;
                 let mut acc = _mm512_set1_ps(bias);
-                for (tap, &offset) in t.iter().zip(offsets) {
+                for (t_k, &offset) in t.iter().zip(offsets) {
                     let v = _mm512_maskz_loadu_ps(mask, inp.add(offset + x));
-                    acc = _mm512_add_ps(_mm512_mul_ps(*tap, v), acc);
+                    acc = tap(*t_k, v, acc);
                 }
                 _mm512_mask_storeu_ps(out.add(x), mask, act(acc));
                 x += 16;

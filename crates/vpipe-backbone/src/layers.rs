@@ -134,6 +134,9 @@ enum ConvWeights {
         bias: Vec<f32>,
         geometry: ConvGeometry,
         groups: usize,
+        /// The model's precision (its depthwise convolutions and activations
+        /// follow it too).
+        precision: Precision,
     },
     Generic(Box<GenericConv>),
     /// Unfolded, as autodiff leaves ([`Params::set_trainable`]).
@@ -188,6 +191,7 @@ impl ConvNorm {
                     padding: pad,
                 },
                 groups: spec.groups,
+                precision: params.precision(),
             },
             Kernels::Generic => ConvWeights::Generic(Box::new(GenericConv {
                 weight: params.upload(folded.weight),
@@ -252,13 +256,15 @@ impl ConvNorm {
                 bias,
                 geometry,
                 groups,
+                precision,
             } => {
                 let x = x.host();
                 let residual = residual.map(Act::host);
                 let residual = residual.as_ref().map(|r| &r.data[..]);
                 let c_in = x.dims[1];
+                let ep = Epilogue::rows(bias, self.act).with_precision(*precision);
                 let y = if *groups == 1 {
-                    let mut ep = Epilogue::rows(bias, self.act);
+                    let mut ep = ep;
                     if let Some(r) = residual {
                         ep = ep.with_residual(r);
                     }
@@ -268,21 +274,9 @@ impl ConvNorm {
                         unreachable!("only dense convolutions are packed")
                     };
                     let mut y = if *groups == c_in && *groups == self.out_channels {
-                        cpu::depthwise_conv2d(
-                            &x,
-                            weight,
-                            *geometry,
-                            &Epilogue::rows(bias, self.act),
-                        )
+                        cpu::depthwise_conv2d(&x, weight, *geometry, &ep)
                     } else {
-                        cpu::grouped_conv2d(
-                            &x,
-                            weight,
-                            self.out_channels,
-                            *groups,
-                            *geometry,
-                            &Epilogue::rows(bias, self.act),
-                        )
+                        cpu::grouped_conv2d(&x, weight, self.out_channels, *groups, *geometry, &ep)
                     };
                     if let Some(r) = residual {
                         y.data.iter_mut().zip(r).for_each(|(v, r)| *v += r);
