@@ -416,6 +416,16 @@ unsafe fn tile_product(
     unsafe { ep.finish_block(c, ldc, (r0, r1), (c0, c1)) };
 }
 
+/// How many parallel tasks an `m x n` product with inner dimension `k` is split
+/// into: one when it is small, else one per thread.
+fn product_tasks([m, n, k]: [usize; 3]) -> usize {
+    if m * n * k < SERIAL_WORK {
+        1
+    } else {
+        vpipe_core::device::cpu_threads()
+    }
+}
+
 /// Splits an `m x n` product (inner dimension `k`) into tiles, run in parallel as
 /// `run(rows, cols)`: along the longer side, with tile starts that are multiples
 /// of `align` (`[rows, columns]`), and as one tile when the product is small.
@@ -424,11 +434,7 @@ fn for_each_tile(
     [row_align, col_align]: [usize; 2],
     run: impl Fn((usize, usize), (usize, usize)) + Sync,
 ) {
-    let tasks = if m * n * k < SERIAL_WORK {
-        1
-    } else {
-        vpipe_core::device::cpu_threads()
-    };
+    let tasks = product_tasks([m, n, k]);
     let tiles: Vec<((usize, usize), (usize, usize))> = if n >= m {
         split(n, tasks, col_align)
             .into_iter()
@@ -451,12 +457,7 @@ fn for_each_tile(
 /// starts are multiples of `align`, run in parallel as `run(rows)`; one band when
 /// the product is small.
 fn for_each_row_band([m, n, k]: [usize; 3], align: usize, run: impl Fn((usize, usize)) + Sync) {
-    let tasks = if m * n * k < SERIAL_WORK {
-        1
-    } else {
-        vpipe_core::device::cpu_threads()
-    };
-    let bands = split(m, tasks, align);
+    let bands = split(m, product_tasks([m, n, k]), align);
     if bands.len() == 1 {
         run(bands[0]);
     } else {
