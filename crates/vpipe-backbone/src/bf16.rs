@@ -13,17 +13,22 @@
 //!
 //! Weights are packed once, when a model is loaded; activations are packed per call
 //! by the task that multiplies them.
+//!
+//! Where the processor has AMX ([`amx::available`]), the same packed operands are
+//! multiplied tile by tile on AMX instead; the rows are then padded to whole tiles
+//! ([`row_block`]) and the panels to whole tiles of row pairs.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
 use crate::activation::exp_avx512_coarse;
+use crate::amx;
 use crate::cpu::{Bias, Epilogue, MatPtr, OutPtr, reuse};
 use crate::layers::Activation;
 use crate::precision::Precision;
 
-/// Rows of the left operand per micro-kernel call.
+/// Rows of the left operand per AVX512_BF16 micro-kernel call.
 pub const MR: usize = 12;
 /// Columns of the right operand per panel.
 pub const NR: usize = 32;
@@ -51,6 +56,24 @@ pub fn supported() -> bool {
     }
 }
 
+/// The rows of a packed left operand are padded to a multiple of this, and the
+/// products' row tiles start at multiples of it: an AMX tile's rows where AMX runs
+/// the products, else the AVX512_BF16 micro-kernel's [`MR`].
+pub fn row_block() -> usize {
+    if amx::available() { amx::ROWS } else { MR }
+}
+
+/// Pairs of rows per panel of a packed right operand with inner dimension `k`:
+/// padded to whole AMX tiles where AMX runs the products.
+fn panel_pairs(k: usize) -> usize {
+    let pairs = k.div_ceil(2);
+    if amx::available() {
+        pairs.next_multiple_of(amx::PAIRS)
+    } else {
+        pairs
+    }
+}
+
 /// Panics unless [`supported`]: callers choose bf16 only after checking it (see
 /// [`crate::Precision::resolve`]), so an unsupported processor never reaches an
 /// illegal instruction.
@@ -62,7 +85,8 @@ fn require_support() {
 }
 
 /// A left operand in bf16: `rows` rows of pairs of columns, the row stride a
-/// multiple of 16 pairs and the rows padded with zeros to a multiple of [`MR`].
+/// multiple of 16 pairs and the rows padded with zeros to a multiple of
+/// [`row_block`].
 #[derive(Debug, Clone, Default)]
 pub struct Bf16Rows {
     data: Vec<u32>,
@@ -105,7 +129,8 @@ impl Bf16Rows {
 }
 
 /// A right operand in bf16: `[rows, cols]` cut into panels of [`NR`] columns, each
-/// panel `[rows / 2, NR]` pairs of rows (padded with zeros).
+/// panel `[rows / 2, NR]` pairs of rows (padded with zeros, also to whole AMX tiles
+/// where AMX runs the products).
 #[derive(Debug, Clone)]
 pub struct Bf16Panels {
     data: Vec<u32>,
@@ -171,7 +196,7 @@ pub(crate) enum Right<'a> {
 }
 
 /// `c[r0..r1, c0..c1] = a[r0..r1, :] · b[:, c0..c1]` in bf16, then `ep` on that
-/// block; `r0` must be a multiple of [`MR`] and `c0` of [`NR`].
+/// block; `r0` must be a multiple of [`row_block`] and `c0` of [`NR`].
 ///
 /// # Safety
 /// `a` must be valid for rows `r0..r1` and `k` columns, `b` for `k` rows and
@@ -188,9 +213,9 @@ pub(crate) unsafe fn tile(
     (c0, c1): (usize, usize),
     ep: &Epilogue,
 ) {
-    debug_assert!(r0.is_multiple_of(MR) && c0.is_multiple_of(NR));
+    debug_assert!(r0.is_multiple_of(row_block()) && c0.is_multiple_of(NR));
     let (rows, cols) = (r1 - r0, c1 - c0);
-    let pairs = k.div_ceil(2);
+    let (pairs, ppairs) = (k.div_ceil(2), panel_pairs(k));
     let mut own_rows = ROWS_BUFFER.take();
     let mut own_panels = PANELS_BUFFER.take();
     // The right operand first: packing a transpose uses the rows buffer on the way.
@@ -198,7 +223,7 @@ pub(crate) unsafe fn tile(
         Right::Packed(p) => {
             debug_assert_eq!(p.rows, k);
             // SAFETY: panel c0 / NR is inside the packed panels.
-            unsafe { p.data.as_ptr().add(c0 / NR * pairs * NR) }
+            unsafe { p.data.as_ptr().add(c0 / NR * ppairs * NR) }
         }
         Right::F32(m) => {
             // SAFETY: the caller makes columns c0..c1 of `b` valid.
@@ -233,27 +258,42 @@ pub(crate) unsafe fn tile(
             (own_rows.as_ptr(), rows_stride(k))
         }
     };
+    let on_amx = amx::available();
+    let step = if on_amx { amx::BLOCK_ROWS } else { MR };
+    if on_amx {
+        // SAFETY: AMX is available.
+        unsafe { amx::configure() };
+    }
     // Row blocks outer: each block's epilogue runs while its rows are still in cache.
-    for rb in (0..rows).step_by(MR) {
-        let block_rows = MR.min(rows - rb);
+    for rb in (0..rows).step_by(step) {
+        let block_rows = step.min(rows - rb);
         for (pi, pc) in (0..cols).step_by(NR).enumerate() {
-            // SAFETY: the packed rows are padded to whole blocks of MR and the panels
-            // to whole panels; the output block lies inside `c` (caller's contract).
+            let (a, b) = (
+                // SAFETY: inside the packed rows and panels.
+                unsafe { a_ptr.add(rb * lda) },
+                unsafe { b_ptr.add(pi * ppairs * NR) },
+            );
+            // SAFETY: the output block lies inside `c` (caller's contract).
+            let out = unsafe { c.at((r0 + rb) * ldc + c0 + pc) };
+            let block_cols = NR.min(cols - pc);
+            // SAFETY: the packed rows are padded to whole blocks of `row_block()` rows
+            // (and the rows past r1 in a block are rows of the operand or padding), the
+            // panels to whole panels of `ppairs` pairs, with zeros past `pairs`.
             unsafe {
-                micro(
-                    a_ptr.add(rb * lda),
-                    lda,
-                    b_ptr.add(pi * pairs * NR),
-                    pairs,
-                    c.at((r0 + rb) * ldc + c0 + pc),
-                    ldc,
-                    block_rows,
-                    NR.min(cols - pc),
-                );
+                if on_amx {
+                    let steps = ppairs / amx::PAIRS;
+                    amx::block(a, lda, b, steps, out, ldc, block_rows, block_cols);
+                } else {
+                    micro(a, lda, b, pairs, out, ldc, block_rows, block_cols);
+                }
             }
         }
         // SAFETY: as above; the micro-kernels have just written the block's rows.
         unsafe { ep.finish_block(c, ldc, (r0 + rb, r0 + rb + block_rows), (c0, c1)) };
+    }
+    if on_amx {
+        // SAFETY: AMX is available.
+        unsafe { amx::release() };
     }
     ROWS_BUFFER.set(own_rows);
     PANELS_BUFFER.set(own_panels);
@@ -335,7 +375,7 @@ unsafe fn softmax_weights(
 ) {
     let cols = x.len() / rows.max(1);
     let stride = rows_stride(cols);
-    let data = reuse(&mut dst.data, rows.next_multiple_of(MR) * stride);
+    let data = reuse(&mut dst.data, rows.next_multiple_of(row_block()) * stride);
     data[rows * stride..].fill(0);
     inv.clear();
     let scale = _mm512_set1_ps(scale);
@@ -382,7 +422,7 @@ unsafe fn softmax_weights(
 unsafe fn pack_rows(dst: &mut Vec<u32>, a: MatPtr, rows: usize, cols: usize) {
     debug_assert_eq!(a.cs, 1);
     let stride = rows_stride(cols);
-    let dst = reuse(dst, rows.next_multiple_of(MR) * stride);
+    let dst = reuse(dst, rows.next_multiple_of(row_block()) * stride);
     dst[rows * stride..].fill(0);
     for r in 0..rows {
         // SAFETY: row r is valid (caller's contract).
@@ -417,15 +457,16 @@ unsafe fn pack_rows(dst: &mut Vec<u32>, a: MatPtr, rows: usize, cols: usize) {
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pack_panels(dst: &mut Vec<u32>, b: MatPtr, k: usize, (c0, c1): (usize, usize)) {
     debug_assert_eq!(b.cs, 1);
-    let pairs = k.div_ceil(2);
+    let (pairs, ppairs) = (k.div_ceil(2), panel_pairs(k));
     let cols = c1 - c0;
-    let dst = reuse(dst, cols.div_ceil(NR) * pairs * NR);
+    let dst = reuse(dst, cols.div_ceil(NR) * ppairs * NR);
     // Interleaves [x0..x15, y0..y15] into [x0, y0, x1, y1, ...].
     let idx: [i16; 32] = std::array::from_fn(|i| (i / 2 + 16 * (i % 2)) as i16);
     // SAFETY: reads 32 i16.
     let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
-    for (pi, panel) in dst.chunks_exact_mut(pairs * NR).enumerate() {
+    for (pi, panel) in dst.chunks_exact_mut(ppairs * NR).enumerate() {
         let pc = pi * NR;
+        panel[pairs * NR..].fill(0);
         for p in 0..pairs {
             for h in 0..NR / 16 {
                 let c = pc + 16 * h;
@@ -480,14 +521,17 @@ unsafe fn pack_panels_transposed(
             k,
         )
     };
-    let (pairs, stride) = (k.div_ceil(2), rows_stride(k));
-    let dst = reuse(dst, cols.div_ceil(NR) * pairs * NR);
-    for (pi, panel) in dst.chunks_exact_mut(pairs * NR).enumerate() {
+    // The packed rows' stride (whole tiles of 16 pairs) covers the panels' pairs,
+    // and past the `k` columns they hold zeros.
+    let (ppairs, stride) = (panel_pairs(k), rows_stride(k));
+    debug_assert!(ppairs <= stride);
+    let dst = reuse(dst, cols.div_ceil(NR) * ppairs * NR);
+    for (pi, panel) in dst.chunks_exact_mut(ppairs * NR).enumerate() {
         for j in 0..NR {
             let c = pi * NR + j;
-            for p in 0..pairs {
+            for p in 0..ppairs {
                 // Row c of the packed transpose holds column c's pairs; the rows past
-                // `cols` in the last block of MR are zeros, and later ones are padding.
+                // `cols` in the last row block are zeros, and later ones are padding.
                 panel[p * NR + j] = if c < cols { scratch[c * stride + p] } else { 0 };
             }
         }

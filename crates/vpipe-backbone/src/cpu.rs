@@ -486,7 +486,7 @@ unsafe fn matmul_raw(
             // SAFETY: the tile lies inside the matrices (caller's contract); tiles are disjoint.
             unsafe { tile_product(a, b, k, c, ldc, rows, cols, ep) }
         }),
-        _ => for_each_tile(dims, [bf16::MR, bf16::NR], |rows, cols| {
+        _ => for_each_tile(dims, [bf16::row_block(), bf16::NR], |rows, cols| {
             // SAFETY: as above; a packed operand exists only where bf16 is supported.
             unsafe { bf16::tile(a, b, k, c, ldc, rows, cols, ep) }
         }),
@@ -1791,6 +1791,28 @@ mod tests {
         let want = run(&LinearWeight::F32(F32Panels::new(&wt, d_in, d_out)));
         let got = run(&LinearWeight::Bf16(Bf16Panels::new(&wt, d_in, d_out)));
         close(&got, &want, 2e-5);
+    }
+
+    /// Where AMX runs the bf16 products, the bf16 tests once more in a process with
+    /// AMX turned off, so that the AVX512_BF16 kernel is tested on such processors too.
+    #[test]
+    fn amx_off_runs_the_bf16_tests_on_avx512() {
+        if !crate::amx::available() {
+            eprintln!("skipped: the bf16 tests run without AMX in this process already");
+            return;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let out = std::process::Command::new(exe)
+            .env(crate::amx::AMX_ENV, "off")
+            .args(["cpu::tests::bf16_", "--test-threads", "1"])
+            .output()
+            .expect("the test binary reruns");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("test result: ok. 2 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!   strides 2, 4, 8, 16 and 32.
 
 pub mod activation;
+pub mod amx;
 pub mod bf16;
 pub mod config;
 pub mod cpu;
