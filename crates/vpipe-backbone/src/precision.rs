@@ -52,6 +52,17 @@ impl Precision {
         self.resolve_with(bf16::supported())
     }
 
+    /// The instructions that run the CPU's matrix products in this precision (one
+    /// that [`Precision::resolve`] returned): `fma` for fp32, and for bf16 `amx`
+    /// where AMX runs them ([`crate::amx::available`]), else `avx512_bf16`.
+    pub fn product_unit(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fma",
+            Precision::Bf16 if crate::amx::available() => "amx",
+            Precision::Bf16 => "avx512_bf16",
+        }
+    }
+
     /// [`Precision::resolve`] on a processor that has (`bf16`) or lacks the bf16
     /// instructions.
     fn resolve_with(self, bf16: bool) -> (Precision, Option<String>) {

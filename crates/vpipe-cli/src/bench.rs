@@ -107,6 +107,9 @@ pub struct BenchReport {
     /// Number format of the matrix products (`fp32` or `bf16`): the one that ran,
     /// after any fallback.
     pub precision: String,
+    /// The instructions that ran the matrix products on the CPU (`fma` for fp32;
+    /// `amx` or `avx512_bf16` for bf16); empty on a GPU.
+    pub products: String,
     /// Threads the CPU backend used.
     pub threads: usize,
     /// Timed runs.
@@ -186,6 +189,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         device: args.device.to_string(),
         kernels: Kernels::for_device(&device).to_string(),
         precision: precision.to_string(),
+        products: match Kernels::for_device(&device) {
+            Kernels::Fused => precision.product_unit().to_string(),
+            Kernels::Generic => String::new(),
+        },
         threads: device::cpu_threads(),
         iters: args.iters,
         median_ms: median,
@@ -197,13 +204,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} {} {:?} device={} kernels={} precision={} threads={}: median {:.2} ms, p90 {:.2} ms, mean {:.2} ms, {:.1} images/s ({} runs)",
+            "{} {} {:?} device={} kernels={} precision={} products={} threads={}: median {:.2} ms, p90 {:.2} ms, mean {:.2} ms, {:.1} images/s ({} runs)",
             report.arch,
             report.task,
             report.input,
             report.device,
             report.kernels,
             report.precision,
+            report.products,
             report.threads,
             report.median_ms,
             report.p90_ms,

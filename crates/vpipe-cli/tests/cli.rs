@@ -352,11 +352,13 @@ fn bench_reports_json() {
             "median_ms",
             "p90_ms",
             "precision",
+            "products",
             "task",
             "threads"
         ]
     );
     assert_eq!(v["precision"], "fp32");
+    assert_eq!(v["products"], "fma");
     assert_eq!(v["arch"], "mobilevit_xxs");
     assert_eq!(v["task"], "classification");
     assert_eq!(v["input"], serde_json::json!([2, 3, 64, 64]));
@@ -399,6 +401,7 @@ fn bench_precision_falls_back_with_a_warning() {
     assert_ok(&capped);
     let v: serde_json::Value = serde_json::from_slice(&capped.stdout).expect("json");
     assert_eq!(v["precision"], "fp32");
+    assert_eq!(v["products"], "fma");
     let err = String::from_utf8_lossy(&capped.stderr);
     assert!(err.contains("AVX512_BF16") && err.contains("fp32"), "{err}");
     let out = vpipe(&args);
@@ -407,6 +410,23 @@ fn bench_precision_falls_back_with_a_warning() {
     let has_bf16 = std::arch::is_x86_feature_detected!("avx512bf16")
         && std::arch::is_x86_feature_detected!("avx512bw");
     assert_eq!(v["precision"], if has_bf16 { "bf16" } else { "fp32" });
+    // bf16 on AMX where the processor has it, unless VPIPE_AMX turns it off.
+    let has_amx = has_bf16 && vpipe_backbone::amx::available();
+    let unit = match (has_bf16, has_amx) {
+        (false, _) => "fma",
+        (true, true) => "amx",
+        (true, false) => "avx512_bf16",
+    };
+    assert_eq!(v["products"], unit);
+    let off = Command::new(env!("CARGO_BIN_EXE_vpipe"))
+        .args(args)
+        .env(vpipe_backbone::amx::AMX_ENV, "off")
+        .current_dir(root())
+        .output()
+        .expect("run vpipe");
+    assert_ok(&off);
+    let v: serde_json::Value = serde_json::from_slice(&off.stdout).expect("json");
+    assert_eq!(v["products"], if has_bf16 { "avx512_bf16" } else { "fma" });
     let out = vpipe(&["bench", "--precision", "int4", "--iters", "1"]);
     assert_clean_failure(&out, "unknown precision 'int4'");
     let out = vpipe(&[
