@@ -23,6 +23,9 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::asm;
 
+#[cfg(target_arch = "x86_64")]
+use crate::bf16::{NR, copy_edge};
+
 /// Environment variable that turns AMX off (`VPIPE_AMX=off`): the bf16 products
 /// then run on AVX512_BF16, to compare the two or to avoid AMX.
 pub const AMX_ENV: &str = "VPIPE_AMX";
@@ -164,7 +167,7 @@ unsafe fn dot<const C: u8, const A: u8, const B: u8>() {
 }
 
 /// `c[rows, cols] = a[rows, :] · b[:, cols]` for one block of at most
-/// [`BLOCK_ROWS`] rows and one panel of at most 32 columns, over `steps` tiles of
+/// [`BLOCK_ROWS`] rows and one panel of at most [`NR`] (32) columns, over `steps` tiles of
 /// [`PAIRS`] pairs of the inner dimension.
 ///
 /// # Safety
@@ -184,7 +187,6 @@ pub(crate) unsafe fn block(
     rows: usize,
     cols: usize,
 ) {
-    const NR: usize = 32;
     let (sa, sb) = (lda * 4, NR * 4);
     let two = rows > ROWS;
     // SAFETY: the loads stay inside the operands, as the caller guarantees.
@@ -230,10 +232,9 @@ pub(crate) unsafe fn block(
     // A partial block goes through a buffer and only its rows and columns are copied.
     let mut edge = [0f32; BLOCK_ROWS * NR];
     store_all(edge.as_mut_ptr(), NR);
-    for (r, row) in edge.chunks_exact(NR).take(rows).enumerate() {
-        // SAFETY: row r of the block, `cols` columns (caller's contract).
-        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), c.add(r * ldc), cols) };
-    }
+    // SAFETY: `edge` is initialised; `c` holds the block's rows and columns
+    // (caller's contract).
+    unsafe { copy_edge(edge.as_ptr(), c, ldc, rows, cols) };
 }
 
 #[cfg(not(target_arch = "x86_64"))]

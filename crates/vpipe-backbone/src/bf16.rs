@@ -596,11 +596,29 @@ unsafe fn micro(
         }
     }
     if !whole {
-        for (r, row) in edge.chunks_exact(NR).take(rows).enumerate() {
-            // SAFETY: row r of the block, `cols` columns (caller's contract); the
-            // stores above wrote every element of `edge`.
-            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr().cast(), c.add(r * ldc), cols) };
-        }
+        // SAFETY: the stores above wrote every element of `edge`; `c` holds the
+        // block's `rows` rows of `cols` columns (caller's contract).
+        unsafe { copy_edge(edge.as_ptr().cast(), c, ldc, rows, cols) };
+    }
+}
+
+/// Copies the first `rows` rows and `cols` columns of a block buffered in `edge`
+/// (row stride [`NR`]) to `c` (row stride `ldc`): how the kernels write a partial
+/// block.
+///
+/// # Safety
+/// `edge` must hold `rows` initialised rows of [`NR`] floats, and `c` `rows` rows of
+/// `cols` columns at stride `ldc`.
+pub(crate) unsafe fn copy_edge(
+    edge: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    for r in 0..rows {
+        // SAFETY: row r of both (caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(edge.add(r * NR), c.add(r * ldc), cols) };
     }
 }
 

@@ -138,7 +138,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     device::set_cpu_threads(args.threads);
     let device = args.device.device()?;
     set_cpu_kernels(args.kernels);
-    if args.precision != Precision::Fp32 && Kernels::for_device(&device) != Kernels::Fused {
+    let kernels = Kernels::for_device(&device);
+    if args.precision != Precision::Fp32 && kernels != Kernels::Fused {
         bail!(
             "--precision {} runs on the CPU's fused kernels only (--device cpu --kernels fused)",
             args.precision
@@ -187,9 +188,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         task,
         input: shape,
         device: args.device.to_string(),
-        kernels: Kernels::for_device(&device).to_string(),
+        kernels: kernels.to_string(),
         precision: precision.to_string(),
-        products: match Kernels::for_device(&device) {
+        products: match kernels {
             Kernels::Fused => precision.product_unit().to_string(),
             Kernels::Generic => String::new(),
         },
