@@ -283,8 +283,10 @@ pub(crate) unsafe fn tile(
                 if on_amx {
                     let steps = ppairs / amx::PAIRS;
                     amx::block(a, lda, b, steps, out, ldc, block_rows, block_cols);
+                } else if block_cols <= 16 {
+                    micro::<1>(a, lda, b, pairs, out, ldc, block_rows, block_cols);
                 } else {
-                    micro(a, lda, b, pairs, out, ldc, block_rows, block_cols);
+                    micro::<2>(a, lda, b, pairs, out, ldc, block_rows, block_cols);
                 }
             }
         }
@@ -545,8 +547,9 @@ fn lanes(n: usize) -> __mmask16 {
 }
 
 /// `c[rows, cols] = a[rows, :] · b[:, cols]` for one block of at most [`MR`] rows
-/// and one panel of at most [`NR`] columns, over `pairs` pairs of the inner
-/// dimension.
+/// and one panel of at most `16 * HALVES` columns (of [`NR`]), over `pairs` pairs of
+/// the inner dimension. With `HALVES = 1` only the panel's first 16 columns are
+/// multiplied: attention's values with heads of 16 columns, say.
 ///
 /// # Safety
 /// `a` must hold [`MR`] rows of `pairs` pairs at stride `lda`, `b` one panel of
@@ -555,7 +558,7 @@ fn lanes(n: usize) -> __mmask16 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro(
+unsafe fn micro<const HALVES: usize>(
     a: *const u32,
     lda: usize,
     b: *const u32,
@@ -565,34 +568,35 @@ unsafe fn micro(
     rows: usize,
     cols: usize,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); HALVES]; MR];
     for p in 0..pairs {
         // SAFETY: inside the panel and rows (caller's contract).
         unsafe {
-            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR).cast()));
-            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16).cast()));
+            let b: [__m512bh; HALVES] = std::array::from_fn(|h| {
+                std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16 * h).cast()))
+            });
             for (r, acc) in acc.iter_mut().enumerate() {
                 let av: __m512bh =
                     std::mem::transmute(_mm512_set1_epi32(*a.add(r * lda + p) as i32));
-                acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
-                acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+                for (acc, b) in acc.iter_mut().zip(b) {
+                    *acc = _mm512_dpbf16_ps(*acc, av, b);
+                }
             }
         }
     }
     // A whole block goes straight to `c`; a partial one through a buffer, so that the
     // accumulators are never indexed at run time (which would keep them in memory).
     let mut edge = [std::mem::MaybeUninit::<f32>::uninit(); MR * NR];
-    let whole = rows == MR && cols == NR;
+    let whole = rows == MR && cols == 16 * HALVES;
     let (dst, ld) = if whole {
         (c, ldc)
     } else {
         (edge.as_mut_ptr().cast::<f32>(), NR)
     };
     for (r, acc) in acc.iter().enumerate() {
-        // SAFETY: row r of the block, NR columns, in `c` or in `edge`.
-        unsafe {
-            _mm512_storeu_ps(dst.add(r * ld), acc[0]);
-            _mm512_storeu_ps(dst.add(r * ld + 16), acc[1]);
+        for (h, acc) in acc.iter().enumerate() {
+            // SAFETY: row r of the block, 16 columns of half h, in `c` or in `edge`.
+            unsafe { _mm512_storeu_ps(dst.add(r * ld + 16 * h), *acc) };
         }
     }
     if !whole {
@@ -650,7 +654,7 @@ unsafe fn pack_panels_transposed(
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro(
+unsafe fn micro<const HALVES: usize>(
     _: *const u32,
     _: usize,
     _: *const u32,

@@ -25,6 +25,7 @@ use crate::activation::{exp_approx, silu_slice, silu_slice_coarse};
 #[cfg(target_arch = "x86_64")]
 use crate::activation::{exp_avx512_unfused, silu_vector, silu_vector_coarse};
 use crate::bf16::{self, Bf16Panels, Bf16Rows};
+use crate::int8::{self, I8Panels, I8Rows};
 use crate::layers::Activation;
 use crate::panels::{self, F32Panels};
 use crate::precision::Precision;
@@ -143,8 +144,8 @@ pub struct Epilogue<'a> {
     pub act: Activation,
     /// A tensor laid out like the output, added last.
     pub residual: Option<&'a [f32]>,
-    /// The model's precision: with [`Precision::Bf16`] the SiLU is computed to
-    /// about 1e-4 ([`silu_slice_coarse`]) and depthwise taps are fused.
+    /// The model's precision: in a reduced one ([`Precision::is_reduced`]) the SiLU
+    /// is computed to about 1e-4 ([`silu_slice_coarse`]) and depthwise taps are fused.
     pub precision: Precision,
 }
 
@@ -195,10 +196,8 @@ impl<'a> Epilogue<'a> {
         match self.act {
             Activation::Identity => add_offset(row, offset, res),
             Activation::Relu => relu_slice(row, offset),
-            Activation::Silu => match self.precision {
-                Precision::Fp32 => silu_slice(row, offset),
-                Precision::Bf16 => silu_slice_coarse(row, offset),
-            },
+            Activation::Silu if self.precision.is_reduced() => silu_slice_coarse(row, offset),
+            Activation::Silu => silu_slice(row, offset),
         }
         if let (Some(_), Activation::Relu | Activation::Silu) = (res, self.act) {
             add_offset(row, 0.0, res);
@@ -269,10 +268,10 @@ impl<'a> Epilogue<'a> {
                 None => {}
             },
             Activation::Relu => v = _mm512_max_ps(add(v, splat), zero),
-            Activation::Silu => match self.precision {
-                Precision::Fp32 => v = silu_vector(add(v, splat)),
-                Precision::Bf16 => v = silu_vector_coarse(add(v, splat)),
-            },
+            Activation::Silu if self.precision.is_reduced() => {
+                v = silu_vector_coarse(add(v, splat))
+            }
+            Activation::Silu => v = silu_vector(add(v, splat)),
         }
         if let (Some(o), Activation::Relu | Activation::Silu) = (res, self.act) {
             v = add(add(v, zero), o);
@@ -493,6 +492,26 @@ unsafe fn matmul_raw(
     }
 }
 
+/// [`matmul_raw`] in int8 ([`int8`]).
+///
+/// # Safety
+/// As for [`matmul_raw`].
+unsafe fn matmul_int8(
+    dims: [usize; 3],
+    a: int8::Left,
+    b: int8::Right,
+    c: OutPtr,
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    let k = dims[2];
+    for_each_tile(dims, [int8::MR, int8::NR], |rows, cols| {
+        // SAFETY: the tile lies inside the matrices (caller's contract); tiles are
+        // disjoint; a packed operand exists only where int8 is supported.
+        unsafe { int8::tile(a, b, k, c, ldc, rows, cols, ep) }
+    });
+}
+
 /// `[rows, cols]` row-major to `[cols, rows]`.
 pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     (0..cols)
@@ -500,13 +519,24 @@ pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A dense layer's weight matrix, in the form its products read.
+/// A dense convolution's weight matrix, in the form its products read.
 #[derive(Debug, Clone)]
-pub enum DenseWeight<P> {
+pub enum DenseWeight {
     /// `f32`, row-major.
     F32(Vec<f32>),
     /// Rounded to bf16 and packed ([`Precision::Bf16`]).
-    Bf16(P),
+    Bf16(Bf16Rows),
+    /// Quantised to int8 and packed ([`Precision::Int8`]).
+    Int8(I8Rows),
+}
+
+/// A dense convolution's weight matrix `[c_out, c_in * k * k]` as the left operand
+/// of its products.
+#[derive(Clone, Copy)]
+enum WeightRows<'a> {
+    F32(MatPtr),
+    Bf16(&'a Bf16Rows),
+    Int8(&'a I8Rows),
 }
 
 /// A linear layer's weight `[d_in, d_out]`, in the form its products read.
@@ -516,6 +546,8 @@ pub enum LinearWeight {
     F32(F32Panels),
     /// Rounded to bf16 and packed ([`Precision::Bf16`]).
     Bf16(Bf16Panels),
+    /// Quantised to int8 and packed ([`Precision::Int8`]).
+    Int8(I8Panels),
 }
 
 /// A linear layer over the rows of `x` `[rows, d_in]`: `act(x · w + b) + residual`,
@@ -539,6 +571,10 @@ pub fn linear(
             assert_eq!(p.cols(), d_out, "linear: weight is not [d_in, {d_out}]");
             p.rows()
         }
+        LinearWeight::Int8(p) => {
+            assert_eq!(p.cols(), d_out, "linear: weight is not [d_in, {d_out}]");
+            p.rows()
+        }
     };
     assert_eq!(x.len(), rows * d_in, "linear: input is not [rows, {d_in}]");
     let mut out = output_buffer(rows * d_out);
@@ -546,8 +582,10 @@ pub fn linear(
     if let Some(r) = residual {
         ep = ep.with_residual(r);
     }
-    if let LinearWeight::Bf16(_) = w {
-        ep = ep.with_precision(Precision::Bf16);
+    match w {
+        LinearWeight::F32(_) => {}
+        LinearWeight::Bf16(_) => ep = ep.with_precision(Precision::Bf16),
+        LinearWeight::Int8(_) => ep = ep.with_precision(Precision::Int8),
     }
     let left = MatPtr {
         ptr: x.as_ptr(),
@@ -568,6 +606,17 @@ pub fn linear(
                 dims,
                 bf16::Left::F32(left),
                 bf16::Right::Packed(p),
+                c,
+                d_out,
+                &ep,
+            );
+        },
+        // SAFETY: as above.
+        LinearWeight::Int8(p) => unsafe {
+            matmul_int8(
+                dims,
+                int8::Left::F32(left),
+                int8::Right::Packed(p),
                 c,
                 d_out,
                 &ep,
@@ -617,7 +666,7 @@ impl ConvGeometry {
 /// (bias per output channel; residual laid out like the output).
 pub fn conv2d(
     x: &HostArray<4>,
-    weight: &DenseWeight<Bf16Rows>,
+    weight: &DenseWeight,
     c_out: usize,
     g: ConvGeometry,
     ep: &Epilogue,
@@ -626,7 +675,7 @@ pub fn conv2d(
     let wmat = match weight {
         DenseWeight::F32(w) => {
             assert_eq!(w.len(), c_out * kk, "conv2d: weight size");
-            bf16::Left::F32(MatPtr {
+            WeightRows::F32(MatPtr {
                 ptr: w.as_ptr(),
                 rs: kk as isize,
                 cs: 1,
@@ -634,7 +683,11 @@ pub fn conv2d(
         }
         DenseWeight::Bf16(p) => {
             assert_eq!([p.rows(), p.cols()], [c_out, kk], "conv2d: weight size");
-            bf16::Left::Packed(p)
+            WeightRows::Bf16(p)
+        }
+        DenseWeight::Int8(p) => {
+            assert_eq!([p.rows(), p.cols()], [c_out, kk], "conv2d: weight size");
+            WeightRows::Int8(p)
         }
     };
     // SAFETY: the weight matrix is [c_out, kk], checked above.
@@ -647,7 +700,7 @@ pub fn conv2d(
 /// `wmat` must be valid for that shape.
 unsafe fn conv2d_with(
     x: &HostArray<4>,
-    wmat: bf16::Left,
+    wmat: WeightRows,
     c_out: usize,
     g: ConvGeometry,
     ep: &Epilogue,
@@ -668,20 +721,28 @@ unsafe fn conv2d_with(
                     .map(|r| &r[b * c_out * plane..(b + 1) * c_out * plane]),
                 ..*ep
             };
+            let xm = MatPtr {
+                ptr: xb.as_ptr(),
+                rs: plane as isize,
+                cs: 1,
+            };
+            let dims = [c_out, plane, c_in];
             // SAFETY: W is [c_out, c_in], x[b] is [c_in, plane], out[b] is [c_out, plane].
             unsafe {
-                matmul_raw(
-                    [c_out, plane, c_in],
-                    wmat,
-                    bf16::Right::F32(MatPtr {
-                        ptr: xb.as_ptr(),
-                        rs: plane as isize,
-                        cs: 1,
-                    }),
-                    ob,
-                    plane,
-                    &ep,
-                );
+                match wmat {
+                    WeightRows::F32(w) => {
+                        let (w, xm) = (bf16::Left::F32(w), bf16::Right::F32(xm));
+                        matmul_raw(dims, w, xm, ob, plane, &ep);
+                    }
+                    WeightRows::Bf16(p) => {
+                        let (w, xm) = (bf16::Left::Packed(p), bf16::Right::F32(xm));
+                        matmul_raw(dims, w, xm, ob, plane, &ep);
+                    }
+                    WeightRows::Int8(p) => {
+                        let (w, xm) = (int8::Left::Packed(p), int8::Right::F32(xm));
+                        matmul_int8(dims, w, xm, ob, plane, &ep);
+                    }
+                }
             }
         }
         // SAFETY: matmul_raw wrote every element of every image.
@@ -780,12 +841,16 @@ unsafe fn conv2d_with(
             };
             let (rows, cols) = ((0, c_out), (0, cols));
             match wmat {
-                bf16::Left::F32(wmat) => {
+                WeightRows::F32(wmat) => {
                     tile_product(wmat, col_mat, kk, band, plane, rows, cols, &ep);
                 }
-                bf16::Left::Packed(_) => {
-                    let col_mat = bf16::Right::F32(col_mat);
+                WeightRows::Bf16(p) => {
+                    let (wmat, col_mat) = (bf16::Left::Packed(p), bf16::Right::F32(col_mat));
                     bf16::tile(wmat, col_mat, kk, band, plane, rows, cols, &ep);
+                }
+                WeightRows::Int8(p) => {
+                    let (wmat, col_mat) = (int8::Left::Packed(p), int8::Right::F32(col_mat));
+                    int8::tile(wmat, col_mat, kk, band, plane, rows, cols, &ep);
                 }
             }
         }
@@ -991,9 +1056,10 @@ unsafe fn depthwise3x3_avx512(
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        match precision {
-            Precision::Fp32 => depthwise3x3::<false>(buf, offsets, taps, dst, shape, bias, act),
-            Precision::Bf16 => depthwise3x3::<true>(buf, offsets, taps, dst, shape, bias, act),
+        if precision.is_reduced() {
+            depthwise3x3::<true>(buf, offsets, taps, dst, shape, bias, act)
+        } else {
+            depthwise3x3::<false>(buf, offsets, taps, dst, shape, bias, act)
         }
     }
 }
@@ -1117,8 +1183,8 @@ fn sum(x: &[f32]) -> f32 {
 
 /// Multi-head scaled dot-product attention over `qkv` `[seqs, tokens, 3 * d]`
 /// (queries, keys and values side by side, each split into `heads` heads).
-/// Returns the context `[seqs, tokens, d]`. With [`Precision::Bf16`], both products
-/// of each head run in bf16 (see [`bf16`]).
+/// Returns the context `[seqs, tokens, d]`. In a reduced precision
+/// ([`Precision::is_reduced`]), both products of each head run in bf16 (see [`bf16`]).
 pub fn attention(
     qkv: &[f32],
     [seqs, tokens, d]: [usize; 3],
@@ -1171,7 +1237,7 @@ pub fn attention(
                         product([tokens, hd, tokens], dst, d, s_mat, v, 1.0, false);
                     }
                 }
-                Precision::Bf16 => {
+                Precision::Bf16 | Precision::Int8 => {
                     let (qkv, dims) = ([q, k, v], [tokens, hd]);
                     bf16::attention_head(qkv, dims, scale, &mut scores, OutPtr(dst), d);
                 }
@@ -1317,7 +1383,7 @@ pub fn grouped_conv2d(
                 },
                 ..*ep
             };
-            let wmat = bf16::Left::F32(MatPtr {
+            let wmat = WeightRows::F32(MatPtr {
                 ptr: weight[gi * w_len..(gi + 1) * w_len].as_ptr(),
                 rs: (w_len / cog) as isize,
                 cs: 1,
@@ -1744,22 +1810,23 @@ mod tests {
             .collect()
     }
 
+    /// Convolutions `(c_in, c_out, kernel, stride, h, w)` for the reduced-precision
+    /// products: odd inner sizes, row blocks and panels with remainders, one and
+    /// several tiles, im2col bands and 1x1 products, zero padding.
+    const PRODUCT_CASES: [(usize, usize, usize, usize, usize, usize); 4] = [
+        (5, 7, 3, 1, 13, 11),
+        (5, 30, 3, 2, 13, 11),
+        (33, 70, 1, 1, 40, 50),
+        (16, 40, 3, 1, 64, 64),
+    ];
+
     #[test]
     fn bf16_products_match_f32_on_rounded_inputs() {
         if !bf16::supported() {
             eprintln!("skipped: this processor has no AVX512_BF16");
             return;
         }
-        // Odd inner sizes, row blocks and panels with remainders, one and several tiles.
-        for (case, &(c_in, c_out, kernel, stride, h, w)) in [
-            (5, 7, 3, 1, 13, 11),
-            (5, 30, 3, 2, 13, 11),
-            (33, 70, 1, 1, 40, 50),
-            (16, 40, 3, 1, 64, 64),
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (case, &(c_in, c_out, kernel, stride, h, w)) in PRODUCT_CASES.iter().enumerate() {
             let g = ConvGeometry {
                 kernel,
                 stride,
@@ -1791,6 +1858,109 @@ mod tests {
         let want = run(&LinearWeight::F32(F32Panels::new(&wt, d_in, d_out)));
         let got = run(&LinearWeight::Bf16(Bf16Panels::new(&wt, d_in, d_out)));
         close(&got, &want, 2e-5);
+    }
+
+    /// `x` quantised as the int8 products quantise one row or column: the integers
+    /// and the scale.
+    fn quantise(x: &[f32]) -> (Vec<i32>, f32) {
+        let m = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let inv = if m > 0.0 { 127.0 / m } else { 0.0 };
+        let q = x
+            .iter()
+            .map(|v| (v * inv).round_ties_even() as i32)
+            .collect();
+        (q, m * (1.0 / 127.0))
+    }
+
+    /// `a · b` (`[m, k]` by `[k, n]`, row-major) as the int8 products compute it:
+    /// each row of `a` and column of `b` quantised, the integer sums exact, then
+    /// scaled by the column's and the row's scale, in that order.
+    fn int8_reference(a: &[f32], b: &[f32], [m, n, k]: [usize; 3]) -> Vec<f32> {
+        let rows: Vec<_> = a.chunks_exact(k).map(quantise).collect();
+        let cols: Vec<_> = (0..n)
+            .map(|c| quantise(&(0..k).map(|i| b[i * n + c]).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(m * n);
+        for (qa, sa) in &rows {
+            for (qb, sb) in &cols {
+                let dot: i32 = qa.iter().zip(qb).map(|(x, y)| x * y).sum();
+                out.push(dot as f32 * sb * sa);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn int8_products_match_the_quantised_reference_to_the_bit() {
+        if !int8::supported() {
+            eprintln!("skipped: this processor has no AVX512_VNNI");
+            return;
+        }
+        // Inner sizes not multiples of 4 among them.
+        for (case, &(c_in, c_out, kernel, stride, h, w)) in PRODUCT_CASES.iter().enumerate() {
+            let g = ConvGeometry {
+                kernel,
+                stride,
+                dilation: 1,
+                padding: kernel / 2,
+            };
+            let (n, kk) = (2, c_in * kernel * kernel);
+            let x = HostArray {
+                data: pseudo_random(n * c_in * h * w, case as u32),
+                dims: [n, c_in, h, w],
+            };
+            let wt = pseudo_random(c_out * kk, 50 + case as u32);
+            let zeros = vec![0.0; c_out];
+            let ep = Epilogue::rows(&zeros, Activation::Identity);
+            let packed = DenseWeight::Int8(I8Rows::new(&wt, c_out, kk));
+            let got = conv2d(&x, &packed, c_out, g, &ep);
+            let (oh, ow) = (g.out_size(h), g.out_size(w));
+            for b in 0..n {
+                // The image's im2col matrix [kk, oh * ow], then the reference product.
+                let mut col = vec![0.0; kk * oh * ow];
+                for (t, row) in col.chunks_exact_mut(oh * ow).enumerate() {
+                    let (ci, ky, kx) = (t / (kernel * kernel), t / kernel % kernel, t % kernel);
+                    for (p, v) in row.iter_mut().enumerate() {
+                        let iy = (p / ow * stride + ky) as isize - g.padding as isize;
+                        let ix = (p % ow * stride + kx) as isize - g.padding as isize;
+                        if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                            *v = x.data[((b * c_in + ci) * h + iy as usize) * w + ix as usize];
+                        }
+                    }
+                }
+                let want = int8_reference(&wt, &col, [c_out, oh * ow, kk]);
+                let got = &got.data[b * c_out * oh * ow..(b + 1) * c_out * oh * ow];
+                let differ = bits_differ(got, &want);
+                assert_eq!(differ, 0, "case {case}, image {b}: {differ} differ");
+            }
+        }
+        let (rows, d_in, d_out) = (300, 21, 70);
+        let x = pseudo_random(rows * d_in, 7);
+        let wt = pseudo_random(d_in * d_out, 8);
+        let zeros = vec![0.0; d_out];
+        let w = LinearWeight::Int8(I8Panels::new(&wt, d_in, d_out));
+        let got = linear(&x, rows, &w, &zeros, Activation::Identity, None);
+        let differ = bits_differ(&got, &int8_reference(&x, &wt, [rows, d_out, d_in]));
+        assert_eq!(differ, 0, "linear: {differ} differ");
+    }
+
+    #[test]
+    fn int8_products_are_within_one_percent_of_f32() {
+        if !int8::supported() {
+            eprintln!("skipped: this processor has no AVX512_VNNI");
+            return;
+        }
+        let (rows, d_in, d_out) = (64, 256, 96);
+        let x = pseudo_random(rows * d_in, 11);
+        let wt = pseudo_random(d_in * d_out, 12);
+        let b = pseudo_random(d_out, 13);
+        let run = |w: &LinearWeight| linear(&x, rows, w, &b, Activation::Silu, None);
+        let want = run(&LinearWeight::F32(F32Panels::new(&wt, d_in, d_out)));
+        let got = run(&LinearWeight::Int8(I8Panels::new(&wt, d_in, d_out)));
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let diff: Vec<f32> = got.iter().zip(&want).map(|(g, w)| g - w).collect();
+        let rel = norm(&diff) / norm(&want);
+        assert!(rel < 0.01, "relative error {rel}");
     }
 
     /// Where AMX runs the bf16 products, the bf16 tests once more in a process with

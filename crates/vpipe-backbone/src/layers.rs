@@ -15,6 +15,7 @@ use crate::activation::silu;
 use crate::bf16::{Bf16Panels, Bf16Rows};
 use crate::cpu::{self, ConvGeometry, DenseWeight, Epilogue, HostArray, LinearWeight};
 use crate::error::Result;
+use crate::int8::{I8Panels, I8Rows};
 use crate::kernels::{self, Act, Kernels};
 use crate::panels::F32Panels;
 use crate::params::Params;
@@ -127,9 +128,9 @@ pub struct ConvNorm {
 #[derive(Debug, Clone)]
 enum ConvWeights {
     Fused {
-        /// `[out, in / groups, k, k]`, row-major (packed bf16 `[out, in * k * k]`
-        /// only when `groups == 1`).
-        weight: DenseWeight<Bf16Rows>,
+        /// `[out, in / groups, k, k]`, row-major (packed bf16 or int8
+        /// `[out, in * k * k]` only when `groups == 1`).
+        weight: DenseWeight,
         /// One per output channel (zeros where the layer has none).
         bias: Vec<f32>,
         geometry: ConvGeometry,
@@ -177,6 +178,11 @@ impl ConvNorm {
             Kernels::Fused => ConvWeights::Fused {
                 weight: match params.precision() {
                     Precision::Bf16 if spec.groups == 1 => DenseWeight::Bf16(Bf16Rows::new(
+                        &folded.weight.data,
+                        spec.out_channels,
+                        spec.in_channels * spec.kernel * spec.kernel,
+                    )),
+                    Precision::Int8 if spec.groups == 1 => DenseWeight::Int8(I8Rows::new(
                         &folded.weight.data,
                         spec.out_channels,
                         spec.in_channels * spec.kernel * spec.kernel,
@@ -350,6 +356,7 @@ impl Linear {
                     let t = cpu::transpose(&w.data, d_out, d_in);
                     match params.precision() {
                         Precision::Bf16 => LinearWeight::Bf16(Bf16Panels::new(&t, d_in, d_out)),
+                        Precision::Int8 => LinearWeight::Int8(I8Panels::new(&t, d_in, d_out)),
                         Precision::Fp32 => LinearWeight::F32(F32Panels::new(&t, d_in, d_out)),
                     }
                 },

@@ -22,6 +22,7 @@ pub mod bf16;
 pub mod config;
 pub mod cpu;
 pub mod error;
+pub mod int8;
 pub mod kernels;
 pub mod layers;
 pub mod layout;

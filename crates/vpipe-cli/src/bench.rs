@@ -45,8 +45,9 @@ pub struct BenchArgs {
     /// the path GPU backends take). Other devices always run burn's ops.
     #[arg(long, default_value = "fused")]
     kernels: Kernels,
-    /// Number format of the fused kernels' matrix products: fp32 (the default) or
-    /// bf16 (needs AVX512_BF16, else fp32 with a warning).
+    /// Number format of the fused kernels' matrix products: fp32 (the default), bf16
+    /// (needs AVX512_BF16) or int8 (needs AVX512_VNNI as well); else the next one
+    /// that runs, with a warning.
     #[arg(long, default_value = "fp32")]
     precision: Precision,
     /// Untimed runs first.
@@ -104,11 +105,11 @@ pub struct BenchReport {
     pub device: String,
     /// Kernels the layers ran on (`fused` or `generic`).
     pub kernels: String,
-    /// Number format of the matrix products (`fp32` or `bf16`): the one that ran,
+    /// Number format of the matrix products (`fp32`, `bf16` or `int8`): the one that ran,
     /// after any fallback.
     pub precision: String,
     /// The instructions that ran the matrix products on the CPU (`fma` for fp32;
-    /// `amx` or `avx512_bf16` for bf16); empty on a GPU.
+    /// `amx` or `avx512_bf16` for bf16; `avx512_vnni` for int8); empty on a GPU.
     pub products: String,
     /// Threads the CPU backend used.
     pub threads: usize,

@@ -41,7 +41,7 @@ pub(crate) struct AgreementArgs {
     student: PathBuf,
     /// Run the student with this precision of the CPU's matrix products instead of its
     /// file's `precision:` (`--teacher P.yaml --student P.yaml --student-precision
-    /// bf16` measures bf16 against fp32).
+    /// bf16` measures bf16 against fp32, `int8` int8).
     #[arg(long)]
     student_precision: Option<Precision>,
     /// The frames both run on: an image, a folder, a glob or a video.

@@ -37,9 +37,9 @@ pub struct RunArgs {
     /// `device`; GPU devices need vpipe built with their cargo feature).
     #[arg(long)]
     device: Option<DeviceSpec>,
-    /// Number format of the CPU's matrix products: fp32 or bf16 (default: the
-    /// pipeline's `precision`, else fp32; bf16 needs AVX512_BF16, else fp32 with a
-    /// warning).
+    /// Number format of the CPU's matrix products: fp32, bf16 or int8 (default: the
+    /// pipeline's `precision`, else fp32; bf16 needs AVX512_BF16, int8 AVX512_VNNI as
+    /// well, else the next one that runs, with a warning).
     #[arg(long)]
     precision: Option<Precision>,
     /// Do not draw the progress bar.

@@ -427,6 +427,35 @@ fn bench_precision_falls_back_with_a_warning() {
     assert_ok(&off);
     let v: serde_json::Value = serde_json::from_slice(&off.stdout).expect("json");
     assert_eq!(v["products"], if has_bf16 { "avx512_bf16" } else { "fma" });
+    // int8 needs AVX512_VNNI as well, and falls back to bf16, then fp32.
+    let int8_args = args.map(|a| if a == "bf16" { "int8" } else { a });
+    let capped = Command::new(env!("CARGO_BIN_EXE_vpipe"))
+        .args(int8_args)
+        .env("VPIPE_SIMD", "avx2")
+        .current_dir(root())
+        .output()
+        .expect("run vpipe");
+    assert_ok(&capped);
+    let v: serde_json::Value = serde_json::from_slice(&capped.stdout).expect("json");
+    assert_eq!(v["precision"], "fp32");
+    let err = String::from_utf8_lossy(&capped.stderr);
+    assert!(
+        err.contains("AVX512_VNNI") && err.contains("running in fp32"),
+        "{err}"
+    );
+    let out = vpipe(&int8_args);
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let has_int8 = has_bf16 && std::arch::is_x86_feature_detected!("avx512vnni");
+    let (precision, unit) = match (has_int8, has_bf16) {
+        (true, _) => ("int8", "avx512_vnni"),
+        (false, true) => ("bf16", unit),
+        (false, false) => ("fp32", "fma"),
+    };
+    assert_eq!(
+        (&v["precision"], &v["products"]),
+        (&precision.into(), &unit.into())
+    );
     let out = vpipe(&["bench", "--precision", "int4", "--iters", "1"]);
     assert_clean_failure(&out, "unknown precision 'int4'");
     let out = vpipe(&[
@@ -441,10 +470,10 @@ fn bench_precision_falls_back_with_a_warning() {
     assert_clean_failure(&out, "fused kernels only");
 }
 
-/// `vpipe run --precision bf16` gives the fp32 run's classes, with logits within the
-/// rounding of bf16 inputs.
+/// `vpipe run --precision bf16` (and `int8`) gives the fp32 run's classes, with
+/// logits within the rounding of the reduced inputs.
 #[test]
-fn run_in_bf16_agrees_with_fp32() {
+fn run_in_bf16_and_int8_agrees_with_fp32() {
     let top = |precision: &str| {
         let dir = temp_dir(&format!("precision-{precision}"));
         let out = vpipe(&[
@@ -474,10 +503,13 @@ fn run_in_bf16_agrees_with_fp32() {
             })
             .collect::<Vec<(u64, f64)>>()
     };
-    let (fp32, bf16) = (top("fp32"), top("bf16"));
-    assert_eq!(fp32[0].0, bf16[0].0, "{fp32:?} vs {bf16:?}");
-    let rel = (fp32[0].1 - bf16[0].1).abs() / fp32[0].1.abs();
-    assert!(rel < 2e-2, "{fp32:?} vs {bf16:?}");
+    let fp32 = top("fp32");
+    for (precision, tolerance) in [("bf16", 2e-2), ("int8", 3e-2)] {
+        let got = top(precision);
+        assert_eq!(fp32[0].0, got[0].0, "{precision}: {fp32:?} vs {got:?}");
+        let rel = (fp32[0].1 - got[0].1).abs() / fp32[0].1.abs();
+        assert!(rel < tolerance, "{precision}: {fp32:?} vs {got:?}");
+    }
 }
 
 #[test]

@@ -51,8 +51,9 @@ pub struct PipelineSpec {
     #[serde(default)]
     pub threads: usize,
     /// Number format of the matrix products on the CPU: `fp32` (the default: the
-    /// reference numbers) or `bf16` (faster; needs AVX512_BF16, else fp32 with a
-    /// warning).
+    /// reference numbers), `bf16` (faster; needs AVX512_BF16) or `int8` (faster
+    /// still; needs AVX512_VNNI as well); else the next one that runs, with a
+    /// warning.
     #[serde(default = "default_precision")]
     pub precision: String,
     /// Backbones by name.
@@ -612,7 +613,7 @@ impl PipelineFile {
         Ok(())
     }
 
-    /// The `precision:` key (checked: known, and `bf16` only on the CPU).
+    /// The `precision:` key (checked: known, and `bf16` or `int8` only on the CPU).
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -621,7 +622,8 @@ impl PipelineFile {
     fn check_precision(&self) -> Result<Precision> {
         let written = &self.spec.precision;
         let precision = written.parse::<Precision>().map_err(|e| {
-            let hint = closest(written, ["fp32", "bf16"]).map(|c| format!("did you mean '{c}'?"));
+            let hint =
+                closest(written, ["fp32", "bf16", "int8"]).map(|c| format!("did you mean '{c}'?"));
             self.error("precision", e, hint)
         })?;
         if precision != Precision::Fp32 && self.device != DeviceSpec::Cpu {
