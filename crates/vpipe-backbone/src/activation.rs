@@ -162,7 +162,22 @@ fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
 pub(crate) fn exp_avx512_coarse(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let splat = _mm512_set1_ps;
-    let t = _mm512_min_ps(_mm512_max_ps(x, splat(EXP_MIN)), splat(EXP_MAX));
+    exp_avx512_coarse_unclamped(_mm512_min_ps(
+        _mm512_max_ps(x, splat(EXP_MIN)),
+        splat(EXP_MAX),
+    ))
+}
+
+/// [`exp_avx512_coarse`] without its clamping of the input: for inputs that cannot
+/// overflow (at most 0, as a softmax's scores less their maximum); far below
+/// `EXP_MIN` the result still goes to 0 (`scalef`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn exp_avx512_coarse_unclamped(
+    t: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let splat = _mm512_set1_ps;
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
         t,
         splat(std::f32::consts::LOG2_E),

@@ -22,7 +22,7 @@
 use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
-use crate::activation::exp_avx512_coarse;
+use crate::activation::exp_avx512_coarse_unclamped;
 use crate::amx;
 use crate::cpu::{Bias, Epilogue, MatPtr, OutPtr, reuse};
 use crate::layers::Activation;
@@ -304,7 +304,7 @@ pub(crate) unsafe fn tile(
 /// One head of scaled dot-product attention in bf16: `dst[tokens, hd]` (row stride
 /// `ldd`) `= softmax(scale * q · kᵀ) · v`, `q`, `k`, `v` being `[tokens, hd]` views
 /// with unit column stride. Both products run in bf16; the softmax's exponentials
-/// ([`exp_avx512_coarse`]) are packed as bf16 as they are made, and the rows are
+/// ([`exp_avx512_coarse_unclamped`]) are packed as bf16 as they are made, and the rows are
 /// divided by their sums after the second product. `scores` is scratch space.
 ///
 /// # Safety
@@ -390,10 +390,11 @@ unsafe fn softmax_weights(
                 let mask = lanes(cols - c);
                 m = _mm512_mask_max_ps(m, mask, m, _mm512_maskz_loadu_ps(mask, src.add(c)));
             }
-            let max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+            // scale * (x - max) as one multiply-add: at most 0, but for its rounding.
+            let shift = _mm512_mul_ps(_mm512_set1_ps(_mm512_reduce_max_ps(m)), scale);
             let exp = |mask: __mmask16, at: *const f32| {
-                let x = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, at), max);
-                _mm512_maskz_mov_ps(mask, exp_avx512_coarse(_mm512_mul_ps(x, scale)))
+                let x = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(mask, at), scale, shift);
+                _mm512_maskz_mov_ps(mask, exp_avx512_coarse_unclamped(x))
             };
             let mut acc = _mm512_setzero_ps();
             for (q, chunk) in out.chunks_exact_mut(16).enumerate() {
