@@ -1,4 +1,4 @@
-//! Matrix products in int8, for [`Precision::Int8`].
+//! Matrix products in int8, for [`crate::Precision::Int8`].
 //!
 //! Quantisation is symmetric and dynamic: every row of the left operand and every
 //! column of the right operand gets its own scale, `max |x| / 127`, taken when it is
