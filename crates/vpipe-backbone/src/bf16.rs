@@ -543,7 +543,7 @@ unsafe fn pack_panels_transposed(
 
 /// The mask of the first `n` of 16 lanes.
 #[cfg(target_arch = "x86_64")]
-fn lanes(n: usize) -> __mmask16 {
+pub(crate) fn lanes(n: usize) -> __mmask16 {
     if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
 }
 

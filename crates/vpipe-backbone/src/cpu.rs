@@ -1942,6 +1942,18 @@ mod tests {
         let got = linear(&x, rows, &w, &zeros, Activation::Identity, None);
         let differ = bits_differ(&got, &int8_reference(&x, &wt, [rows, d_out, d_in]));
         assert_eq!(differ, 0, "linear: {differ} differ");
+        // The epilogue (bias, SiLU, residual) is `Epilogue::finish` on the rows of sums.
+        let (bias, res) = (pseudo_random(d_out, 9), pseudo_random(rows * d_out, 10));
+        let with = linear(&x, rows, &w, &bias, Activation::Silu, Some(&res));
+        let ep = Epilogue::cols(&bias, Activation::Silu)
+            .with_residual(&res)
+            .with_precision(Precision::Int8);
+        let mut want = got;
+        for (r, row) in want.chunks_exact_mut(d_out).enumerate() {
+            ep.finish(row, r, 0, Some(&res[r * d_out..(r + 1) * d_out]));
+        }
+        let differ = bits_differ(&with, &want);
+        assert_eq!(differ, 0, "linear with its epilogue: {differ} differ");
     }
 
     #[test]

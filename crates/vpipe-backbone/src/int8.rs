@@ -23,6 +23,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+#[cfg(target_arch = "x86_64")]
+use crate::bf16::lanes;
 use crate::cpu::{Epilogue, MatPtr, OutPtr, reuse};
 
 /// Rows of the left operand per micro-kernel call.
@@ -269,28 +271,21 @@ pub(crate) unsafe fn tile(
             // MR rows, the panels (and theirs) to whole panels, with zeros past `k`;
             // the output block lies inside `c` (caller's contract).
             unsafe {
-                micro(
-                    [a_ptr.add(rb * lda), b_ptr.add(pi * quads * NR)],
-                    lda,
-                    quads,
-                    [a_scales.add(rb), b_scales.add(pc)],
-                    b_offsets.add(pc),
-                    c.at((r0 + rb) * ldc + c0 + pc),
-                    ldc,
-                    [block_rows, NR.min(cols - pc)],
-                );
+                let operands = [a_ptr.add(rb * lda), b_ptr.add(pi * quads * NR)];
+                let scales = [a_scales.add(rb), b_scales.add(pc)];
+                let (out, offsets) = (c.at((r0 + rb) * ldc + c0 + pc), b_offsets.add(pc));
+                let block = [block_rows, NR.min(cols - pc)];
+                if block[1] <= 16 {
+                    micro::<1>(operands, lda, quads, scales, offsets, out, ldc, block);
+                } else {
+                    micro::<2>(operands, lda, quads, scales, offsets, out, ldc, block);
+                }
             }
         }
         // SAFETY: as above; the micro-kernels have just written the block's rows.
         unsafe { ep.finish_block(c, ldc, (r0 + rb, r0 + rb + block_rows), (c0, c1)) };
     }
     SCRATCH.set(own);
-}
-
-/// The mask of the first `n` of 16 lanes.
-#[cfg(target_arch = "x86_64")]
-fn lanes(n: usize) -> __mmask16 {
-    if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
 }
 
 /// `127 / max |x|` of the lanes of `m` (0 when they are all 0), and its inverse,
@@ -438,9 +433,9 @@ unsafe fn pack_panels(
 }
 
 /// `c[rows, cols] = a[rows, :] · b[:, cols]` for one block of at most [`MR`] rows
-/// and one panel of at most [`NR`] columns, over `quads` quads of the inner
-/// dimension, scaled back to `f32` with the rows' and columns' `scales` after the
-/// columns' `offsets` are taken off.
+/// and one panel of at most `16 * HALVES` columns (of [`NR`]), over `quads` quads of
+/// the inner dimension, scaled back to `f32` with the rows' and columns' `scales`
+/// after the columns' `offsets` are taken off.
 ///
 /// # Safety
 /// `a` must hold [`MR`] rows of `quads` quads at stride `lda`, `b` one panel of
@@ -449,7 +444,7 @@ unsafe fn pack_panels(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro(
+unsafe fn micro<const HALVES: usize>(
     [a, b]: [*const u32; 2],
     lda: usize,
     quads: usize,
@@ -459,46 +454,43 @@ unsafe fn micro(
     ldc: usize,
     [rows, cols]: [usize; 2],
 ) {
-    let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+    let mut acc = [[_mm512_setzero_si512(); HALVES]; MR];
     for q in 0..quads {
         // SAFETY: inside the panel and rows (caller's contract).
         unsafe {
-            let b0 = _mm512_loadu_si512(b.add(q * NR).cast());
-            let b1 = _mm512_loadu_si512(b.add(q * NR + 16).cast());
+            let b: [__m512i; HALVES] =
+                std::array::from_fn(|h| _mm512_loadu_si512(b.add(q * NR + 16 * h).cast()));
             for (r, acc) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_epi32(*a.add(r * lda + q) as i32);
-                acc[0] = _mm512_dpbusd_epi32(acc[0], av, b0);
-                acc[1] = _mm512_dpbusd_epi32(acc[1], av, b1);
+                for (acc, b) in acc.iter_mut().zip(b) {
+                    *acc = _mm512_dpbusd_epi32(*acc, av, b);
+                }
             }
         }
     }
     // A whole block goes straight to `c`; a partial one through a buffer, so that the
     // accumulators are never indexed at run time (which would keep them in memory).
     let mut edge = [std::mem::MaybeUninit::<f32>::uninit(); MR * NR];
-    let whole = rows == MR && cols == NR;
+    let whole = rows == MR && cols == 16 * HALVES;
     let (dst, ld) = if whole {
         (c, ldc)
     } else {
         (edge.as_mut_ptr().cast::<f32>(), NR)
     };
     // SAFETY: the scales and offsets hold whole blocks and panels (caller's contract);
-    // each store writes row r of the block, NR columns, in `c` or in `edge`.
+    // each store writes row r of the block, 16 columns of half h, in `c` or in `edge`.
     unsafe {
-        let (o0, o1) = (
-            _mm512_loadu_si512(offsets.cast()),
-            _mm512_loadu_si512(offsets.add(16).cast()),
-        );
-        let (s0, s1) = (_mm512_loadu_ps(b_scales), _mm512_loadu_ps(b_scales.add(16)));
+        let offsets: [__m512i; HALVES] =
+            std::array::from_fn(|h| _mm512_loadu_si512(offsets.add(16 * h).cast()));
+        let scales: [__m512; HALVES] =
+            std::array::from_fn(|h| _mm512_loadu_ps(b_scales.add(16 * h)));
         for (r, acc) in acc.iter().enumerate() {
             let sa = _mm512_set1_ps(*a_scales.add(r));
-            let back = |acc: __m512i, o: __m512i, s: __m512| {
-                _mm512_mul_ps(
-                    _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, o)), s),
-                    sa,
-                )
-            };
-            _mm512_storeu_ps(dst.add(r * ld), back(acc[0], o0, s0));
-            _mm512_storeu_ps(dst.add(r * ld + 16), back(acc[1], o1, s1));
+            for h in 0..HALVES {
+                let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[h], offsets[h]));
+                let v = _mm512_mul_ps(_mm512_mul_ps(v, scales[h]), sa);
+                _mm512_storeu_ps(dst.add(r * ld + 16 * h), v);
+            }
         }
     }
     if !whole {
@@ -527,7 +519,7 @@ unsafe fn pack_panels(
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro(
+unsafe fn micro<const HALVES: usize>(
     _: [*const u32; 2],
     _: usize,
     _: usize,

@@ -23,7 +23,8 @@ pub enum Level {
 pub const SIMD_ENV: &str = "VPIPE_SIMD";
 
 /// The widest vector unit of this processor, capped by [`SIMD_ENV`] when set.
-/// Decided once per process.
+/// Decided once per process; inlined, since every [`simd_fn!`] call asks it.
+#[inline]
 pub fn level() -> Level {
     static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
