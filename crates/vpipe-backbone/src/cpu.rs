@@ -562,20 +562,12 @@ pub fn linear(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let d_out = bias.len();
-    let d_in = match w {
-        LinearWeight::F32(p) => {
-            assert_eq!(p.cols(), d_out, "linear: weight is not [d_in, {d_out}]");
-            p.rows()
-        }
-        LinearWeight::Bf16(p) => {
-            assert_eq!(p.cols(), d_out, "linear: weight is not [d_in, {d_out}]");
-            p.rows()
-        }
-        LinearWeight::Int8(p) => {
-            assert_eq!(p.cols(), d_out, "linear: weight is not [d_in, {d_out}]");
-            p.rows()
-        }
+    let (d_in, cols) = match w {
+        LinearWeight::F32(p) => (p.rows(), p.cols()),
+        LinearWeight::Bf16(p) => (p.rows(), p.cols()),
+        LinearWeight::Int8(p) => (p.rows(), p.cols()),
     };
+    assert_eq!(cols, d_out, "linear: weight is not [d_in, {d_out}]");
     assert_eq!(x.len(), rows * d_in, "linear: input is not [rows, {d_in}]");
     let mut out = output_buffer(rows * d_out);
     let mut ep = Epilogue::cols(bias, act);
@@ -1820,6 +1812,16 @@ mod tests {
         (16, 40, 3, 1, 64, 64),
     ];
 
+    /// The geometry of a [`PRODUCT_CASES`] convolution: "same" padding, no dilation.
+    fn case_geometry(kernel: usize, stride: usize) -> ConvGeometry {
+        ConvGeometry {
+            kernel,
+            stride,
+            dilation: 1,
+            padding: kernel / 2,
+        }
+    }
+
     #[test]
     fn bf16_products_match_f32_on_rounded_inputs() {
         if !bf16::supported() {
@@ -1827,12 +1829,7 @@ mod tests {
             return;
         }
         for (case, &(c_in, c_out, kernel, stride, h, w)) in PRODUCT_CASES.iter().enumerate() {
-            let g = ConvGeometry {
-                kernel,
-                stride,
-                dilation: 1,
-                padding: kernel / 2,
-            };
+            let g = case_geometry(kernel, stride);
             let x = HostArray {
                 data: to_bf16(&pseudo_random(2 * c_in * h * w, case as u32)),
                 dims: [2, c_in, h, w],
@@ -1898,12 +1895,7 @@ mod tests {
         }
         // Inner sizes not multiples of 4 among them.
         for (case, &(c_in, c_out, kernel, stride, h, w)) in PRODUCT_CASES.iter().enumerate() {
-            let g = ConvGeometry {
-                kernel,
-                stride,
-                dilation: 1,
-                padding: kernel / 2,
-            };
+            let g = case_geometry(kernel, stride);
             let (n, kk) = (2, c_in * kernel * kernel);
             let x = HostArray {
                 data: pseudo_random(n * c_in * h * w, case as u32),

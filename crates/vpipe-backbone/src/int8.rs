@@ -288,8 +288,8 @@ pub(crate) unsafe fn tile(
     SCRATCH.set(own);
 }
 
-/// `127 / max |x|` of the lanes of `m` (0 when they are all 0), and its inverse,
-/// the scale.
+/// For maxima `m` of `|x|`, lane by lane: the factor `127 / m` that quantises
+/// (0 where `m` is 0), and the scale `m / 127` that takes the integers back.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn scale_of(m: __m512) -> (__m512, __m512) {

@@ -174,19 +174,20 @@ impl ConvNorm {
             });
         }
         let folded = params.conv(prefix, shape, spec.bias, spec.norm)?;
+        // The weight as the matrix [out, in * k * k] its products read.
+        let (rows, cols) = (
+            spec.out_channels,
+            spec.in_channels * spec.kernel * spec.kernel,
+        );
         let weights = match params.kernels() {
             Kernels::Fused => ConvWeights::Fused {
                 weight: match params.precision() {
-                    Precision::Bf16 if spec.groups == 1 => DenseWeight::Bf16(Bf16Rows::new(
-                        &folded.weight.data,
-                        spec.out_channels,
-                        spec.in_channels * spec.kernel * spec.kernel,
-                    )),
-                    Precision::Int8 if spec.groups == 1 => DenseWeight::Int8(I8Rows::new(
-                        &folded.weight.data,
-                        spec.out_channels,
-                        spec.in_channels * spec.kernel * spec.kernel,
-                    )),
+                    Precision::Bf16 if spec.groups == 1 => {
+                        DenseWeight::Bf16(Bf16Rows::new(&folded.weight.data, rows, cols))
+                    }
+                    Precision::Int8 if spec.groups == 1 => {
+                        DenseWeight::Int8(I8Rows::new(&folded.weight.data, rows, cols))
+                    }
                     _ => DenseWeight::F32(folded.weight.data),
                 },
                 bias: folded.bias.unwrap_or_else(|| vec![0.0; spec.out_channels]),

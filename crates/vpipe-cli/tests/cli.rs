@@ -16,6 +16,16 @@ fn vpipe(args: &[&str]) -> Output {
         .expect("run vpipe")
 }
 
+/// [`vpipe`] with the environment variable `key` set to `value`.
+fn vpipe_with_env(args: &[&str], key: &str, value: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpipe"))
+        .args(args)
+        .env(key, value)
+        .current_dir(root())
+        .output()
+        .expect("run vpipe")
+}
+
 /// A fresh temporary folder for one test, removed when the guard drops.
 fn temp_dir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -392,12 +402,7 @@ fn bench_precision_falls_back_with_a_warning() {
         "bf16",
         "--json",
     ];
-    let capped = Command::new(env!("CARGO_BIN_EXE_vpipe"))
-        .args(args)
-        .env("VPIPE_SIMD", "avx2")
-        .current_dir(root())
-        .output()
-        .expect("run vpipe");
+    let capped = vpipe_with_env(&args, "VPIPE_SIMD", "avx2");
     assert_ok(&capped);
     let v: serde_json::Value = serde_json::from_slice(&capped.stdout).expect("json");
     assert_eq!(v["precision"], "fp32");
@@ -418,23 +423,13 @@ fn bench_precision_falls_back_with_a_warning() {
         (true, false) => "avx512_bf16",
     };
     assert_eq!(v["products"], unit);
-    let off = Command::new(env!("CARGO_BIN_EXE_vpipe"))
-        .args(args)
-        .env(vpipe_backbone::amx::AMX_ENV, "off")
-        .current_dir(root())
-        .output()
-        .expect("run vpipe");
+    let off = vpipe_with_env(&args, vpipe_backbone::amx::AMX_ENV, "off");
     assert_ok(&off);
     let v: serde_json::Value = serde_json::from_slice(&off.stdout).expect("json");
     assert_eq!(v["products"], if has_bf16 { "avx512_bf16" } else { "fma" });
     // int8 needs AVX512_VNNI as well, and falls back to bf16, then fp32.
     let int8_args = args.map(|a| if a == "bf16" { "int8" } else { a });
-    let capped = Command::new(env!("CARGO_BIN_EXE_vpipe"))
-        .args(int8_args)
-        .env("VPIPE_SIMD", "avx2")
-        .current_dir(root())
-        .output()
-        .expect("run vpipe");
+    let capped = vpipe_with_env(&int8_args, "VPIPE_SIMD", "avx2");
     assert_ok(&capped);
     let v: serde_json::Value = serde_json::from_slice(&capped.stdout).expect("json");
     assert_eq!(v["precision"], "fp32");
